@@ -1,0 +1,4 @@
+#!/bin/sh
+# Proxy benchmark entry point; the work is done by run.py (Python standard library only).
+# Options: bench/run.sh --help, method: bench/README.md.
+exec /usr/bin/python3 "$(dirname "$0")/run.py" "$@"

@@ -1,0 +1,24 @@
+# System dependencies, all from Debian 12 packages (scripts/install-deps.sh installs them).
+find_package(Threads REQUIRED)
+find_package(PkgConfig REQUIRED)
+find_package(Protobuf REQUIRED)
+find_package(OpenSSL REQUIRED)
+find_package(spdlog REQUIRED)
+find_package(fmt REQUIRED)
+find_package(yaml-cpp REQUIRED)
+pkg_check_modules(RE2 REQUIRED IMPORTED_TARGET re2)
+pkg_check_modules(CARES REQUIRED IMPORTED_TARGET libcares)
+
+# Standalone Asio is header-only.
+add_library(asio INTERFACE)
+target_compile_definitions(asio INTERFACE ASIO_STANDALONE ASIO_NO_DEPRECATED)
+target_link_libraries(asio INTERFACE Threads::Threads)
+
+# Adds a static library for one area of a component: sources, public include dir, dependencies.
+function(skiff_library name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  add_library(${name} STATIC ${ARG_SOURCES})
+  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR}/sidecar/include
+                                            PRIVATE ${PROJECT_SOURCE_DIR}/sidecar/src)
+  target_link_libraries(${name} PUBLIC ${ARG_DEPS})
+endfunction()

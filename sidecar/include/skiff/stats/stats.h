@@ -1,0 +1,136 @@
+// Stats: counters, gauges and histograms named as Envoy names them, written by workers without locks.
+//
+// Every thread that records stats (main thread and each worker) owns a slab of cells. A stat is an index
+// into the slabs; recording touches only the calling thread's cell (a plain add on its own cache lines),
+// and a reader (admin, Prometheus) sums the cells of all slabs. Stats are created by name, idempotently:
+// asking twice for "cluster.x.upstream_rq_total" returns the same counter. Creation takes a mutex and may
+// happen on any thread (e.g. the first 503 of a cluster); recording never does.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace skiff::stats {
+
+class Store;
+
+// Index of a thread's slab. The main thread is 0; worker N (0-based) is N + 1.
+void setThreadSlab(uint32_t slab_index);
+
+class Counter {
+ public:
+  Counter() = default;
+  void inc(uint64_t n = 1) const;
+  // Sum over all slabs (reader side).
+  uint64_t value() const;
+  bool valid() const { return store_ != nullptr; }
+
+ private:
+  friend class Store;
+  Counter(Store* store, uint32_t cell) : store_(store), cell_(cell) {}
+  Store* store_ = nullptr;
+  uint32_t cell_ = 0;
+};
+
+class Gauge {
+ public:
+  Gauge() = default;
+  void inc(int64_t n = 1) const;
+  void dec(int64_t n = 1) const;
+  // Set is for gauges that one thread owns (server.uptime, server.state, circuit breaker open flags
+  // written by the owning worker...). A set() overwrites the calling thread's cell only.
+  void set(int64_t v) const;
+  int64_t value() const;
+  bool valid() const { return store_ != nullptr; }
+
+ private:
+  friend class Store;
+  Gauge(Store* store, uint32_t cell) : store_(store), cell_(cell) {}
+  Store* store_ = nullptr;
+  uint32_t cell_ = 0;
+};
+
+// Fixed-bucket histogram with Envoy's default bucket bounds (0.5 ... 3600000); quantiles are interpolated
+// within buckets on read.
+class Histogram {
+ public:
+  enum class Unit { kMilliseconds, kMicroseconds, kBytes, kUnspecified };
+  Histogram() = default;
+  void record(uint64_t value) const;
+  bool valid() const { return store_ != nullptr; }
+
+ private:
+  friend class Store;
+  Histogram(Store* store, uint32_t first_cell) : store_(store), first_cell_(first_cell) {}
+  Store* store_ = nullptr;
+  uint32_t first_cell_ = 0;
+};
+
+// Envoy's default histogram bucket upper bounds.
+const std::vector<double>& defaultBuckets();
+
+struct HistogramSnapshot {
+  std::vector<uint64_t> bucket_counts;  // one per bound in defaultBuckets(), plus overflow last
+  uint64_t sample_count = 0;
+  double sample_sum = 0;
+  // Interpolated quantile (q in [0,1]); NaN when empty.
+  double quantile(double q) const;
+};
+
+enum class StatType { kCounter, kGauge, kHistogram, kTextReadout };
+
+// One stat as a reader sees it.
+struct StatValue {
+  std::string name;
+  StatType type;
+  uint64_t counter = 0;
+  int64_t gauge = 0;
+  HistogramSnapshot histogram;
+  std::string text;
+  bool used = false;  // ever changed
+};
+
+class Store {
+ public:
+  // `max_slabs` = 1 (main) + the number of workers.
+  explicit Store(uint32_t max_slabs);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  Counter counter(std::string_view name);
+  Gauge gauge(std::string_view name);
+  Histogram histogram(std::string_view name, Histogram::Unit unit = Histogram::Unit::kMilliseconds);
+  // Text readouts (e.g. control_plane.identifier) are rare and set from the main thread.
+  void setText(std::string_view name, std::string_view value);
+
+  // Reader side: every stat, sorted by name; `filter` (when set) keeps names it returns true for.
+  std::vector<StatValue> snapshot(const std::function<bool(std::string_view)>& filter = nullptr) const;
+  // Zero all counters (admin /reset_counters).
+  void resetCounters();
+
+  uint32_t maxSlabs() const;
+
+  // Internals used by Counter/Gauge/Histogram; not for callers.
+  uint64_t* cellForThisThread(uint32_t cell) const;
+  uint64_t sumCells(uint32_t cell) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The process-wide store. Created once in main before workers start.
+Store& defaultStore();
+void initDefaultStore(uint32_t max_slabs);
+
+// Renderers for the admin API (Envoy's shapes; see ../shared/reference/envoy-admin-and-stats.md).
+std::string renderText(const std::vector<StatValue>& stats);
+std::string renderJson(const std::vector<StatValue>& stats);
+std::string renderPrometheus(const std::vector<StatValue>& stats);
+
+}  // namespace skiff::stats

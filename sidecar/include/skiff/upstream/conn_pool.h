@@ -1,0 +1,104 @@
+// Per-worker pools of upstream TCP connections, one pool per cluster, idle connections kept per host.
+#pragma once
+
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "skiff/upstream/cluster_info.h"
+#include "skiff/upstream/host.h"
+
+namespace skiff::upstream {
+
+// One TCP connection to an upstream host. While idle the pool owns it; while busy, one request does.
+struct UpstreamConnection {
+  explicit UpstreamConnection(asio::io_context& io) : socket(io) {}
+  ~UpstreamConnection();
+
+  asio::ip::tcp::socket socket;
+  HostSharedPtr host;
+  ClusterInfoConstSharedPtr cluster;
+  uint32_t requests = 0;  // requests started on this connection
+  std::chrono::steady_clock::time_point created = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point idle_since;
+  std::string local_address;
+};
+using UpstreamConnectionPtr = std::unique_ptr<UpstreamConnection>;
+
+enum class PoolFailure { kNone, kConnectFailure, kTimeout, kOverflow };
+
+class ConnPool {
+ public:
+  // Called exactly once unless cancelled: a connected socket, or a failure with its reason.
+  using Callback =
+      std::function<void(UpstreamConnectionPtr conn, PoolFailure failure, std::string_view reason)>;
+
+  class Pending {
+   public:
+    virtual ~Pending() = default;
+    // The requester gave up (reset, timeout); the callback will not run.
+    virtual void cancel() = 0;
+  };
+  using PendingPtr = std::shared_ptr<Pending>;
+
+  struct Acquired {
+    UpstreamConnectionPtr conn;                // an idle connection, ready now
+    PendingPtr pending;                        // or: the callback runs later
+    PoolFailure failure = PoolFailure::kNone;  // or: failed at once (overflow)
+  };
+
+  ConnPool(asio::io_context& io, ClusterInfoConstSharedPtr cluster);
+  ~ConnPool();
+  ConnPool(const ConnPool&) = delete;
+  ConnPool& operator=(const ConnPool&) = delete;
+
+  Acquired acquire(const HostSharedPtr& host, Callback cb);
+  // Hands a connection back. `reusable` when the exchange ended cleanly on a keep-alive connection.
+  void release(UpstreamConnectionPtr conn, bool reusable);
+  // Closes idle connections older than the cluster's idle timeout (called from a periodic worker timer),
+  // or every idle one when `all`.
+  void closeIdle(bool all);
+  // A new cluster version (e.g. changed limits): idle connections stay, new ones use the new info.
+  void updateCluster(ClusterInfoConstSharedPtr cluster) { cluster_ = std::move(cluster); }
+  size_t idleCount() const;
+
+ private:
+  struct PendingRequest;
+  struct HostPool {
+    std::vector<UpstreamConnectionPtr> idle;              // most recently used last
+    std::deque<std::shared_ptr<PendingRequest>> waiting;  // over the connection limit
+  };
+
+  void connect(const HostSharedPtr& host, std::shared_ptr<PendingRequest> request);
+  void onConnectionClosed();
+  void serveWaiting();
+  bool isAlive(UpstreamConnection& conn) const;
+
+  asio::io_context& io_;
+  ClusterInfoConstSharedPtr cluster_;
+  std::unordered_map<std::string, HostPool> hosts_;  // by host address
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+// A worker's pools, by cluster name.
+class ConnPoolMap {
+ public:
+  explicit ConnPoolMap(asio::io_context& io) : io_(io) {}
+  ConnPool& get(const ClusterInfoConstSharedPtr& cluster);
+  void remove(const std::string& cluster_name);
+  void closeIdle(bool all);
+
+ private:
+  asio::io_context& io_;
+  std::unordered_map<std::string, std::unique_ptr<ConnPool>> pools_;
+};
+
+}  // namespace skiff::upstream

@@ -1,0 +1,60 @@
+// Worker-side view of the clusters: the lead posts updates from the main thread; requests read without locks.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "skiff/upstream/cluster_info.h"
+#include "skiff/upstream/host.h"
+#include "skiff/upstream/load_balancer.h"
+
+namespace skiff::upstream {
+
+class ThreadLocalCluster {
+ public:
+  ThreadLocalCluster(ClusterInfoConstSharedPtr info, HostSetConstSharedPtr hosts, uint64_t lb_seed = 0);
+
+  const ClusterInfo& info() const { return *info_; }
+  const ClusterInfoConstSharedPtr& infoPtr() const { return info_; }
+  const HostSet& hosts() const { return *hosts_; }
+  const HostSetConstSharedPtr& hostsPtr() const { return hosts_; }
+
+  using LbContext = upstream::LbContext;
+  // nullptr when no usable host (caller: 503 UH, upstream_cx_none_healthy).
+  HostSharedPtr chooseHost(const LbContext& ctx) { return lb_->chooseHost(ctx); }
+
+  // New cluster version and/or host set: rebuilds the balancer.
+  void update(ClusterInfoConstSharedPtr info, HostSetConstSharedPtr hosts);
+
+ private:
+  ClusterInfoConstSharedPtr info_;
+  HostSetConstSharedPtr hosts_;
+  std::unique_ptr<LoadBalancer> lb_;
+  uint64_t lb_seed_;
+};
+
+class ThreadLocalClusterManager {
+ public:
+  // `lb_seed` != 0 makes every balancer deterministic (tests).
+  explicit ThreadLocalClusterManager(uint64_t lb_seed = 0) : lb_seed_(lb_seed) {}
+
+  // Runs on the worker. nullptr info removes the cluster. An update keeps the ThreadLocalCluster object,
+  // so pointers from get() stay valid until the cluster is removed (in-flight requests that must outlive a
+  // removal hold infoPtr()/hostsPtr() or the HostSharedPtr they chose).
+  void update(const std::string& name, ClusterInfoConstSharedPtr info, HostSetConstSharedPtr hosts);
+  // nullptr if unknown (caller: 503 NC).
+  ThreadLocalCluster* get(std::string_view name);
+  size_t size() const { return clusters_.size(); }
+
+ private:
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, std::unique_ptr<ThreadLocalCluster>, Hash, std::equal_to<>> clusters_;
+  uint64_t lb_seed_;
+};
+
+}  // namespace skiff::upstream

@@ -1,0 +1,12 @@
+// Every HTTP filter compiled into skiff, registered in one place (static registrars would be dropped by
+// the linker from a static library).
+#include "filters/http/router/router_filter.h"
+#include "skiff/filters/http_filter_registry.h"
+
+namespace skiff::filters {
+
+void registerAllHttpFilters() {
+  router::registerRouterFilter();
+}
+
+}  // namespace skiff::filters

@@ -1,0 +1,633 @@
+// Http1ServerConnection: the downstream HTTP/1.1 codec and the stream it drives through the filter chain.
+#include "server/http/http1_server_connection.h"
+
+#include <asio/post.hpp>
+#include <asio/write.hpp>
+
+#include "skiff/common/logging.h"
+#include "skiff/common/random.h"
+#include "skiff/http/http1_writer.h"
+#include "skiff/router/route_table.h"
+#include "skiff/upstream/host.h"
+
+namespace skiff::server {
+
+namespace {
+
+constexpr size_t kReadChunk = 16 * 1024;
+constexpr size_t kMaxPipelinedBytes = 64 * 1024;
+
+bool isInternalAddress(const asio::ip::address& a) {
+  if (a.is_loopback()) return true;
+  if (a.is_v4()) {
+    const auto b = a.to_v4().to_bytes();
+    return b[0] == 10 || (b[0] == 172 && (b[1] & 0xf0) == 16) || (b[0] == 192 && b[1] == 168);
+  }
+  const auto b = a.to_v6().to_bytes();
+  return (b[0] & 0xfe) == 0xfc;  // unique local fc00::/7
+}
+
+std::string_view withoutPort(std::string_view address) {
+  if (!address.empty() && address.front() == '[') {
+    auto end = address.find(']');
+    return end == std::string_view::npos ? address : address.substr(1, end - 1);
+  }
+  auto colon = address.rfind(':');
+  return colon == std::string_view::npos ? address : address.substr(0, colon);
+}
+
+}  // namespace
+
+// One request/response exchange: the filter chain plus what access logs and stats need.
+class Http1ServerConnection::ActiveStream : public http::StreamCallbacks {
+ public:
+  ActiveStream(Http1ServerConnection& conn, uint64_t id)
+      : conn_(conn), id_(id), fm_(*this, conn, conn.config_->buffer_limit) {}
+
+  http::StreamInfo& streamInfo() override { return info_; }
+  const router::RouteEntry* route() override {
+    if (!route_cached_) {
+      route_cached_ = true;
+      if (fm_.requestHeaders() != nullptr && conn_.config_->route_table) {
+        route_ = conn_.config_->route_table->route(*fm_.requestHeaders(), random64());
+      }
+    }
+    return route_;
+  }
+  void clearRouteCache() override { route_cached_ = false; }
+  asio::io_context& dispatcher() override { return conn_.worker_.io; }
+  upstream::ThreadLocalClusterManager& clusterManager() override { return conn_.worker_.clusters; }
+  upstream::ConnPoolMap& connPools() override { return conn_.worker_.pools; }
+  uint64_t streamId() const override { return id_; }
+
+  void sendLocalReply(uint32_t status, std::string_view body, std::string_view details,
+                      const std::function<void(http::HeaderMap&)>& modify) override {
+    if (fm_.responseStarted()) {
+      // Too late for a new response: the client sees the connection end.
+      info_.response_code_details = std::string(details);
+      resetStream();
+      return;
+    }
+    info_.response_code_details = std::string(details);
+    auto headers = std::make_unique<http::HeaderMap>();
+    headers->add(http::headers::kStatus, std::to_string(status));
+    if (!body.empty()) {
+      headers->add(http::headers::kContentLength, std::to_string(body.size()));
+      headers->add(http::headers::kContentType, "text/plain");
+    }
+    if (modify) modify(*headers);
+    const bool has_body = !body.empty() && !conn_.head_request_;
+    fm_.encodeHeaders(std::move(headers), !has_body);
+    if (has_body) {
+      http::Buffer data(body);
+      fm_.encodeData(data, true);
+    }
+  }
+
+  void resetStream() override {
+    if (reset_) return;
+    reset_ = true;
+    conn_.config_->stats.downstream_rq_tx_reset.inc();
+    // HTTP/1 has no stream reset: the connection goes.
+    auto self = conn_.shared_from_this();
+    asio::post(conn_.worker_.io, [self] { self->close(); });
+  }
+
+  Http1ServerConnection& conn_;
+  const uint64_t id_;
+  http::StreamInfo info_;
+  FilterManager fm_;
+  const router::RouteEntry* route_ = nullptr;
+  bool route_cached_ = false;
+  bool request_complete_ = false;
+  bool logged_ = false;
+  bool reset_ = false;
+};
+
+Http1ServerConnection::Http1ServerConnection(WorkerContext& worker, asio::ip::tcp::socket socket,
+                                             ConnectionManagerConfigSharedPtr config,
+                                             std::string local_address)
+    : worker_(worker),
+      socket_(std::move(socket)),
+      config_(std::move(config)),
+      id_(WorkerContext::nextConnectionId()),
+      local_address_(std::move(local_address)),
+      parser_(config_->limits),
+      idle_timer_(worker.io) {
+  std::error_code ec;
+  auto remote = socket_.remote_endpoint(ec);
+  if (!ec) remote_address_ = upstream::formatEndpoint(remote);
+  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  worker_.connections.insert(this);
+  config_->stats.downstream_cx_total.inc();
+  config_->stats.downstream_cx_http1_total.inc();
+  config_->stats.downstream_cx_active.inc();
+  config_->stats.downstream_cx_http1_active.inc();
+}
+
+Http1ServerConnection::~Http1ServerConnection() {
+  worker_.connections.erase(this);
+  if (stream_) finishStream(true);
+  finished_streams_.clear();
+  config_->stats.downstream_cx_active.dec();
+  config_->stats.downstream_cx_http1_active.dec();
+  config_->stats.downstream_cx_destroy.inc();
+  config_->stats.downstream_cx_length_ms.record(static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - created_)
+          .count()));
+}
+
+void Http1ServerConnection::start() {
+  armIdleTimer();
+  doRead();
+}
+
+void Http1ServerConnection::armIdleTimer() {
+  if (config_->idle_timeout.count() == 0) return;
+  idle_timer_.expires_after(config_->idle_timeout);
+  std::weak_ptr<Http1ServerConnection> weak = weak_from_this();
+  idle_timer_.async_wait([weak](std::error_code ec) {
+    auto self = weak.lock();
+    if (ec || !self || self->stream_ || self->state_ == State::kClosed) return;
+    self->config_->stats.downstream_cx_idle_timeout.inc();
+    self->close();
+  });
+}
+
+void Http1ServerConnection::doRead() {
+  if (read_in_flight_ || read_paused_ || state_ == State::kClosed) return;
+  if (state_ == State::kAwaitResponse && in_.size() - in_start_ > kMaxPipelinedBytes) return;
+  if (in_start_ == in_.size()) {
+    in_.clear();
+    in_start_ = 0;
+  } else if (in_start_ > kReadChunk) {
+    in_.erase(0, in_start_);
+    in_start_ = 0;
+  }
+  read_in_flight_ = true;
+  const size_t old = in_.size();
+  in_.resize(old + kReadChunk);
+  auto self = shared_from_this();
+  socket_.async_read_some(asio::buffer(in_.data() + old, kReadChunk),
+                          [self, old](std::error_code ec, size_t n) {
+                            self->in_.resize(old + n);
+                            self->read_in_flight_ = false;
+                            self->onRead(ec, n);
+                          });
+}
+
+void Http1ServerConnection::onRead(std::error_code ec, size_t n) {
+  if (state_ == State::kClosed) return;
+  if (ec) {
+    // The client went away (or half-closed). Anything in flight is abandoned, as Envoy does for HTTP/1.
+    if (stream_) {
+      config_->stats.downstream_cx_destroy_remote_active_rq.inc();
+      config_->stats.downstream_rq_rx_reset.inc();
+      stream_->info_.setFlag(http::ResponseFlag::kDownstreamConnectionTermination);
+    }
+    config_->stats.downstream_cx_destroy_remote.inc();
+    close();
+    return;
+  }
+  config_->stats.downstream_cx_rx_bytes_total.inc(n);
+  processInput();
+  doRead();
+}
+
+void Http1ServerConnection::processInput() {
+  auto self = shared_from_this();  // callbacks below may drop the last other reference
+  while (state_ != State::kClosed && !read_paused_) {
+    if (state_ == State::kHead) {
+      if (!processHead()) break;
+    } else if (state_ == State::kBody) {
+      if (!processBody()) break;
+    } else {
+      break;
+    }
+  }
+}
+
+bool Http1ServerConnection::processHead() {
+  if (in_start_ == in_.size()) return false;
+  size_t consumed = 0;
+  const auto st = parser_.feed(std::string_view(in_).substr(in_start_), &consumed);
+  if (st == http1::RequestParser::Status::kNeedMore) return false;
+  if (st == http1::RequestParser::Status::kError) {
+    protocolError(parser_.error());
+    return false;
+  }
+  in_start_ += consumed;
+  newStream();
+  return state_ != State::kClosed;
+}
+
+bool Http1ServerConnection::processBody() {
+  std::string_view avail = std::string_view(in_).substr(in_start_);
+  if (avail.empty()) return false;
+  size_t consumed = 0;
+  http::Buffer chunk;
+  const auto st = body_->decode(avail, &consumed, chunk);
+  in_start_ += consumed;
+  if (st == http1::BodyDecoder::Status::kError) {
+    protocolError(body_->error());
+    return false;
+  }
+  const bool done = st == http1::BodyDecoder::Status::kDone;
+  if (stream_) {
+    stream_->info_.bytes_received += chunk.size();
+    if (done) {
+      state_ = State::kAwaitResponse;
+      stream_->request_complete_ = true;
+      stream_->info_.last_downstream_rx = stream_->info_.elapsed();
+      if (!body_->trailers().empty()) {
+        if (!chunk.empty()) stream_->fm_.decodeData(chunk, false);
+        if (stream_) stream_->fm_.decodeTrailers(std::make_unique<http::HeaderMap>(body_->trailers()));
+      } else {
+        stream_->fm_.decodeData(chunk, true);
+      }
+    } else if (!chunk.empty()) {
+      stream_->fm_.decodeData(chunk, false);
+    }
+  } else if (done) {
+    // The response went out before the body finished; the body was read to keep the connection in sync.
+    state_ = State::kHead;
+  }
+  return done || consumed > 0;
+}
+
+void Http1ServerConnection::newStream() {
+  const HcmStats& stats = config_->stats;
+  stats.downstream_rq_total.inc();
+  stats.downstream_rq_http1_total.inc();
+  stats.downstream_rq_active.inc();
+  ++requests_;
+  idle_timer_.cancel();
+
+  stream_ = std::make_unique<ActiveStream>(*this, random64());
+  ActiveStream& s = *stream_;
+  s.info_.connection_id = id_;
+  s.info_.downstream_local_address = local_address_;
+  s.info_.downstream_direct_remote_address = remote_address_;
+  s.info_.downstream_remote_address = remote_address_;
+  version_minor_ = parser_.versionMinor();
+  s.info_.protocol = version_minor_ == 0 ? "HTTP/1.0" : "HTTP/1.1";
+  keep_alive_ = parser_.keepAlive() && !worker_.draining;
+  if (config_->max_requests_per_connection != 0 && requests_ >= config_->max_requests_per_connection) {
+    stats.downstream_cx_max_requests_reached.inc();
+    keep_alive_ = false;
+  }
+
+  auto headers = std::make_unique<http::HeaderMap>(std::move(parser_.headers()));
+  head_request_ = headers->getOr(http::headers::kMethod) == "HEAD";
+  const auto framing = parser_.framing();
+  const bool expect_continue = parser_.expectContinue();
+  const bool end_stream = framing == http1::Framing::kNone;
+  if (!end_stream)
+    body_ = std::make_unique<http1::BodyDecoder>(framing, parser_.contentLength(), config_->limits);
+  parser_.reset();
+  state_ = end_stream ? State::kAwaitResponse : State::kBody;
+  s.request_complete_ = end_stream;
+  if (end_stream) s.info_.last_downstream_rx = s.info_.elapsed();
+
+  prepareRequestHeaders(*headers);
+  if (expect_continue && !config_->proxy_100_continue) {
+    // Envoy answers 100-continue itself and does not forward the expectation.
+    headers->remove(http::headers::kExpect);
+    if (version_minor_ == 1) write("HTTP/1.1 100 Continue\r\n\r\n");
+  }
+  s.info_.request_headers = headers.get();
+  for (const auto& factory : config_->filter_factories) factory->createFilters(s.fm_);
+  s.fm_.setBackpressureHooks(
+      [this] { return backedUp(); },
+      [this](std::function<void()> cb) { writable_callbacks_.push_back(std::move(cb)); },
+      [this](bool paused) { setReadPaused(paused); });
+  s.fm_.decodeHeaders(std::move(headers), end_stream);
+}
+
+// Envoy's request header handling for a proxy hop: forwarding headers, request id, hop-by-hop removal.
+void Http1ServerConnection::prepareRequestHeaders(http::HeaderMap& h) {
+  const ConnectionManagerConfig& c = *config_;
+  h.set(http::headers::kScheme, "http");
+  for (std::string_view hop : {http::headers::kConnection, http::headers::kKeepAlive,
+                               http::headers::kProxyConnection, http::headers::kUpgrade}) {
+    h.remove(hop);
+  }
+  if (const std::string* te = h.get(http::headers::kTe); te != nullptr && *te != "trailers")
+    h.remove(http::headers::kTe);
+
+  bool internal = false;
+  if (c.use_remote_address) {
+    std::error_code ec;
+    auto remote = socket_.remote_endpoint(ec);
+    internal = !ec && isInternalAddress(remote.address());
+    if (!c.skip_xff_append) {
+      const std::string peer(withoutPort(remote_address_));
+      const std::string* xff = h.get(http::headers::kForwardedFor);
+      h.set(http::headers::kForwardedFor, xff ? *xff + "," + peer : peer);
+    }
+    h.set(http::headers::kForwardedProto, "http");
+    if (internal) {
+      h.set(http::headers::kEnvoyInternal, "true");
+    } else {
+      h.remove(http::headers::kEnvoyInternal);
+    }
+  } else {
+    h.setIfAbsent(http::headers::kForwardedProto, "http");
+    // The downstream address as Envoy sees it: the XFF entry num_trusted_hops from the right.
+    if (const std::string* xff = h.get(http::headers::kForwardedFor)) {
+      std::vector<std::string_view> parts;
+      std::string_view rest = *xff;
+      while (!rest.empty()) {
+        auto comma = rest.find(',');
+        std::string_view part = rest.substr(0, comma);
+        while (!part.empty() && part.front() == ' ') part.remove_prefix(1);
+        while (!part.empty() && part.back() == ' ') part.remove_suffix(1);
+        parts.push_back(part);
+        if (comma == std::string_view::npos) break;
+        rest.remove_prefix(comma + 1);
+      }
+      if (parts.size() > c.xff_num_trusted_hops) {
+        stream_->info_.downstream_remote_address =
+            std::string(parts[parts.size() - 1 - c.xff_num_trusted_hops]);
+      }
+    }
+  }
+  if (c.generate_request_id) {
+    const bool external = c.use_remote_address && !internal;
+    if (h.get(http::headers::kRequestId) == nullptr || (external && !c.preserve_external_request_id)) {
+      h.set(http::headers::kRequestId, uuid4());
+    }
+  }
+}
+
+void Http1ServerConnection::protocolError(const http1::ParseError& error) {
+  config_->stats.downstream_cx_protocol_error.inc();
+  keep_alive_ = false;
+  if (stream_ && stream_->fm_.responseStarted()) {
+    close();
+    return;
+  }
+  const uint32_t status = error.status == 0 ? 400 : static_cast<uint32_t>(error.status);
+  if (!stream_) {
+    // No stream yet: answer directly, log it the way Envoy logs codec errors (DPE), and close.
+    http::StreamInfo info;
+    info.connection_id = id_;
+    info.downstream_local_address = local_address_;
+    info.downstream_remote_address = remote_address_;
+    info.downstream_direct_remote_address = remote_address_;
+    info.response_code = status;
+    info.response_code_details = std::string(error.detail);
+    info.setFlag(http::ResponseFlag::kDownstreamProtocolError);
+    config_->stats.downstream_rq_total.inc();
+    config_->stats.chargeResponseCode(status);
+    if (status == 431) config_->stats.downstream_rq_too_large.inc();
+    http::HeaderMap h;
+    h.add(http::headers::kStatus, std::to_string(status));
+    const std::string_view reason = http1::reasonPhrase(static_cast<int>(status));
+    h.add(http::headers::kContentLength, std::to_string(reason.size()));
+    h.add(http::headers::kContentType, "text/plain");
+    h.add(http::headers::kConnection, "close");
+    std::string bytes;
+    http1::writeResponseHead(h, bytes);
+    bytes.append(reason);
+    info.bytes_sent = reason.size();
+    write(bytes);
+    config_->access_logs->log(worker_.index, info);
+    state_ = State::kAwaitResponse;
+    closeAfterFlush();
+    return;
+  }
+  stream_->info_.setFlag(http::ResponseFlag::kDownstreamProtocolError);
+  state_ = State::kAwaitResponse;
+  stream_->sendLocalReply(status, http1::reasonPhrase(static_cast<int>(status)), error.detail, nullptr);
+}
+
+void Http1ServerConnection::writeHeaders(http::HeaderMap& headers, bool end_stream) {
+  const ConnectionManagerConfig& c = *config_;
+  ActiveStream& s = *stream_;
+  const std::string* status_text = headers.get(http::headers::kStatus);
+  const uint32_t status = status_text ? static_cast<uint32_t>(std::atoi(status_text->c_str())) : 500;
+  s.info_.response_code = status;
+
+  switch (c.server_header) {
+    case ConnectionManagerConfig::ServerHeader::kOverwrite:
+      headers.set(http::headers::kServer, c.server_name);
+      break;
+    case ConnectionManagerConfig::ServerHeader::kAppendIfAbsent:
+      headers.setIfAbsent(http::headers::kServer, c.server_name);
+      break;
+    case ConnectionManagerConfig::ServerHeader::kPassThrough:
+      break;
+  }
+  if (c.always_set_request_id_in_response && s.fm_.requestHeaders() != nullptr) {
+    if (const std::string* id = s.fm_.requestHeaders()->get(http::headers::kRequestId)) {
+      headers.set(http::headers::kRequestId, *id);
+    }
+  }
+  for (std::string_view hop :
+       {http::headers::kConnection, http::headers::kKeepAlive, http::headers::kProxyConnection,
+        http::headers::kTransferEncoding, http::headers::kUpgrade}) {
+    headers.remove(hop);
+  }
+  // A response that goes out before the request finished leaves the connection out of sync: close it.
+  if (!s.request_complete_) {
+    config_->stats.downstream_rq_response_before_rq_complete.inc();
+    keep_alive_ = false;
+  }
+  if (worker_.draining && keep_alive_) {
+    keep_alive_ = false;
+    config_->stats.downstream_cx_drain_close.inc();
+  }
+
+  chunked_response_ = false;
+  close_delimited_response_ = false;
+  const bool bodyless_status = status < 200 || status == 204 || status == 304;
+  if (end_stream) {
+    if (!bodyless_status && !head_request_ && headers.get(http::headers::kContentLength) == nullptr) {
+      headers.add(http::headers::kContentLength, "0");
+    }
+  } else if (headers.get(http::headers::kContentLength) == nullptr && !bodyless_status && !head_request_) {
+    if (version_minor_ == 1) {
+      chunked_response_ = true;
+      headers.add(http::headers::kTransferEncoding, "chunked");
+    } else {
+      close_delimited_response_ = true;
+      keep_alive_ = false;
+    }
+  }
+  if (!keep_alive_) {
+    headers.add(http::headers::kConnection, "close");
+  } else if (version_minor_ == 0) {
+    headers.add(http::headers::kConnection, "keep-alive");
+  }
+  std::string bytes;
+  http1::writeResponseHead(headers, bytes, version_minor_);
+  write(bytes);
+  if (end_stream) onResponseComplete();
+}
+
+void Http1ServerConnection::writeData(http::Buffer& data, bool end_stream) {
+  if (!stream_) return;
+  stream_->info_.bytes_sent += data.size();
+  if (!head_request_) {
+    if (chunked_response_) {
+      if (!data.empty()) {
+        std::string framed;
+        http1::writeChunk(data, framed);
+        write(framed);
+      }
+      if (end_stream) {
+        std::string last;
+        http1::writeLastChunk(nullptr, last);
+        write(last);
+      }
+    } else {
+      write(data);
+    }
+  }
+  if (end_stream) onResponseComplete();
+}
+
+void Http1ServerConnection::writeTrailers(http::HeaderMap& trailers) {
+  if (!stream_) return;
+  if (chunked_response_ && !head_request_) {
+    std::string last;
+    http1::writeLastChunk(&trailers, last);
+    write(last);
+  }
+  onResponseComplete();
+}
+
+void Http1ServerConnection::onResponseComplete() {
+  if (!stream_) return;
+  stream_->info_.last_downstream_tx = stream_->info_.elapsed();
+  finishStream(false);
+  if (!keep_alive_ || state_ == State::kClosed) {
+    closeAfterFlush();
+    return;
+  }
+  if (state_ == State::kBody) {
+    // Body still arriving (the response went out early): keep decoding it, without a stream, then close.
+    keep_alive_ = false;
+    closeAfterFlush();
+    return;
+  }
+  state_ = State::kHead;
+  armIdleTimer();
+  // Pipelined requests wait in the buffer; handle them after this callback chain unwinds.
+  if (!process_scheduled_) {
+    process_scheduled_ = true;
+    auto self = shared_from_this();
+    asio::post(worker_.io, [self] {
+      self->process_scheduled_ = false;
+      self->finished_streams_.clear();
+      self->processInput();
+      self->doRead();
+    });
+  }
+}
+
+// Logs, charges stats and retires the stream; deletion waits until the current callback chain unwinds.
+void Http1ServerConnection::finishStream(bool reset) {
+  std::unique_ptr<ActiveStream> s = std::move(stream_);
+  if (!s) return;
+  const HcmStats& stats = config_->stats;
+  stats.downstream_rq_active.dec();
+  if (reset) {
+    if (!s->info_.hasFlag(http::ResponseFlag::kDownstreamConnectionTermination)) {
+      s->info_.setFlag(http::ResponseFlag::kLocalReset);
+    }
+    stats.downstream_cx_destroy_active_rq.inc();
+  } else {
+    stats.downstream_rq_completed.inc();
+    stats.chargeResponseCode(s->info_.response_code);
+  }
+  stats.downstream_rq_time.record(static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(s->info_.elapsed()).count()));
+  s->fm_.destroyFilters();
+  config_->access_logs->log(worker_.index, s->info_);
+  finished_streams_.push_back(std::move(s));
+}
+
+void Http1ServerConnection::setReadPaused(bool paused) {
+  if (read_paused_ == paused) return;
+  read_paused_ = paused;
+  if (paused) {
+    config_->stats.downstream_flow_control_paused_reading_total.inc();
+    return;
+  }
+  config_->stats.downstream_flow_control_resumed_reading_total.inc();
+  auto self = shared_from_this();
+  asio::post(worker_.io, [self] {
+    self->processInput();
+    self->doRead();
+  });
+}
+
+void Http1ServerConnection::write(std::string_view bytes) {
+  if (state_ == State::kClosed) return;
+  out_.append(bytes);
+  flush();
+}
+
+void Http1ServerConnection::flush() {
+  if (write_in_flight_ || out_.empty() || state_ == State::kClosed) return;
+  write_in_flight_ = true;
+  writing_.swap(out_);
+  out_.clear();
+  config_->stats.downstream_cx_tx_bytes_total.inc(writing_.size());
+  auto self = shared_from_this();
+  asio::async_write(socket_, asio::buffer(writing_), [self](std::error_code ec, size_t) {
+    self->write_in_flight_ = false;
+    self->writing_.clear();
+    if (ec) {
+      self->close();
+      return;
+    }
+    if (!self->writable_callbacks_.empty() && !self->backedUp()) {
+      auto callbacks = std::move(self->writable_callbacks_);
+      self->writable_callbacks_.clear();
+      for (auto& cb : callbacks) cb();
+    }
+    if (!self->out_.empty()) {
+      self->flush();
+    } else if (self->close_after_flush_) {
+      std::error_code ignored;
+      self->socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+      self->close();
+    }
+  });
+}
+
+void Http1ServerConnection::closeAfterFlush() {
+  close_after_flush_ = true;
+  if (!write_in_flight_ && out_.empty()) {
+    std::error_code ignored;
+    socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    close();
+  }
+}
+
+void Http1ServerConnection::drain() {
+  if (state_ == State::kClosed) return;
+  if (!stream_ && state_ == State::kHead && in_start_ == in_.size()) {
+    config_->stats.downstream_cx_drain_close.inc();
+    close();
+    return;
+  }
+  // The response in flight (or the next one) carries "connection: close".
+}
+
+void Http1ServerConnection::close() {
+  if (state_ == State::kClosed) return;
+  state_ = State::kClosed;
+  auto self = shared_from_this();
+  if (stream_) finishStream(true);
+  idle_timer_.cancel();
+  std::error_code ignored;
+  socket_.close(ignored);
+  writable_callbacks_.clear();
+  config_->stats.downstream_cx_destroy_local.inc();
+}
+
+}  // namespace skiff::server

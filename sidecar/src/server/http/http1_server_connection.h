@@ -1,0 +1,90 @@
+// A downstream HTTP/1.1 connection: parses requests, runs each through the filter chain, writes responses.
+#pragma once
+
+#include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "server/http/connection_manager_config.h"
+#include "server/http/filter_manager.h"
+#include "server/worker_context.h"
+#include "skiff/http/http1_parser.h"
+
+namespace skiff::server {
+
+class Http1ServerConnection : public std::enable_shared_from_this<Http1ServerConnection>,
+                              public DownstreamConnection,
+                              public FilterManagerSink {
+ public:
+  Http1ServerConnection(WorkerContext& worker, asio::ip::tcp::socket socket,
+                        ConnectionManagerConfigSharedPtr config, std::string local_address);
+  ~Http1ServerConnection() override;
+
+  void start();
+  void drain() override;
+  void close() override;
+
+  // FilterManagerSink
+  void writeHeaders(http::HeaderMap& headers, bool end_stream) override;
+  void writeData(http::Buffer& data, bool end_stream) override;
+  void writeTrailers(http::HeaderMap& trailers) override;
+
+ private:
+  class ActiveStream;
+  enum class State { kHead, kBody, kAwaitResponse, kClosed };
+
+  void doRead();
+  void onRead(std::error_code ec, size_t n);
+  void processInput();
+  bool processHead();
+  bool processBody();
+  void newStream();
+  void prepareRequestHeaders(http::HeaderMap& headers);
+  void protocolError(const http1::ParseError& error);
+  void onResponseComplete();
+  void finishStream(bool reset);
+  void write(std::string_view bytes);
+  void flush();
+  void closeAfterFlush();
+  void armIdleTimer();
+  void setReadPaused(bool paused);
+  bool backedUp() const { return out_.size() + writing_.size() > config_->buffer_limit; }
+
+  WorkerContext& worker_;
+  asio::ip::tcp::socket socket_;
+  ConnectionManagerConfigSharedPtr config_;
+  const uint64_t id_;
+  const std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
+  std::string local_address_;
+  std::string remote_address_;
+
+  State state_ = State::kHead;
+  std::string in_;
+  size_t in_start_ = 0;
+  http1::RequestParser parser_;
+  std::unique_ptr<http1::BodyDecoder> body_;
+  std::unique_ptr<ActiveStream> stream_;
+  std::vector<std::unique_ptr<ActiveStream>> finished_streams_;  // deleted after the current callback returns
+  uint32_t requests_ = 0;
+  int version_minor_ = 1;
+  bool keep_alive_ = true;
+  bool head_request_ = false;
+  bool chunked_response_ = false;
+  bool close_delimited_response_ = false;
+
+  std::string out_;
+  std::string writing_;
+  bool write_in_flight_ = false;
+  bool close_after_flush_ = false;
+  std::vector<std::function<void()>> writable_callbacks_;
+
+  bool read_in_flight_ = false;
+  bool read_paused_ = false;
+  bool process_scheduled_ = false;
+  asio::steady_timer idle_timer_;
+};
+
+}  // namespace skiff::server

@@ -1,0 +1,240 @@
+// Server: start-up (config, clusters, listeners, workers, admin), server stats, and graceful shutdown.
+#include "server/server.h"
+
+#include <malloc.h>
+
+#include <google/protobuf/util/json_util.h>
+#include <asio/post.hpp>
+#include <cstdio>
+#include <fstream>
+
+#include "skiff/common/logging.h"
+#include "skiff/config/bootstrap_loader.h"
+#include "skiff/stats/stats.h"
+
+namespace skiff::server {
+
+namespace {
+
+constexpr std::string_view kVersion = "skiff/0.1.0";
+
+void applyNodeFlags(const Options& options, envoy::config::bootstrap::v3::Bootstrap& bootstrap) {
+  auto* node = bootstrap.mutable_node();
+  if (!options.service_node.empty()) node->set_id(options.service_node);
+  if (!options.service_cluster.empty()) node->set_cluster(options.service_cluster);
+  if (!options.service_zone.empty()) node->mutable_locality()->set_zone(options.service_zone);
+  node->set_user_agent_name("skiff");
+}
+
+}  // namespace
+
+envoy::config::bootstrap::v3::Bootstrap loadConfig(const Options& options) {
+  envoy::config::bootstrap::v3::Bootstrap bootstrap;
+  std::vector<std::string> warnings;
+  if (!options.config_path.empty()) {
+    auto result = config::loadBootstrapFile(options.config_path);
+    bootstrap = std::move(result.bootstrap);
+    warnings = std::move(result.warnings);
+  }
+  if (!options.config_yaml.empty()) {
+    auto result = config::loadBootstrapYaml(options.config_yaml);
+    bootstrap.MergeFrom(result.bootstrap);
+    warnings.insert(warnings.end(), result.warnings.begin(), result.warnings.end());
+  }
+  for (const auto& w : warnings) SKIFF_LOG(kConfig, warn, "{}", w);
+  applyNodeFlags(options, bootstrap);
+  return bootstrap;
+}
+
+void validateConfig(const Options& options, const envoy::config::bootstrap::v3::Bootstrap& bootstrap) {
+  asio::io_context io;
+  stats::Store store(options.concurrency + 1);
+  upstream::ClusterManager clusters(io, store);
+  const auto& sr = bootstrap.static_resources();
+  for (int i = 0; i < sr.clusters_size(); ++i) {
+    try {
+      clusters.addOrUpdateCluster(sr.clusters(i));
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument("static_resources.clusters[" + std::to_string(i) + "]." + e.what());
+    }
+  }
+  for (int i = 0; i < sr.listeners_size(); ++i) {
+    ListenerConfig(sr.listeners(i), "static_resources.listeners[" + std::to_string(i) + "]", store,
+                   options.concurrency);
+  }
+}
+
+Server::Server(Options options, envoy::config::bootstrap::v3::Bootstrap bootstrap)
+    : options_(std::move(options)), bootstrap_(std::move(bootstrap)) {}
+
+Server::~Server() {
+  for (auto& w : workers_) w->stop();
+}
+
+stats::Store& Server::stats() {
+  return stats::defaultStore();
+}
+
+void Server::setUp() {
+  stats::Store& store = stats::defaultStore();
+  const uint32_t n = options_.concurrency;
+  for (uint32_t i = 0; i < n; ++i) workers_.push_back(std::make_unique<Worker>(i));
+
+  cluster_manager_ = std::make_unique<upstream::ClusterManager>(main_, store);
+  cluster_manager_->setUpdateCallback([this](const std::string& name,
+                                             upstream::ClusterInfoConstSharedPtr info,
+                                             upstream::HostSetConstSharedPtr hosts) {
+    for (auto& w : workers_) w->updateCluster(name, info, hosts);
+  });
+  cluster_manager_->setInitializedCallback([this] {
+    if (state_ == ServerState::kInitializing) {
+      state_ = ServerState::kLive;
+      SKIFF_LOG(kMain, info, "all clusters initialized; server is LIVE");
+    }
+  });
+  const auto& sr = bootstrap_.static_resources();
+  for (int i = 0; i < sr.clusters_size(); ++i) {
+    try {
+      cluster_manager_->addOrUpdateCluster(sr.clusters(i));
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument("static_resources.clusters[" + std::to_string(i) + "]." + e.what());
+    }
+  }
+
+  for (int i = 0; i < sr.listeners_size(); ++i) {
+    auto config = std::make_shared<const ListenerConfig>(
+        sr.listeners(i), "static_resources.listeners[" + std::to_string(i) + "]", store, n);
+    listeners_.push_back(config);
+    if (!config->bind_to_port) continue;
+    asio::ip::tcp::endpoint bound;
+    auto fds = bindListenerSockets(*config, n, &bound);
+    const std::string address = upstream::formatEndpoint(bound);
+    listener_addresses_.emplace_back(config->name, address);
+    for (uint32_t w = 0; w < n; ++w) workers_[w]->addListener(config, fds[w], address);
+    SKIFF_LOG(kMain, info, "listener '{}' on {} ({} workers)", config->name, address, n);
+  }
+
+  if (bootstrap_.has_admin() && bootstrap_.admin().has_address()) {
+    const auto& sa = bootstrap_.admin().address().socket_address();
+    std::error_code ec;
+    auto address = asio::ip::make_address(sa.address().empty() ? "127.0.0.1" : sa.address(), ec);
+    if (ec)
+      throw std::invalid_argument("admin.address.socket_address.address: '" + sa.address() +
+                                  "' is not an IP");
+    admin_ = std::make_unique<AdminServer>(
+        main_, asio::ip::tcp::endpoint(address, static_cast<uint16_t>(sa.port_value())), *this);
+    SKIFF_LOG(kMain, info, "admin on {}", upstream::formatEndpoint(admin_->localEndpoint()));
+  }
+}
+
+int Server::run() {
+  stats::initDefaultStore(options_.concurrency + 1);
+  stats::setThreadSlab(0);
+  setUp();
+  for (auto& w : workers_) w->start();
+  cluster_manager_->start();
+
+  signals_.add(SIGTERM);
+  signals_.add(SIGINT);
+  signals_.async_wait([this](std::error_code ec, int sig) {
+    if (ec) return;
+    SKIFF_LOG(kMain, info, "caught signal {}; draining for up to {}s", sig, options_.drain_time_s);
+    beginShutdown(std::chrono::seconds(options_.drain_time_s));
+  });
+  updateServerStats();
+  main_.run();
+  for (auto& w : workers_) w->stop();
+  if (admin_) admin_->close();
+  SKIFF_LOG(kMain, info, "exiting");
+  return exit_code_;
+}
+
+void Server::updateServerStats() {
+  stats::Store& store = stats::defaultStore();
+  const auto uptime =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now() - start_time_);
+  store.gauge("server.uptime").set(uptime.count());
+  store.gauge("server.state").set(static_cast<int64_t>(state_));
+  store.gauge("server.live").set(state_ == ServerState::kLive ? 1 : 0);
+  store.gauge("server.concurrency").set(options_.concurrency);
+  const struct mallinfo2 mi = mallinfo2();
+  store.gauge("server.memory_allocated").set(static_cast<int64_t>(mi.uordblks + mi.hblkhd));
+  store.gauge("server.memory_heap_size").set(static_cast<int64_t>(mi.arena + mi.hblkhd));
+  size_t connections = 0;
+  for (auto& w : workers_) connections += w->activeConnections();
+  store.gauge("server.total_connections").set(static_cast<int64_t>(connections));
+  stats_timer_.expires_after(std::chrono::seconds(1));
+  stats_timer_.async_wait([this](std::error_code ec) {
+    if (!ec) updateServerStats();
+  });
+}
+
+void Server::beginShutdown(std::chrono::seconds drain_time) {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  state_ = ServerState::kDraining;
+  for (auto& w : workers_) w->drain();
+  drain_deadline_ = std::chrono::steady_clock::now() + drain_time;
+  pollDrain();
+}
+
+// Polls the workers' connection counts until every connection finished or the drain time ran out.
+void Server::pollDrain() {
+  size_t active = 0;
+  for (auto& w : workers_) active += w->activeConnections();
+  if (active == 0 || std::chrono::steady_clock::now() >= drain_deadline_) {
+    if (active != 0) SKIFF_LOG(kMain, warn, "drain time over; closing {} connections", active);
+    stats_timer_.cancel();
+    signals_.cancel();
+    if (admin_) admin_->close();
+    cluster_manager_.reset();
+    main_.stop();
+    return;
+  }
+  // Workers refresh their counts on their own loops; ask them now and look again shortly.
+  for (auto& w : workers_) w->drain();
+  drain_timer_.expires_after(std::chrono::milliseconds(50));
+  drain_timer_.async_wait([this](std::error_code ec) {
+    if (!ec) pollDrain();
+  });
+}
+
+std::vector<std::pair<std::string, std::string>> Server::listenerAddresses() const {
+  return listener_addresses_;
+}
+
+std::string Server::serverInfoCommandLine() const {
+  std::string json = "{";
+  json += "\"concurrency\":" + std::to_string(options_.concurrency);
+  json += ",\"log_level\":\"" + options_.log_level + "\"";
+  json += ",\"component_log_level\":\"" + options_.component_log_level + "\"";
+  json += ",\"drain_time\":\"" + std::to_string(options_.drain_time_s) + "s\"";
+  json += ",\"parent_shutdown_time\":\"" + std::to_string(options_.parent_shutdown_time_s) + "s\"";
+  json += ",\"drain_strategy\":\"" +
+          std::string(options_.drain_strategy == "immediate" ? "Immediate" : "Gradual") + "\"";
+  json += ",\"service_cluster\":\"" + bootstrap_.node().cluster() + "\"";
+  json += ",\"service_node\":\"" + bootstrap_.node().id() + "\"";
+  json += ",\"service_zone\":\"" + bootstrap_.node().locality().zone() + "\"";
+  json += ",\"mode\":\"" + std::string(options_.mode == Options::Mode::kServe ? "Serve" : "Validate") + "\"";
+  std::string path = options_.config_path;
+  for (size_t p = 0; (p = path.find_first_of("\"\\", p)) != std::string::npos; p += 2) path.insert(p, "\\");
+  json += ",\"config_path\":\"" + path + "\"";
+  json += "}";
+  return json;
+}
+
+void Server::drainListeners(bool inbound_only, bool graceful, bool skip_exit) {
+  asio::post(main_, [this, inbound_only, graceful, skip_exit] {
+    if (!inbound_only && !skip_exit) {
+      beginShutdown(graceful ? std::chrono::seconds(options_.drain_time_s) : std::chrono::seconds(0));
+      return;
+    }
+    for (auto& w : workers_) w->drain(inbound_only);
+  });
+}
+
+void Server::quit() {
+  asio::post(main_, [this] { beginShutdown(std::chrono::seconds(0)); });
+}
+
+}  // namespace skiff::server

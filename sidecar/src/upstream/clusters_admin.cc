@@ -1,0 +1,191 @@
+// Admin rendering of the cluster manager: /clusters text and /clusters?format=json.
+#include <algorithm>
+
+#include "skiff/upstream/cluster_manager.h"
+#include "upstream/cluster_entry.h"
+
+namespace skiff::upstream {
+namespace {
+
+std::vector<HostSharedPtr> byPriority(const HostSetConstSharedPtr& set) {
+  std::vector<HostSharedPtr> hosts;
+  if (set) hosts = set->hosts;
+  std::stable_sort(hosts.begin(), hosts.end(),
+                   [](const HostSharedPtr& a, const HostSharedPtr& b) { return a->priority < b->priority; });
+  return hosts;
+}
+
+void appendLine(std::string& out, const std::string& a, const std::string& b, const std::string& c) {
+  out += a;
+  out += "::";
+  out += b;
+  out += "::";
+  out += c;
+  out += '\n';
+}
+
+void appendLimits(std::string& out, const std::string& name, const char* priority,
+                  const ResourceManager& rm) {
+  const std::string key = std::string(priority) + "_priority";
+  appendLine(out, name, key, "max_connections::" + std::to_string(rm.connections().max()));
+  appendLine(out, name, key, "max_pending_requests::" + std::to_string(rm.pendingRequests().max()));
+  appendLine(out, name, key, "max_requests::" + std::to_string(rm.requests().max()));
+  appendLine(out, name, key, "max_retries::" + std::to_string(rm.retries().max()));
+}
+
+std::string jsonString(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char ch : s) {
+    switch (ch) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      default:
+        if (ch < 0x20) {
+          char buf[8];
+          snprintf(buf, sizeof(buf), "\\u%04x", ch);
+          out += buf;
+        } else {
+          out += static_cast<char>(ch);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+// admin.v3 SimpleMetric in proto-JSON: zero values and the COUNTER type are left out.
+std::string metric(const char* name, int64_t value, bool gauge) {
+  std::string out = "{";
+  if (gauge) out += "\"type\":\"GAUGE\",";
+  if (value != 0) out += "\"value\":\"" + std::to_string(value) + "\",";
+  return out + "\"name\":" + jsonString(name) + "}";
+}
+
+std::string thresholdsJson(const ResourceManager& rm, bool high) {
+  std::string out = "{";
+  if (high) out += "\"priority\":\"HIGH\",";
+  out += "\"max_connections\":" + std::to_string(rm.connections().max());
+  out += ",\"max_pending_requests\":" + std::to_string(rm.pendingRequests().max());
+  out += ",\"max_requests\":" + std::to_string(rm.requests().max());
+  out += ",\"max_retries\":" + std::to_string(rm.retries().max());
+  return out + "}";
+}
+
+}  // namespace
+
+std::string ClusterManager::renderClustersText() const {
+  std::string out = "version_info::" + (cds_version_.empty() ? std::string("static") : cds_version_) + "\n";
+  for (const auto& [name, cluster] : clusters_) {
+    const ClusterInfoConstSharedPtr& info = cluster->active_info;
+    if (!info) continue;  // warming clusters are not shown (as Envoy)
+    appendLine(out, name, "observability_name", info->observability_name);
+    appendLimits(out, name, "default", info->resources);
+    appendLimits(out, name, "high", info->resources_high);
+    appendLine(out, name, "added_via_api", info->added_via_api ? "true" : "false");
+    if (info->type == envoy::config::cluster::v3::Cluster::EDS &&
+        !info->config.eds_cluster_config().service_name().empty()) {
+      appendLine(out, name, "eds_service_name", info->config.eds_cluster_config().service_name());
+    }
+    for (const auto& host : byPriority(cluster->active_hosts)) {
+      const std::string& a = host->address;
+      const HostStats& s = host->stats;
+      auto line = [&](const char* key, const std::string& value) {
+        appendLine(out, name, a, key + ("::" + value));
+      };
+      // Counters and gauges merged in name order, as Envoy prints them.
+      line("cx_active", std::to_string(s.cx_active.load()));
+      line("cx_connect_fail", std::to_string(s.cx_connect_fail.load()));
+      line("cx_total", std::to_string(s.cx_total.load()));
+      line("rq_active", std::to_string(s.rq_active.load()));
+      line("rq_error", std::to_string(s.rq_error.load()));
+      line("rq_success", std::to_string(s.rq_success.load()));
+      line("rq_timeout", std::to_string(s.rq_timeout.load()));
+      line("rq_total", std::to_string(s.rq_total.load()));
+      line("hostname", host->hostname);
+      line("health_flags", host->healthFlagsString());
+      line("weight", std::to_string(host->weight));
+      line("region", host->region);
+      line("zone", host->zone);
+      line("sub_zone", host->sub_zone);
+      line("canary", "false");
+      line("priority", std::to_string(host->priority));
+      line("success_rate", "-1");
+      line("local_origin_success_rate", "-1");
+    }
+  }
+  return out;
+}
+
+std::string ClusterManager::renderClustersJson() const {
+  std::string out = "{\"cluster_statuses\":[";
+  bool first_cluster = true;
+  for (const auto& [name, cluster] : clusters_) {
+    const ClusterInfoConstSharedPtr& info = cluster->active_info;
+    if (!info) continue;
+    if (!first_cluster) out += ",";
+    first_cluster = false;
+    out += "{\"name\":" + jsonString(name);
+    if (info->added_via_api) out += ",\"added_via_api\":true";
+    out += ",\"circuit_breakers\":{\"thresholds\":[" + thresholdsJson(info->resources, false) + "," +
+           thresholdsJson(info->resources_high, true) + "]}";
+    out += ",\"observability_name\":" + jsonString(info->observability_name);
+    if (info->type == envoy::config::cluster::v3::Cluster::EDS &&
+        !info->config.eds_cluster_config().service_name().empty()) {
+      out += ",\"eds_service_name\":" + jsonString(info->config.eds_cluster_config().service_name());
+    }
+    const auto hosts = byPriority(cluster->active_hosts);
+    if (!hosts.empty()) {
+      out += ",\"host_statuses\":[";
+      for (size_t i = 0; i < hosts.size(); ++i) {
+        const Host& h = *hosts[i];
+        const HostStats& s = h.stats;
+        if (i > 0) out += ",";
+        out +=
+            "{\"address\":{\"socket_address\":{\"address\":" + jsonString(h.endpoint.address().to_string()) +
+            ",\"port_value\":" + std::to_string(h.endpoint.port()) + "}}";
+        out += ",\"stats\":[" + metric("cx_connect_fail", s.cx_connect_fail.load(), false) + "," +
+               metric("cx_total", s.cx_total.load(), false) + "," +
+               metric("rq_error", s.rq_error.load(), false) + "," +
+               metric("rq_success", s.rq_success.load(), false) + "," +
+               metric("rq_timeout", s.rq_timeout.load(), false) + "," +
+               metric("rq_total", s.rq_total.load(), false) + "," +
+               metric("cx_active", s.cx_active.load(), true) + "," +
+               metric("rq_active", s.rq_active.load(), true) + "]";
+        std::string health =
+            "{\"eds_health_status\":\"" +
+            envoy::config::core::v3::HealthStatus_Name(h.health_status == envoy::config::core::v3::UNKNOWN
+                                                           ? envoy::config::core::v3::HEALTHY
+                                                           : h.health_status) +
+            "\"";
+        if (!h.healthy.load() && healthStatusIsUsable(h.health_status))
+          health += ",\"failed_active_health_check\":true";
+        out += ",\"health_status\":" + health + "}";
+        out += ",\"weight\":" + std::to_string(h.weight);
+        if (!h.hostname.empty()) out += ",\"hostname\":" + jsonString(h.hostname);
+        if (h.priority != 0) out += ",\"priority\":" + std::to_string(h.priority);
+        out += ",\"locality\":{";
+        std::string locality;
+        auto add = [&](const char* k, const std::string& v) {
+          if (v.empty()) return;
+          if (!locality.empty()) locality += ",";
+          locality += std::string("\"") + k + "\":" + jsonString(v);
+        };
+        add("region", h.region);
+        add("zone", h.zone);
+        add("sub_zone", h.sub_zone);
+        out += locality + "}}";
+      }
+      out += "]";
+    }
+    out += "}";
+  }
+  return out + "]}";
+}
+
+}  // namespace skiff::upstream

@@ -1,0 +1,261 @@
+// ConnPool: per-worker upstream connections with keep-alive reuse, connect timeouts and circuit breakers.
+#include "skiff/upstream/conn_pool.h"
+
+#include <sys/socket.h>
+
+#include <asio/connect.hpp>
+
+#include "skiff/common/logging.h"
+
+namespace skiff::upstream {
+
+UpstreamConnection::~UpstreamConnection() {
+  if (cluster) {
+    cluster->stats.upstream_cx_active.dec();
+    cluster->stats.upstream_cx_destroy.inc();
+    cluster->stats.upstream_rq_per_cx.record(requests);
+    cluster->stats.upstream_cx_length_ms.record(static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - created)
+            .count()));
+    cluster->resources.releaseConnection();
+  }
+  if (host) host->stats.cx_active.fetch_sub(1, std::memory_order_relaxed);
+}
+
+struct ConnPool::PendingRequest : public ConnPool::Pending {
+  explicit PendingRequest(asio::io_context& io) : timer(io) {}
+  void cancel() override {
+    cancelled = true;
+    cb = nullptr;
+    if (queued && cluster) {
+      queued = false;
+      cluster->resources.releasePending();
+      cluster->stats.upstream_rq_pending_active.dec();
+      cluster->stats.upstream_rq_cancelled.inc();
+    }
+    // A connect in flight keeps going: the connection joins the idle list if it succeeds.
+  }
+  void finish(UpstreamConnectionPtr conn, PoolFailure failure, std::string_view reason) {
+    if (queued && cluster) {
+      queued = false;
+      cluster->resources.releasePending();
+      cluster->stats.upstream_rq_pending_active.dec();
+    }
+    if (auto callback = std::move(cb)) {
+      cb = nullptr;
+      callback(std::move(conn), failure, reason);
+    }
+  }
+
+  Callback cb;
+  HostSharedPtr host;
+  ClusterInfoConstSharedPtr cluster;
+  asio::steady_timer timer;
+  bool cancelled = false;
+  bool queued = false;  // counted as pending (waiting for the connection limit)
+};
+
+ConnPool::ConnPool(asio::io_context& io, ClusterInfoConstSharedPtr cluster)
+    : io_(io), cluster_(std::move(cluster)) {}
+
+ConnPool::~ConnPool() {
+  *alive_ = false;
+}
+
+// A cheap liveness probe before reuse: a peer that closed shows EOF (0), anything else unexpected is data
+// we did not ask for. Both make the connection unusable.
+bool ConnPool::isAlive(UpstreamConnection& conn) const {
+  char byte;
+  const ssize_t n = ::recv(conn.socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+ConnPool::Acquired ConnPool::acquire(const HostSharedPtr& host, Callback cb) {
+  HostPool& hp = hosts_[host->address];
+  const auto now = std::chrono::steady_clock::now();
+  while (!hp.idle.empty()) {
+    UpstreamConnectionPtr conn = std::move(hp.idle.back());
+    hp.idle.pop_back();
+    if (now - conn->idle_since > cluster_->idle_timeout) {
+      cluster_->stats.upstream_cx_idle_timeout.inc();
+      continue;  // destroyed here
+    }
+    if (!isAlive(*conn)) {
+      cluster_->stats.upstream_cx_destroy_remote.inc();
+      continue;
+    }
+    return Acquired{std::move(conn), nullptr, PoolFailure::kNone};
+  }
+
+  auto request = std::make_shared<PendingRequest>(io_);
+  request->cb = std::move(cb);
+  request->host = host;
+  request->cluster = cluster_;
+  if (cluster_->resources.tryAcquireConnection()) {
+    connect(host, request);
+    return Acquired{nullptr, request, PoolFailure::kNone};
+  }
+  cluster_->stats.upstream_cx_overflow.inc();
+  if (!cluster_->resources.tryAcquirePending()) {
+    cluster_->stats.upstream_rq_pending_overflow.inc();
+    return Acquired{nullptr, nullptr, PoolFailure::kOverflow};
+  }
+  request->queued = true;
+  cluster_->stats.upstream_rq_pending_total.inc();
+  cluster_->stats.upstream_rq_pending_active.inc();
+  hp.waiting.push_back(request);
+  return Acquired{nullptr, request, PoolFailure::kNone};
+}
+
+void ConnPool::connect(const HostSharedPtr& host, std::shared_ptr<PendingRequest> request) {
+  auto conn = std::make_unique<UpstreamConnection>(io_);
+  conn->host = host;
+  conn->cluster = cluster_;
+  cluster_->stats.upstream_cx_total.inc();
+  cluster_->stats.upstream_cx_http1_total.inc();
+  cluster_->stats.upstream_cx_active.inc();
+  host->stats.cx_total.fetch_add(1, std::memory_order_relaxed);
+  host->stats.cx_active.fetch_add(1, std::memory_order_relaxed);
+
+  std::error_code ec;
+  conn->socket.open(host->endpoint.protocol(), ec);
+  if (!ec && cluster_->source_address) {
+    conn->socket.bind(asio::ip::tcp::endpoint(*cluster_->source_address, 0), ec);
+    if (ec) cluster_->stats.bind_errors.inc();
+  }
+  if (!ec) conn->socket.set_option(asio::ip::tcp::no_delay(true), ec);
+  auto* raw = conn.get();
+  auto shared_conn = std::make_shared<UpstreamConnectionPtr>(std::move(conn));
+  const auto started = std::chrono::steady_clock::now();
+  auto alive = alive_;
+
+  auto fail = [this, request, shared_conn, host, alive](PoolFailure failure, std::string_view reason) {
+    if (!*alive) return;
+    cluster_->stats.upstream_cx_connect_fail.inc();
+    host->stats.cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
+    shared_conn->reset();
+    request->finish(nullptr, failure, reason);
+    serveWaiting();
+  };
+  if (ec) {
+    asio::post(io_, [fail, ec] { fail(PoolFailure::kConnectFailure, ec.message()); });
+    return;
+  }
+
+  request->timer.expires_after(cluster_->connect_timeout);
+  request->timer.async_wait([this, raw, alive](std::error_code wait_ec) {
+    if (wait_ec || !*alive) return;
+    cluster_->stats.upstream_cx_connect_timeout.inc();
+    std::error_code ignored;
+    raw->socket.close(ignored);  // the connect handler sees operation_aborted
+  });
+  raw->socket.async_connect(
+      host->endpoint, [this, request, shared_conn, started, alive, fail](std::error_code cec) {
+        if (!*alive) return;
+        const bool timed_out = request->timer.expiry() <= std::chrono::steady_clock::now() &&
+                               cec == asio::error::operation_aborted;
+        request->timer.cancel();
+        if (cec) {
+          fail(timed_out ? PoolFailure::kTimeout : PoolFailure::kConnectFailure,
+               timed_out ? std::string_view("connection timeout") : std::string_view("connection failure"));
+          return;
+        }
+        UpstreamConnectionPtr conn = std::move(*shared_conn);
+        cluster_->stats.upstream_cx_connect_ms.record(static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started)
+                .count()));
+        std::error_code lec;
+        auto local = conn->socket.local_endpoint(lec);
+        if (!lec) conn->local_address = formatEndpoint(local);
+        if (request->cancelled || !request->cb) {
+          // Nobody waits any more: keep the fresh connection for the next request.
+          release(std::move(conn), true);
+          return;
+        }
+        request->finish(std::move(conn), PoolFailure::kNone, {});
+      });
+}
+
+void ConnPool::release(UpstreamConnectionPtr conn, bool reusable) {
+  if (!conn) return;
+  const uint32_t max_requests = cluster_->max_requests_per_connection;
+  if (reusable && max_requests != 0 && conn->requests >= max_requests) {
+    cluster_->stats.upstream_cx_max_requests.inc();
+    reusable = false;
+  }
+  if (!reusable || !conn->socket.is_open() || conn->cluster != cluster_) {
+    conn.reset();
+    serveWaiting();
+    return;
+  }
+  HostPool& hp = hosts_[conn->host->address];
+  // Someone is waiting for a connection to this host: hand it over directly.
+  while (!hp.waiting.empty()) {
+    auto waiter = std::move(hp.waiting.front());
+    hp.waiting.pop_front();
+    if (waiter->cancelled) continue;
+    waiter->finish(std::move(conn), PoolFailure::kNone, {});
+    return;
+  }
+  conn->idle_since = std::chrono::steady_clock::now();
+  hp.idle.push_back(std::move(conn));
+}
+
+// A connection slot was freed: start a connection for the oldest waiter of any host.
+void ConnPool::serveWaiting() {
+  for (auto& [address, hp] : hosts_) {
+    while (!hp.waiting.empty()) {
+      auto waiter = hp.waiting.front();
+      if (waiter->cancelled) {
+        hp.waiting.pop_front();
+        continue;
+      }
+      if (!cluster_->resources.tryAcquireConnection()) return;
+      hp.waiting.pop_front();
+      connect(waiter->host, waiter);
+      return;
+    }
+  }
+}
+
+void ConnPool::closeIdle(bool all) {
+  const auto now = std::chrono::steady_clock::now();
+  for (auto& [address, hp] : hosts_) {
+    auto& idle = hp.idle;
+    for (size_t i = 0; i < idle.size();) {
+      if (all || now - idle[i]->idle_since > cluster_->idle_timeout) {
+        if (!all) cluster_->stats.upstream_cx_idle_timeout.inc();
+        idle.erase(idle.begin() + static_cast<long>(i));
+      } else {
+        ++i;
+      }
+    }
+  }
+  if (all) serveWaiting();
+}
+
+size_t ConnPool::idleCount() const {
+  size_t n = 0;
+  for (const auto& [address, hp] : hosts_) n += hp.idle.size();
+  return n;
+}
+
+ConnPool& ConnPoolMap::get(const ClusterInfoConstSharedPtr& cluster) {
+  auto& pool = pools_[cluster->name];
+  if (!pool) {
+    pool = std::make_unique<ConnPool>(io_, cluster);
+  } else {
+    pool->updateCluster(cluster);
+  }
+  return *pool;
+}
+
+void ConnPoolMap::remove(const std::string& cluster_name) {
+  pools_.erase(cluster_name);
+}
+
+void ConnPoolMap::closeIdle(bool all) {
+  for (auto& [name, pool] : pools_) pool->closeIdle(all);
+}
+
+}  // namespace skiff::upstream
