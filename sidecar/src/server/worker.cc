@@ -1,7 +1,10 @@
 // Worker: runs one io_context on its own thread; everything it owns is touched only from that thread.
 #include "server/worker.h"
 
+#include <pthread.h>
+
 #include <asio/post.hpp>
+#include <string>
 
 #include "skiff/common/logging.h"
 #include "skiff/stats/stats.h"
@@ -33,6 +36,9 @@ void Worker::updateCluster(const std::string& name, upstream::ClusterInfoConstSh
 
 void Worker::start() {
   thread_ = std::thread([this] {
+    // Envoy's thread name; lets top -H and /proc/<pid>/task/*/comm tell the workers apart.
+    const std::string name = "wrk:worker_" + std::to_string(ctx_.index);
+    pthread_setname_np(pthread_self(), name.c_str());
     stats::setThreadSlab(ctx_.index + 1);
     for (auto& l : listeners_) {
       l.active = std::make_shared<ActiveListener>(ctx_, l.config, l.fd, l.bound_address);

@@ -156,22 +156,22 @@ void Http1ServerConnection::armIdleTimer() {
 
 void Http1ServerConnection::doRead() {
   if (read_in_flight_ || read_paused_ || state_ == State::kClosed) return;
-  if (state_ == State::kAwaitResponse && in_.size() - in_start_ > kMaxPipelinedBytes) return;
-  if (in_start_ == in_.size()) {
-    in_.clear();
-    in_start_ = 0;
+  if (state_ == State::kAwaitResponse && in_end_ - in_start_ > kMaxPipelinedBytes) return;
+  // Compact only while no read is in flight: the kernel writes past in_end_.
+  if (in_start_ == in_end_) {
+    in_start_ = in_end_ = 0;
   } else if (in_start_ > kReadChunk) {
     in_.erase(0, in_start_);
+    in_end_ -= in_start_;
     in_start_ = 0;
   }
+  if (in_.size() < in_end_ + kReadChunk) in_.resize(in_end_ + kReadChunk);
   read_in_flight_ = true;
-  const size_t old = in_.size();
-  in_.resize(old + kReadChunk);
   auto self = shared_from_this();
-  socket_.async_read_some(asio::buffer(in_.data() + old, kReadChunk),
-                          [self, old](std::error_code ec, size_t n) {
-                            self->in_.resize(old + n);
+  socket_.async_read_some(asio::buffer(in_.data() + in_end_, kReadChunk),
+                          [self](std::error_code ec, size_t n) {
                             self->read_in_flight_ = false;
+                            self->in_end_ += n;
                             self->onRead(ec, n);
                           });
 }
@@ -208,9 +208,9 @@ void Http1ServerConnection::processInput() {
 }
 
 bool Http1ServerConnection::processHead() {
-  if (in_start_ == in_.size()) return false;
+  if (in_start_ == in_end_) return false;
   size_t consumed = 0;
-  const auto st = parser_.feed(std::string_view(in_).substr(in_start_), &consumed);
+  const auto st = parser_.feed(pending(), &consumed);
   if (st == http1::RequestParser::Status::kNeedMore) return false;
   if (st == http1::RequestParser::Status::kError) {
     protocolError(parser_.error());
@@ -222,7 +222,7 @@ bool Http1ServerConnection::processHead() {
 }
 
 bool Http1ServerConnection::processBody() {
-  std::string_view avail = std::string_view(in_).substr(in_start_);
+  std::string_view avail = pending();
   if (avail.empty()) return false;
   size_t consumed = 0;
   http::Buffer chunk;
@@ -610,7 +610,7 @@ void Http1ServerConnection::closeAfterFlush() {
 
 void Http1ServerConnection::drain() {
   if (state_ == State::kClosed) return;
-  if (!stream_ && state_ == State::kHead && in_start_ == in_.size()) {
+  if (!stream_ && state_ == State::kHead && in_start_ == in_end_) {
     config_->stats.downstream_cx_drain_close.inc();
     close();
     return;

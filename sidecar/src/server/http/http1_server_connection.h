@@ -62,8 +62,11 @@ class Http1ServerConnection : public std::enable_shared_from_this<Http1ServerCon
   std::string remote_address_;
 
   State state_ = State::kHead;
-  std::string in_;
+  std::string_view pending() const { return std::string_view(in_.data() + in_start_, in_end_ - in_start_); }
+
+  std::string in_;  // storage; bytes [in_start_, in_end_) are received and not yet parsed
   size_t in_start_ = 0;
+  size_t in_end_ = 0;
   http1::RequestParser parser_;
   std::unique_ptr<http1::BodyDecoder> body_;
   std::unique_ptr<ActiveStream> stream_;

@@ -132,18 +132,21 @@ void UpstreamRequest::flushWrites() {
 
 void UpstreamRequest::doRead() {
   if (!conn_ || read_in_flight_ || read_paused_ || response_complete_) return;
-  read_in_flight_ = true;
-  if (in_start_ > 0 && in_start_ == in_.size()) {
-    in_.clear();
+  // Compact only while no read is in flight: the kernel writes past in_end_.
+  if (in_start_ == in_end_) {
+    in_start_ = in_end_ = 0;
+  } else if (in_start_ > kReadChunk) {
+    in_.erase(0, in_start_);
+    in_end_ -= in_start_;
     in_start_ = 0;
   }
-  const size_t old = in_.size();
-  in_.resize(old + kReadChunk);
+  if (in_.size() < in_end_ + kReadChunk) in_.resize(in_end_ + kReadChunk);
+  read_in_flight_ = true;
   auto self = shared_from_this();
-  conn_->socket.async_read_some(asio::buffer(in_.data() + old, kReadChunk),
-                                [self, old](std::error_code ec, size_t n) {
-                                  self->in_.resize(old + n);
+  conn_->socket.async_read_some(asio::buffer(in_.data() + in_end_, kReadChunk),
+                                [self](std::error_code ec, size_t n) {
                                   self->read_in_flight_ = false;
+                                  self->in_end_ += n;
                                   self->onRead(ec, n);
                                 });
 }
@@ -172,7 +175,7 @@ void UpstreamRequest::onRead(std::error_code ec, size_t n) {
 // Parses what has arrived; returns true when more input is wanted.
 bool UpstreamRequest::processResponse() {
   while (!finished_) {
-    std::string_view avail(in_.data() + in_start_, in_.size() - in_start_);
+    std::string_view avail(in_.data() + in_start_, in_end_ - in_start_);
     if (!head_done_) {
       size_t consumed = 0;
       const auto st = parser_.feed(avail, &consumed);
@@ -236,7 +239,7 @@ void UpstreamRequest::finishResponse() {
   if (finished_) return;
   if (write_in_flight_) return;  // finish once the request bytes are out (flushWrites calls back)
   finished_ = true;
-  const bool reusable = request_complete_ && out_.empty() && parser_.keepAlive() && in_start_ == in_.size();
+  const bool reusable = request_complete_ && out_.empty() && parser_.keepAlive() && in_start_ == in_end_;
   SKIFF_LOG(kPool, debug, "response complete on {}: {}", host_->address,
             reusable ? "reusing connection" : "closing connection");
   if (conn_) {

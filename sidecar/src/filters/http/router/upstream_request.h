@@ -82,8 +82,9 @@ class UpstreamRequest : public std::enable_shared_from_this<UpstreamRequest> {
   bool write_backed_up_ = false;
 
   // response side
-  std::string in_;
+  std::string in_;  // storage; bytes [in_start_, in_end_) are received and not yet parsed
   size_t in_start_ = 0;
+  size_t in_end_ = 0;
   http1::ResponseParser parser_;
   std::unique_ptr<http1::BodyDecoder> body_;
   bool head_done_ = false;
