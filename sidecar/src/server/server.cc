@@ -154,8 +154,8 @@ void Server::updateServerStats() {
   const auto uptime =
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now() - start_time_);
   store.gauge("server.uptime").set(uptime.count());
-  store.gauge("server.state").set(static_cast<int64_t>(state_));
-  store.gauge("server.live").set(state_ == ServerState::kLive ? 1 : 0);
+  store.gauge("server.state").set(static_cast<int64_t>(state()));
+  store.gauge("server.live").set(state() == ServerState::kLive ? 1 : 0);
   store.gauge("server.concurrency").set(options_.concurrency);
   const struct mallinfo2 mi = mallinfo2();
   store.gauge("server.memory_allocated").set(static_cast<int64_t>(mi.uordblks + mi.hblkhd));
@@ -173,16 +173,26 @@ void Server::beginShutdown(std::chrono::seconds drain_time) {
   if (shutting_down_) return;
   shutting_down_ = true;
   state_ = ServerState::kDraining;
-  for (auto& w : workers_) w->drain();
+  drain_baseline_.clear();
+  for (auto& w : workers_) {
+    drain_baseline_.push_back(w->drainsDone());
+    w->drain();
+  }
   drain_deadline_ = std::chrono::steady_clock::now() + drain_time;
   pollDrain();
 }
 
 // Polls the workers' connection counts until every connection finished or the drain time ran out.
 void Server::pollDrain() {
+  // A worker's count is only trusted once it has closed its listeners (carried out our drain()); before
+  // that it may predate a connection accepted a moment ago.
   size_t active = 0;
-  for (auto& w : workers_) active += w->activeConnections();
-  if (active == 0 || std::chrono::steady_clock::now() >= drain_deadline_) {
+  bool counted = true;
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    counted = counted && workers_[i]->drainsDone() > drain_baseline_[i];
+    active += workers_[i]->activeConnections();
+  }
+  if ((counted && active == 0) || std::chrono::steady_clock::now() >= drain_deadline_) {
     if (active != 0) SKIFF_LOG(kMain, warn, "drain time over; closing {} connections", active);
     stats_timer_.cancel();
     signals_.cancel();

@@ -35,7 +35,10 @@ class Server : public AdminContext {
   // AdminContext
   stats::Store& stats() override;
   const upstream::ClusterManager& clusterManager() const override { return *cluster_manager_; }
-  ServerState state() const override { return state_; }
+  // As Envoy: a live server whose health checks were failed (/healthcheck/fail) reports DRAINING.
+  ServerState state() const override {
+    return state_ == ServerState::kLive && health_check_failed_ ? ServerState::kDraining : state_;
+  }
   std::vector<std::pair<std::string, std::string>> listenerAddresses() const override;
   const envoy::config::bootstrap::v3::Bootstrap& bootstrap() const override { return bootstrap_; }
   std::string serverInfoCommandLine() const override;
@@ -58,6 +61,7 @@ class Server : public AdminContext {
   asio::steady_timer stats_timer_{main_};
   asio::steady_timer drain_timer_{main_};
   std::chrono::steady_clock::time_point drain_deadline_;
+  std::vector<uint64_t> drain_baseline_;  // each worker's drainsDone() when shutdown began
   std::unique_ptr<upstream::ClusterManager> cluster_manager_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<ListenerConfigSharedPtr> listeners_;

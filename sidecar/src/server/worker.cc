@@ -71,7 +71,8 @@ void Worker::drain(bool inbound_only) {
     for (auto* c : conns) {
       if (ctx_.connections.count(c)) c->drain();
     }
-    active_connections_.store(ctx_.connections.size(), std::memory_order_relaxed);
+    active_connections_.store(ctx_.connections.size(), std::memory_order_release);
+    drains_done_.fetch_add(1, std::memory_order_acq_rel);
   });
 }
 

@@ -30,7 +30,9 @@ class Worker {
   // Stop accepting (close the listening sockets, so new connections are refused) and let connections
   // finish what they are doing; `inbound_only` limits it to INBOUND listeners.
   void drain(bool inbound_only = false);
-  size_t activeConnections() const { return active_connections_.load(std::memory_order_relaxed); }
+  size_t activeConnections() const { return active_connections_.load(std::memory_order_acquire); }
+  // How many drain() calls this worker has carried out; activeConnections() is fresh after each.
+  uint64_t drainsDone() const { return drains_done_.load(std::memory_order_acquire); }
   // Closes every connection and ends the thread.
   void stop();
 
@@ -51,6 +53,7 @@ class Worker {
   std::vector<Entry> listeners_;
   asio::steady_timer housekeeping_timer_;
   std::atomic<size_t> active_connections_{0};
+  std::atomic<uint64_t> drains_done_{0};
   std::thread thread_;
 };
 

@@ -9,6 +9,10 @@
 
 namespace skiff::upstream {
 
+namespace {
+constexpr std::chrono::milliseconds kProbeAfterIdle{200};
+}
+
 UpstreamConnection::~UpstreamConnection() {
   if (cluster) {
     cluster->stats.upstream_cx_active.dec();
@@ -62,8 +66,9 @@ ConnPool::~ConnPool() {
   *alive_ = false;
 }
 
-// A cheap liveness probe before reuse: a peer that closed shows EOF (0), anything else unexpected is data
-// we did not ask for. Both make the connection unusable.
+// A connection that sat idle for a while may have been closed by the upstream (idle timeouts are seconds
+// long). A 1-byte MSG_PEEK tells: EOF or unexpected bytes make it unusable. Busy connections skip the probe;
+// the rare close racing a reuse is replayed by the router for requests without a body.
 bool ConnPool::isAlive(UpstreamConnection& conn) const {
   char byte;
   const ssize_t n = ::recv(conn.socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -80,7 +85,8 @@ ConnPool::Acquired ConnPool::acquire(const HostSharedPtr& host, Callback cb) {
       cluster_->stats.upstream_cx_idle_timeout.inc();
       continue;  // destroyed here
     }
-    if (!isAlive(*conn)) {
+    if (now - conn->idle_since > kProbeAfterIdle && !isAlive(*conn)) {
+      cluster_->stats.upstream_cx_close_notify.inc();
       cluster_->stats.upstream_cx_destroy_remote.inc();
       continue;
     }

@@ -30,6 +30,8 @@ struct UpstreamConnection {
   std::chrono::steady_clock::time_point created = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point idle_since;
   std::string local_address;
+  // The response read buffer, kept with the connection so a reused connection reuses its memory.
+  std::string read_buffer;
 };
 using UpstreamConnectionPtr = std::unique_ptr<UpstreamConnection>;
 

@@ -460,9 +460,9 @@ void Http1ServerConnection::writeHeaders(http::HeaderMap& headers, bool end_stre
   } else if (version_minor_ == 0) {
     headers.add(http::headers::kConnection, "keep-alive");
   }
-  std::string bytes;
-  http1::writeResponseHead(headers, bytes, version_minor_);
-  write(bytes);
+  if (state_ == State::kClosed) return;
+  http1::writeResponseHead(headers, out_, version_minor_);
+  scheduleFlush();
   if (end_stream) onResponseComplete();
 }
 
@@ -470,30 +470,23 @@ void Http1ServerConnection::writeData(http::Buffer& data, bool end_stream) {
   if (!stream_) return;
   stream_->info_.bytes_sent += data.size();
   if (!head_request_) {
+    if (state_ == State::kClosed) return;
     if (chunked_response_) {
-      if (!data.empty()) {
-        std::string framed;
-        http1::writeChunk(data, framed);
-        write(framed);
-      }
-      if (end_stream) {
-        std::string last;
-        http1::writeLastChunk(nullptr, last);
-        write(last);
-      }
+      http1::writeChunk(data, out_);
+      if (end_stream) http1::writeLastChunk(nullptr, out_);
     } else {
-      write(data);
+      out_.append(data);
     }
+    scheduleFlush();
   }
   if (end_stream) onResponseComplete();
 }
 
 void Http1ServerConnection::writeTrailers(http::HeaderMap& trailers) {
   if (!stream_) return;
-  if (chunked_response_ && !head_request_) {
-    std::string last;
-    http1::writeLastChunk(&trailers, last);
-    write(last);
+  if (chunked_response_ && !head_request_ && state_ != State::kClosed) {
+    http1::writeLastChunk(&trailers, out_);
+    scheduleFlush();
   }
   onResponseComplete();
 }
@@ -567,7 +560,19 @@ void Http1ServerConnection::setReadPaused(bool paused) {
 void Http1ServerConnection::write(std::string_view bytes) {
   if (state_ == State::kClosed) return;
   out_.append(bytes);
-  flush();
+  scheduleFlush();
+}
+
+// Everything written while handling one event goes out in one write(2): a response head and the body
+// chunk that arrived with it cost one syscall, not two.
+void Http1ServerConnection::scheduleFlush() {
+  if (flush_scheduled_ || write_in_flight_) return;
+  flush_scheduled_ = true;
+  auto self = shared_from_this();
+  asio::post(worker_.io, [self] {
+    self->flush_scheduled_ = false;
+    self->flush();
+  });
 }
 
 void Http1ServerConnection::flush() {

@@ -47,6 +47,7 @@ class Http1ServerConnection : public std::enable_shared_from_this<Http1ServerCon
   void onResponseComplete();
   void finishStream(bool reset);
   void write(std::string_view bytes);
+  void scheduleFlush();
   void flush();
   void closeAfterFlush();
   void armIdleTimer();
@@ -81,6 +82,7 @@ class Http1ServerConnection : public std::enable_shared_from_this<Http1ServerCon
   std::string out_;
   std::string writing_;
   bool write_in_flight_ = false;
+  bool flush_scheduled_ = false;
   bool close_after_flush_ = false;
   std::vector<std::function<void()>> writable_callbacks_;
 

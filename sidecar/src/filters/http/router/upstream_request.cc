@@ -74,6 +74,7 @@ void UpstreamRequest::start(const http::HeaderMap& headers, const http::Buffer* 
 void UpstreamRequest::onPoolReady(upstream::UpstreamConnectionPtr conn) {
   conn_ = std::move(conn);
   conn_->requests++;
+  in_.swap(conn_->read_buffer);
   if (owner_) owner_->onUpstreamConnected(*conn_);
   if (!conn_) return;  // the owner cancelled us from the callback
   flushWrites();
@@ -244,6 +245,7 @@ void UpstreamRequest::finishResponse() {
             reusable ? "reusing connection" : "closing connection");
   if (conn_) {
     host_->stats.rq_success.fetch_add(1, std::memory_order_relaxed);
+    in_.swap(conn_->read_buffer);
     pool_.release(std::move(conn_), reusable);
   }
 }
