@@ -7,6 +7,7 @@
 
 #include "accesslog/time_format.h"
 #include "skiff/accesslog/access_log.h"
+#include "skiff/common/json.h"
 
 namespace skiff::accesslog {
 namespace {
@@ -378,37 +379,6 @@ bool parseSegments(std::string_view fmt, std::vector<Segment>* out, std::string*
   }
   flushLiteral();
   return true;
-}
-
-void appendJsonEscaped(std::string_view in, std::string& out) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  for (unsigned char c : in) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          out += "\\u00";
-          out += kHex[c >> 4];
-          out += kHex[c & 0xf];
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
 }
 
 }  // namespace

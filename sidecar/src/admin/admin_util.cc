@@ -1,5 +1,6 @@
 // Query-string parsing and JSON string escaping for the admin handlers.
 #include "admin/admin_util.h"
+#include "skiff/common/json.h"
 
 #include <cstdio>
 
@@ -58,33 +59,7 @@ const std::string* Query::get(std::string_view key) const {
 
 void appendJsonString(std::string& out, std::string_view s) {
   out.push_back('"');
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-          out += buf;
-        } else {
-          out.push_back(static_cast<char>(c));
-        }
-    }
-  }
+  appendJsonEscaped(s, out);
   out.push_back('"');
 }
 

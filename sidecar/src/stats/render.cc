@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "skiff/common/json.h"
 #include "skiff/stats/stats.h"
 #include "stats/render_util.h"
 
@@ -24,34 +25,6 @@ std::string jsonNumber(double v) {
 }
 
 }  // namespace
-
-void appendJsonEscaped(std::string_view in, std::string& out) {
-  for (unsigned char c : in) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          out += fmt::format("\\u{:04x}", c);
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-}
 
 // Counters, gauges and text readouts in one name-sorted run, then histograms (the input is name-sorted).
 std::string renderText(const std::vector<StatValue>& stats) {

@@ -9,7 +9,6 @@
 namespace skiff::stats {
 
 // Appends `in` as the inside of a JSON string literal.
-void appendJsonEscaped(std::string_view in, std::string& out);
 
 // Envoy's tag extraction for Prometheus: the metric name left after removing every extracted tag value,
 // and the tags (Prometheus label name, value) in extraction order.

@@ -95,8 +95,9 @@ std::string ClusterManager::renderClustersText() const {
     for (const auto& host : byPriority(cluster->active_hosts)) {
       const std::string& a = host->address;
       const HostStats& s = host->stats;
+      const std::string& cluster_name = name;  // clang 14 cannot capture structured bindings
       auto line = [&](const char* key, const std::string& value) {
-        appendLine(out, name, a, key + ("::" + value));
+        appendLine(out, cluster_name, a, key + ("::" + value));
       };
       // Counters and gauges merged in name order, as Envoy prints them.
       line("cx_active", std::to_string(s.cx_active.load()));

@@ -273,6 +273,8 @@ ConnectionManagerConfig::ConnectionManagerConfig(const Proto& proto, const std::
   preserve_external_request_id = proto.preserve_external_request_id();
   always_set_request_id_in_response = proto.always_set_request_id_in_response();
   proxy_100_continue = proto.proxy_100_continue();
+  accept_http_10 = proto.http_protocol_options().accept_http_10();
+  default_host_for_http_10 = proto.http_protocol_options().default_host_for_http_10();
 
   if (proto.has_common_http_protocol_options()) {
     const auto& o = proto.common_http_protocol_options();

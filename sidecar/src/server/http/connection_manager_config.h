@@ -80,6 +80,8 @@ struct ConnectionManagerConfig {
   bool preserve_external_request_id = false;
   bool always_set_request_id_in_response = false;
   bool proxy_100_continue = false;
+  bool accept_http_10 = false;           // http_protocol_options.accept_http_10
+  std::string default_host_for_http_10;  // http_protocol_options.default_host_for_http_10
 
   std::chrono::milliseconds idle_timeout{3600 * 1000};        // connection without streams
   std::chrono::milliseconds stream_idle_timeout{300 * 1000};  // no activity on a stream

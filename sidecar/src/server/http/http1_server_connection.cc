@@ -217,6 +217,12 @@ bool Http1ServerConnection::processHead() {
     return false;
   }
   in_start_ += consumed;
+  if (parser_.versionMinor() == 0 && !config_->accept_http_10) {
+    // As Envoy's codec: HTTP/1.0 (and 0.9) gets 426 unless http_protocol_options.accept_http_10 is set.
+    parser_.reset();
+    protocolError(http1::ParseError{426, "low_version"});
+    return false;
+  }
   newStream();
   return state_ != State::kClosed;
 }
@@ -279,6 +285,10 @@ void Http1ServerConnection::newStream() {
 
   auto headers = std::make_unique<http::HeaderMap>(std::move(parser_.headers()));
   head_request_ = headers->getOr(http::headers::kMethod) == "HEAD";
+  if (version_minor_ == 0 && !config_->default_host_for_http_10.empty() &&
+      headers->getOr(http::headers::kAuthority).empty()) {
+    headers->set(http::headers::kAuthority, config_->default_host_for_http_10);
+  }
   const auto framing = parser_.framing();
   const bool expect_continue = parser_.expectContinue();
   const bool end_stream = framing == http1::Framing::kNone;
