@@ -12,6 +12,10 @@ pkg_check_modules(CARES REQUIRED IMPORTED_TARGET libcares)
 # Standalone Asio is header-only.
 add_library(asio INTERFACE)
 target_compile_definitions(asio INTERFACE ASIO_STANDALONE ASIO_NO_DEPRECATED)
+# Asio 1.22 only detects coroutines on clang with libc++; clang 14 with libstdc++'s <coroutine> works too.
+if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+  target_compile_definitions(asio INTERFACE ASIO_HAS_CO_AWAIT ASIO_HAS_STD_COROUTINE)
+endif()
 target_link_libraries(asio INTERFACE Threads::Threads)
 
 # Adds a static library for one area of a component: sources, public include dir, dependencies.

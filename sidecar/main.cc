@@ -48,20 +48,18 @@ int main(int argc, char** argv) {
   }
 
   skiff::filters::registerAllHttpFilters();
+  const std::string config_name = options.config_path.empty() ? "--config-yaml" : options.config_path;
   try {
     auto bootstrap = skiff::server::loadConfig(options);
     if (options.mode == Options::Mode::kValidate) {
       skiff::server::validateConfig(options, bootstrap);
-      std::cout << "configuration '" << (options.config_path.empty() ? "--config-yaml" : options.config_path)
-                << "' OK\n";
+      std::cout << "configuration '" << config_name << "' OK\n";
       return 0;
     }
     skiff::server::Server server(std::move(options), std::move(bootstrap));
     return server.run();
   } catch (const std::exception& e) {
-    std::cerr << "skiff: error initializing configuration '"
-              << (options.config_path.empty() ? "--config-yaml" : options.config_path) << "': " << e.what()
-              << "\n";
+    std::cerr << "skiff: error initializing configuration '" << config_name << "': " << e.what() << "\n";
     return 1;
   }
 }

@@ -336,6 +336,7 @@ class CountingBackend:
 
     def __init__(self):
         self.hits = {}
+        self.headers = {}  # path -> headers of the last request
         self.lock = threading.Lock()
         backend = self
 
@@ -345,6 +346,7 @@ class CountingBackend:
             def do_GET(self):
                 with backend.lock:
                     backend.hits[self.path] = backend.hits.get(self.path, 0) + 1
+                    backend.headers[self.path] = {k.lower(): v for k, v in self.headers.items()}
                 m = re.fullmatch(r"/status/(\d{3})", self.path)
                 code = int(m.group(1)) if m else 200
                 body = f"{code}\n".encode()

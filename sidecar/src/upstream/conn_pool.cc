@@ -229,8 +229,13 @@ void ConnPool::closeIdle(bool all) {
   for (auto& [address, hp] : hosts_) {
     auto& idle = hp.idle;
     for (size_t i = 0; i < idle.size();) {
-      if (all || now - idle[i]->idle_since > cluster_->idle_timeout) {
-        if (!all) cluster_->stats.upstream_cx_idle_timeout.inc();
+      const bool expired = !all && now - idle[i]->idle_since > cluster_->idle_timeout;
+      // Upstreams close idle keep-alive connections on their own timers; without this sweep such a socket
+      // would sit in CLOSE_WAIT (and count as active) until the next reuse attempt probed it.
+      const bool closed = !all && !expired && !isAlive(*idle[i]);
+      if (all || expired || closed) {
+        if (expired) cluster_->stats.upstream_cx_idle_timeout.inc();
+        if (closed) cluster_->stats.upstream_cx_destroy_remote.inc();
         idle.erase(idle.begin() + static_cast<long>(i));
       } else {
         ++i;

@@ -1,6 +1,8 @@
 // RouterFilter: cluster choice, host selection, timeouts, retries with jittered backoff, and response relay.
 #include "filters/http/router/router_filter.h"
 
+#include "filters/http/router/shadow_request.h"
+
 #include <charconv>
 
 #include "envoy/extensions/filters/http/router/v3/router.pb.h"
@@ -146,6 +148,13 @@ http::HeadersStatus RouterFilter::decodeHeaders(http::HeaderMap& headers, bool e
     headers.set(http::headers::kAuthority, weighted->host_rewrite_literal);
   }
 
+  for (const auto& mirror : route_->mirror_policies) {
+    if (!mirror.enabled(random64())) continue;
+    shadow_clusters_.push_back(
+        mirror.cluster_header.empty() ? mirror.cluster : std::string(headers.getOr(mirror.cluster_header)));
+  }
+  if (!shadow_clusters_.empty()) shadow_headers_ = std::make_unique<http::HeaderMap>(headers);
+
   request_complete_ = end_stream;
   startAttempt();
   if (end_stream) onRequestComplete();
@@ -160,6 +169,15 @@ http::DataStatus RouterFilter::decodeData(http::Buffer& data, bool end_stream) {
       retained_body_.shrink_to_fit();
     } else {
       retained_body_.append(data);
+    }
+  }
+  if (shadow_headers_) {
+    if (shadow_body_.size() + data.size() > callbacks_->bufferLimit()) {
+      cluster_info_->stats.retry_or_shadow_abandoned.inc();
+      shadow_headers_.reset();
+      shadow_body_.clear();
+    } else {
+      shadow_body_.append(data);
     }
   }
   request_complete_ = end_stream;
@@ -178,6 +196,7 @@ http::TrailersStatus RouterFilter::decodeTrailers(http::HeaderMap& trailers) {
 }
 
 void RouterFilter::onRequestComplete() {
+  if (shadow_headers_) sendShadows();
   auto& io = callbacks_->dispatcher();
   std::weak_ptr<bool> alive = alive_;
   if (global_timeout_.count() > 0 && !global_timer_) {
@@ -382,6 +401,14 @@ void RouterFilter::onUpstreamReset(ResetReason reason, std::string_view details,
                           "upstream_reset_before_response_started{protocol_error}");
       break;
   }
+}
+
+// Mirrors go out once the whole request is known; their answers are dropped.
+void RouterFilter::sendShadows() {
+  auto headers = std::move(shadow_headers_);
+  for (const auto& cluster : shadow_clusters_)
+    ShadowRequest::send(*callbacks_, cluster, *headers, shadow_body_);
+  shadow_body_.clear();
 }
 
 bool RouterFilter::tryRetry(RetryTrigger trigger, uint32_t status) {

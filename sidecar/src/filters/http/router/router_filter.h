@@ -59,6 +59,7 @@ class RouterFilter : public http::StreamDecoderFilter, public UpstreamRequest::O
   void finishAttemptStats(bool success);
   void cleanup();
   void resumeUpstreamReading();
+  void sendShadows();
 
   const RouterConfig& config_;
   http::DecoderFilterCallbacks* callbacks_ = nullptr;
@@ -75,6 +76,10 @@ class RouterFilter : public http::StreamDecoderFilter, public UpstreamRequest::O
   bool retry_body_complete_ = true;  // the whole body is retained, so an attempt can be replayed
   http::Buffer retained_body_;
   std::unique_ptr<http::HeaderMap> retained_trailers_;
+  // Mirroring: the request as sent upstream and its body, kept until the request completes.
+  std::vector<std::string> shadow_clusters_;
+  std::unique_ptr<http::HeaderMap> shadow_headers_;
+  http::Buffer shadow_body_;
   bool request_complete_ = false;
   bool downstream_response_started_ = false;
   bool transparent_replay_done_ = false;

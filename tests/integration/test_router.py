@@ -1,0 +1,101 @@
+"""Routing actions end to end: mirroring, circuit breaking, rewrites and header mutations, direct responses."""
+
+import json
+import threading
+
+from helpers import (CountingBackend, bootstrap, http_listener, read_access_log, request, static_cluster,
+                     wait_until)
+
+
+def test_request_mirroring_sends_a_shadow_copy(skiff_factory):
+    primary, mirror = CountingBackend(), CountingBackend()
+    try:
+        route = {"match": {"prefix": "/"},
+                 "route": {"cluster": "primary",
+                           "request_mirror_policies": [{"cluster": "mirror"}]}}
+        skiff = skiff_factory(bootstrap([http_listener("mirrored", [route])],
+                                        [static_cluster("primary", primary.port),
+                                         static_cluster("mirror", mirror.port)]))
+        port = skiff.listener_port()
+        status, _, body = request(port, "/copied", headers={"Host": "svc.example:8080"})
+        assert status == 200 and body == b"200\n"
+        assert primary.hits.get("/copied") == 1
+        # The shadow is fire-and-forget: wait for it to land.
+        assert wait_until(lambda: mirror.hits.get("/copied") == 1, timeout=5)
+        assert mirror.headers["/copied"]["host"] == "svc.example-shadow:8080"
+        assert primary.headers["/copied"]["host"] == "svc.example:8080"
+    finally:
+        primary.close()
+        mirror.close()
+
+
+def test_circuit_breaker_overflow_answers_503_uo(httpbin, skiff_factory, tmp_path):
+    log = tmp_path / "access.log"
+    route = {"match": {"prefix": "/"}, "route": {"cluster": "slow"}}
+    limits = {"circuit_breakers": {"thresholds": [
+        {"max_connections": 1, "max_pending_requests": 1, "max_requests": 100}]}}
+    skiff = skiff_factory(bootstrap([http_listener("cb", [route], access_log_path=log)],
+                                    [static_cluster("slow", httpbin, extra=limits)]), concurrency=1)
+    port = skiff.listener_port()
+
+    results = []
+
+    def call():
+        results.append(request(port, "/delay/1", timeout=10)[0])
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # One request holds the only connection, one waits for it; the rest overflow.
+    assert sorted(results) == [200, 200, 503, 503], results
+    stats = skiff.stats()
+    assert stats["cluster.slow.upstream_rq_pending_overflow"] == 2
+    assert stats["cluster.slow.upstream_cx_overflow"] >= 3
+    assert stats["cluster.slow.upstream_cx_total"] == 1
+    lines = read_access_log(log, 4)
+    assert sum(1 for line in lines if line.startswith("503 UO ")) == 2, lines
+
+
+def test_rewrites_and_header_mutations(httpbin, skiff_factory):
+    route = {
+        "match": {"prefix": "/api/"},
+        "route": {"cluster": "bin", "prefix_rewrite": "/anything/",
+                  "host_rewrite_literal": "rewritten.example"},
+        "request_headers_to_add": [{"header": {"key": "x-route", "value": "r1"}}],
+        "response_headers_to_add": [{"header": {"key": "x-served-by", "value": "skiff-test"}}],
+        "response_headers_to_remove": ["access-control-allow-origin"],
+    }
+    vhost = {"name": "v", "domains": ["*"], "routes": [route],
+             "request_headers_to_add": [{"header": {"key": "x-vhost", "value": "v1"}}]}
+    skiff = skiff_factory(bootstrap([http_listener("rw", [vhost])], [static_cluster("bin", httpbin)]))
+    status, headers, body = request(skiff.listener_port(), "/api/thing?x=1")
+    assert status == 200
+    echoed = json.loads(body)
+    assert echoed["url"].endswith("/anything/thing?x=1")
+    assert echoed["headers"]["Host"] == "rewritten.example"
+    assert echoed["headers"]["X-Route"] == "r1"
+    assert echoed["headers"]["X-Vhost"] == "v1"
+    assert echoed["headers"]["X-Envoy-Original-Path"] == "/api/thing?x=1"
+    assert headers["x-served-by"] == "skiff-test"
+    assert "access-control-allow-origin" not in headers
+
+
+def test_direct_response_and_redirect(skiff_factory):
+    routes = [
+        {"match": {"path": "/health"},
+         "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}},
+        {"match": {"prefix": "/old/"},
+         "redirect": {"prefix_rewrite": "/new/", "response_code": "PERMANENT_REDIRECT"}},
+    ]
+    skiff = skiff_factory(bootstrap([http_listener("local", routes)], []))
+    port = skiff.listener_port()
+    status, _, body = request(port, "/health")
+    assert (status, body) == (200, b"ok\n")
+    status, headers, _ = request(port, "/old/page", headers={"Host": "example.com"})
+    assert status == 308
+    assert headers["location"] == "http://example.com/new/page"
+    stats = skiff.stats()
+    assert stats["http.local.rq_direct_response"] == 1
+    assert stats["http.local.rq_redirect"] == 1
