@@ -99,3 +99,33 @@ def test_direct_response_and_redirect(skiff_factory):
     stats = skiff.stats()
     assert stats["http.local.rq_direct_response"] == 1
     assert stats["http.local.rq_redirect"] == 1
+
+
+def test_stream_idle_and_request_timeouts(skiff_factory, tmp_path):
+    from helpers import RawBackend, raw_exchange
+    silent = RawBackend("silent")
+    log = tmp_path / "access.log"
+    try:
+        routes = [
+            # The route's idle_timeout wins over the HCM's stream_idle_timeout.
+            {"match": {"prefix": "/idle"}, "route": {"cluster": "silent", "timeout": "0s", "idle_timeout": "0.3s"}},
+            {"match": {"prefix": "/"}, "route": {"cluster": "silent", "timeout": "0s"}},
+        ]
+        listener = http_listener("to", routes, access_log_path=log,
+                                 hcm_extra={"request_timeout": "0.4s", "stream_idle_timeout": "30s"})
+        skiff = skiff_factory(bootstrap([listener], [static_cluster("silent", silent.port)]))
+        port = skiff.listener_port()
+        # No byte either way for 0.3 s: 408 with the SI flag.
+        status, _, body = request(port, "/idle")
+        assert (status, body) == (408, b"stream timeout")
+        # A body that never finishes: request_timeout answers 408.
+        reply, closed = raw_exchange(port, b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:60]
+        assert closed
+        lines = read_access_log(log, 2)
+        assert any(line.startswith("408 SI /idle") for line in lines), lines
+        stats = skiff.stats()
+        assert stats["http.to.downstream_rq_idle_timeout"] == 1
+        assert stats["http.to.downstream_rq_timeout"] == 1
+    finally:
+        silent.close()

@@ -138,20 +138,82 @@ Http1ServerConnection::~Http1ServerConnection() {
 }
 
 void Http1ServerConnection::start() {
-  armIdleTimer();
+  armTimer();
   doRead();
 }
 
-void Http1ServerConnection::armIdleTimer() {
-  if (config_->idle_timeout.count() == 0) return;
-  idle_timer_.expires_after(config_->idle_timeout);
+// One timer serves every timeout of the connection: idle without a stream, and for the active stream its
+// idle timeout (route idle_timeout, else the HCM's stream_idle_timeout) and the whole-request deadline
+// (request_timeout). Activity only records a timestamp; the timer is re-armed when it fires early, so a busy
+// keep-alive connection touches the timer queue almost never.
+std::optional<std::chrono::steady_clock::time_point> Http1ServerConnection::nextDeadline() const {
+  std::optional<std::chrono::steady_clock::time_point> deadline;
+  auto consider = [&](std::chrono::steady_clock::time_point t) {
+    if (!deadline || t < *deadline) deadline = t;
+  };
+  if (!stream_) {
+    if (config_->idle_timeout.count() > 0) consider(last_activity_ + config_->idle_timeout);
+    return deadline;
+  }
+  const auto idle = streamIdleTimeout();
+  if (idle.count() > 0) consider(last_activity_ + idle);
+  if (config_->request_timeout.count() > 0 && !stream_->request_complete_) {
+    consider(stream_->info_.start + config_->request_timeout);
+  }
+  return deadline;
+}
+
+std::chrono::milliseconds Http1ServerConnection::streamIdleTimeout() const {
+  const router::RouteEntry* route = stream_ ? stream_->route_ : nullptr;
+  if (route != nullptr && route->idle_timeout) return *route->idle_timeout;
+  return config_->stream_idle_timeout;
+}
+
+void Http1ServerConnection::armTimer() {
+  const auto deadline = nextDeadline();
+  if (!deadline || state_ == State::kClosed) return;
+  // A wait that fires earlier re-evaluates then; only an earlier deadline needs the timer moved.
+  if (timer_armed_ && timer_deadline_ <= *deadline) return;
+  timer_armed_ = true;
+  timer_deadline_ = *deadline;
+  idle_timer_.expires_at(*deadline);
   std::weak_ptr<Http1ServerConnection> weak = weak_from_this();
   idle_timer_.async_wait([weak](std::error_code ec) {
     auto self = weak.lock();
-    if (ec || !self || self->stream_ || self->state_ == State::kClosed) return;
-    self->config_->stats.downstream_cx_idle_timeout.inc();
-    self->close();
+    if (ec || !self) return;  // aborted: a re-arm or close replaced this wait
+    self->timer_armed_ = false;
+    self->onTimer();
   });
+}
+
+void Http1ServerConnection::onTimer() {
+  if (state_ == State::kClosed) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (!stream_) {
+    if (config_->idle_timeout.count() > 0 && now - last_activity_ >= config_->idle_timeout) {
+      config_->stats.downstream_cx_idle_timeout.inc();
+      close();
+      return;
+    }
+  } else {
+    ActiveStream& s = *stream_;
+    if (config_->request_timeout.count() > 0 && !s.request_complete_ &&
+        now - s.info_.start >= config_->request_timeout) {
+      config_->stats.downstream_rq_timeout.inc();
+      keep_alive_ = false;
+      s.sendLocalReply(408, "request timeout", "request_overall_timeout", nullptr);
+      return;
+    }
+    const auto idle = streamIdleTimeout();
+    if (idle.count() > 0 && now - last_activity_ >= idle) {
+      config_->stats.downstream_rq_idle_timeout.inc();
+      s.info_.setFlag(http::ResponseFlag::kStreamIdleTimeout);
+      keep_alive_ = false;
+      s.sendLocalReply(408, "stream timeout", "stream_idle_timeout", nullptr);
+      return;
+    }
+  }
+  armTimer();
 }
 
 void Http1ServerConnection::doRead() {
@@ -190,6 +252,7 @@ void Http1ServerConnection::onRead(std::error_code ec, size_t n) {
     return;
   }
   config_->stats.downstream_cx_rx_bytes_total.inc(n);
+  last_activity_ = std::chrono::steady_clock::now();
   processInput();
   doRead();
 }
@@ -267,7 +330,6 @@ void Http1ServerConnection::newStream() {
   stats.downstream_rq_http1_total.inc();
   stats.downstream_rq_active.inc();
   ++requests_;
-  idle_timer_.cancel();
 
   stream_ = std::make_unique<ActiveStream>(*this, random64());
   ActiveStream& s = *stream_;
@@ -312,6 +374,7 @@ void Http1ServerConnection::newStream() {
       [this](std::function<void()> cb) { writable_callbacks_.push_back(std::move(cb)); },
       [this](bool paused) { setReadPaused(paused); });
   s.fm_.decodeHeaders(std::move(headers), end_stream);
+  armTimer();
 }
 
 // Envoy's request header handling for a proxy hop: forwarding headers, request id, hop-by-hop removal.
@@ -516,7 +579,7 @@ void Http1ServerConnection::onResponseComplete() {
     return;
   }
   state_ = State::kHead;
-  armIdleTimer();
+  armTimer();
   // Pipelined requests wait in the buffer; handle them after this callback chain unwinds.
   if (!process_scheduled_) {
     process_scheduled_ = true;
@@ -599,6 +662,7 @@ void Http1ServerConnection::flush() {
       self->close();
       return;
     }
+    self->last_activity_ = std::chrono::steady_clock::now();
     if (!self->writable_callbacks_.empty() && !self->backedUp()) {
       auto callbacks = std::move(self->writable_callbacks_);
       self->writable_callbacks_.clear();

@@ -5,6 +5,7 @@
 #include <asio/steady_timer.hpp>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -50,7 +51,10 @@ class Http1ServerConnection : public std::enable_shared_from_this<Http1ServerCon
   void scheduleFlush();
   void flush();
   void closeAfterFlush();
-  void armIdleTimer();
+  void armTimer();
+  void onTimer();
+  std::optional<std::chrono::steady_clock::time_point> nextDeadline() const;
+  std::chrono::milliseconds streamIdleTimeout() const;
   void setReadPaused(bool paused);
   bool backedUp() const { return out_.size() + writing_.size() > config_->buffer_limit; }
 
@@ -90,6 +94,9 @@ class Http1ServerConnection : public std::enable_shared_from_this<Http1ServerCon
   bool read_paused_ = false;
   bool process_scheduled_ = false;
   asio::steady_timer idle_timer_;
+  bool timer_armed_ = false;
+  std::chrono::steady_clock::time_point timer_deadline_;
+  std::chrono::steady_clock::time_point last_activity_ = std::chrono::steady_clock::now();
 };
 
 }  // namespace skiff::server
