@@ -99,6 +99,9 @@ def httpbin(tmp_path_factory):
         _stop_group(proc)
 
 
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
 @pytest.fixture
 def skiff_factory(request, tmp_path, skiff_bin):
     """Starts skiffs: skiff_factory(config_text_or_dict, args=[...]) -> running Skiff. All are stopped."""
@@ -113,7 +116,13 @@ def skiff_factory(request, tmp_path, skiff_bin):
 
     yield start
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    sanitizer_reports = []
     for s in started:
         s.stop()
         if failed:
             sys.stderr.write(f"---- skiff stderr ({s.workdir}) ----\n{s.logs}\n")
+        # Under the ASan+UBSan build a report in stderr fails the test even when the traffic looked fine.
+        if any(marker in s.logs for marker in SANITIZER_MARKERS):
+            sanitizer_reports.append(f"---- sanitizer report ({s.workdir}) ----\n{s.logs}")
+    if sanitizer_reports:
+        pytest.fail("\n".join(sanitizer_reports), pytrace=False)
