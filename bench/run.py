@@ -316,7 +316,9 @@ def bench_target(target, args, tmp, procs, backend_port, backend_pids):
         if proc and proc.poll() is not None:
             row["status"] = f"exited during load ({proc.returncode})"
     except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
-        row["status"] = "failed: " + str(e)[:200]
+        row["status"] = "failed: " + " ".join(str(e).split())[:200]
+        if proc:
+            row["log"] = tail(f"{tmp}/{target}.log")
     finally:
         if proc:
             procs.stop(proc)
