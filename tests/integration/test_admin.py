@@ -121,3 +121,14 @@ def test_quitquitquit(seeded):
     status, _ = seeded.admin_post("/quitquitquit")
     assert status == 200
     assert seeded.wait_exit(10) == 0, seeded.logs
+
+
+def test_component_log_level_flag(httpbin, skiff_factory):
+    from helpers import bootstrap, http_listener, static_cluster
+    route = {"match": {"prefix": "/"}, "route": {"cluster": "bin"}}
+    skiff = skiff_factory(bootstrap([http_listener("cl", [route])], [static_cluster("bin", httpbin)]),
+                          args=["--component-log-level", "pool:debug,upstream:warning"])
+    status, body = skiff.admin_get("/logging")
+    assert status == 200
+    text = body.decode() if isinstance(body, bytes) else body
+    assert "pool: debug" in text and "upstream: warning" in text and "router: info" in text

@@ -129,3 +129,50 @@ def test_stream_idle_and_request_timeouts(skiff_factory, tmp_path):
         assert stats["http.to.downstream_rq_timeout"] == 1
     finally:
         silent.close()
+
+
+def test_use_remote_address_appends_xff_and_marks_internal(httpbin, skiff_factory):
+    route = {"match": {"prefix": "/"}, "route": {"cluster": "bin"}}
+    listener = http_listener("edge", [route], hcm_extra={"use_remote_address": True})
+    skiff = skiff_factory(bootstrap([listener], [static_cluster("bin", httpbin)]))
+    status, _, body = request(skiff.listener_port(), "/headers?show_env=1", headers={"X-Forwarded-For": "10.1.2.3"})
+    assert status == 200
+    echoed = json.loads(body)["headers"]
+    # The peer (loopback) is appended, and a loopback peer is internal.
+    assert echoed["X-Forwarded-For"] == "10.1.2.3,127.0.0.1"
+    assert echoed["X-Envoy-Internal"] == "true"
+    assert echoed["X-Forwarded-Proto"] == "http"
+
+
+def test_xff_trusted_hops_pick_the_downstream_address(httpbin, skiff_factory, tmp_path):
+    log = tmp_path / "access.log"
+    route = {"match": {"prefix": "/"}, "route": {"cluster": "bin"}}
+    listener = http_listener("mesh", [route], access_log_path=log,
+                             log_format="%DOWNSTREAM_REMOTE_ADDRESS% %DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%\n",
+                             hcm_extra={"xff_num_trusted_hops": 1})
+    skiff = skiff_factory(bootstrap([listener], [static_cluster("bin", httpbin)]))
+    status, _, _ = request(skiff.listener_port(), "/get", headers={"X-Forwarded-For": "198.51.100.7, 10.0.0.2"})
+    assert status == 200
+    # One trusted hop (10.0.0.2) in front of us: the client is the entry before it.
+    assert read_access_log(log, 1)[0] == "198.51.100.7 127.0.0.1"
+
+
+def test_response_body_streams_without_buffering(httpbin, skiff_factory):
+    import socket
+    import time
+    route = {"match": {"prefix": "/"}, "route": {"cluster": "bin"}}
+    skiff = skiff_factory(bootstrap([http_listener("stream", [route])], [static_cluster("bin", httpbin)]))
+    with socket.create_connection(("127.0.0.1", skiff.listener_port()), timeout=10) as s:
+        # httpbin drips 2 bytes one second apart: the first must reach us before the second exists.
+        s.sendall(b"GET /drip?duration=2&numbytes=2&delay=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        while b"\r\n\r\n" not in received or len(received.split(b"\r\n\r\n", 1)[1]) < 1:
+            received += s.recv(4096)
+        first_seen = time.monotonic()
+        assert len(received.split(b"\r\n\r\n", 1)[1]) == 1, received
+        while len(received.split(b"\r\n\r\n", 1)[1]) < 2:
+            chunk = s.recv(4096)
+            assert chunk, received
+            received += chunk
+        # The second byte came a drip interval later, so the first was not held back for it.
+        assert time.monotonic() - first_seen > 0.5
