@@ -58,7 +58,11 @@ std::string join(uint32_t flags, bool long_form) {
 
 }  // namespace
 
-std::string responseFlagsShort(uint32_t flags) { return join(flags, false); }
-std::string responseFlagsLong(uint32_t flags) { return join(flags, true); }
+std::string responseFlagsShort(uint32_t flags) {
+  return join(flags, false);
+}
+std::string responseFlagsLong(uint32_t flags) {
+  return join(flags, true);
+}
 
 }  // namespace skiff::http
