@@ -4,6 +4,7 @@
 #include <asio/post.hpp>
 #include <asio/write.hpp>
 
+#include "server/http/forwarding_headers.h"
 #include "skiff/common/logging.h"
 #include "skiff/common/random.h"
 #include "skiff/http/http1_writer.h"
@@ -16,25 +17,6 @@ namespace {
 
 constexpr size_t kReadChunk = 16 * 1024;
 constexpr size_t kMaxPipelinedBytes = 64 * 1024;
-
-bool isInternalAddress(const asio::ip::address& a) {
-  if (a.is_loopback()) return true;
-  if (a.is_v4()) {
-    const auto b = a.to_v4().to_bytes();
-    return b[0] == 10 || (b[0] == 172 && (b[1] & 0xf0) == 16) || (b[0] == 192 && b[1] == 168);
-  }
-  const auto b = a.to_v6().to_bytes();
-  return (b[0] & 0xfe) == 0xfc;  // unique local fc00::/7
-}
-
-std::string_view withoutPort(std::string_view address) {
-  if (!address.empty() && address.front() == '[') {
-    auto end = address.find(']');
-    return end == std::string_view::npos ? address : address.substr(1, end - 1);
-  }
-  auto colon = address.rfind(':');
-  return colon == std::string_view::npos ? address : address.substr(0, colon);
-}
 
 }  // namespace
 
@@ -115,8 +97,8 @@ Http1ServerConnection::Http1ServerConnection(WorkerContext& worker, asio::ip::tc
       parser_(config_->limits),
       idle_timer_(worker.io) {
   std::error_code ec;
-  auto remote = socket_.remote_endpoint(ec);
-  if (!ec) remote_address_ = upstream::formatEndpoint(remote);
+  remote_endpoint_ = socket_.remote_endpoint(ec);
+  if (!ec) remote_address_ = upstream::formatEndpoint(remote_endpoint_);
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
   worker_.connections.insert(this);
   config_->stats.downstream_cx_total.inc();
@@ -361,7 +343,8 @@ void Http1ServerConnection::newStream() {
   s.request_complete_ = end_stream;
   if (end_stream) s.info_.last_downstream_rx = s.info_.elapsed();
 
-  prepareRequestHeaders(*headers);
+  s.info_.downstream_remote_address =
+      applyForwardingHeaders(*headers, *config_, remote_endpoint_, remote_address_);
   if (expect_continue && !config_->proxy_100_continue) {
     // Envoy answers 100-continue itself and does not forward the expectation.
     headers->remove(http::headers::kExpect);
@@ -378,61 +361,6 @@ void Http1ServerConnection::newStream() {
 }
 
 // Envoy's request header handling for a proxy hop: forwarding headers, request id, hop-by-hop removal.
-void Http1ServerConnection::prepareRequestHeaders(http::HeaderMap& h) {
-  const ConnectionManagerConfig& c = *config_;
-  h.set(http::headers::kScheme, "http");
-  for (std::string_view hop : {http::headers::kConnection, http::headers::kKeepAlive,
-                               http::headers::kProxyConnection, http::headers::kUpgrade}) {
-    h.remove(hop);
-  }
-  if (const std::string* te = h.get(http::headers::kTe); te != nullptr && *te != "trailers")
-    h.remove(http::headers::kTe);
-
-  bool internal = false;
-  if (c.use_remote_address) {
-    std::error_code ec;
-    auto remote = socket_.remote_endpoint(ec);
-    internal = !ec && isInternalAddress(remote.address());
-    if (!c.skip_xff_append) {
-      const std::string peer(withoutPort(remote_address_));
-      const std::string* xff = h.get(http::headers::kForwardedFor);
-      h.set(http::headers::kForwardedFor, xff ? *xff + "," + peer : peer);
-    }
-    h.set(http::headers::kForwardedProto, "http");
-    if (internal) {
-      h.set(http::headers::kEnvoyInternal, "true");
-    } else {
-      h.remove(http::headers::kEnvoyInternal);
-    }
-  } else {
-    h.setIfAbsent(http::headers::kForwardedProto, "http");
-    // The downstream address as Envoy sees it: the XFF entry num_trusted_hops from the right.
-    if (const std::string* xff = h.get(http::headers::kForwardedFor)) {
-      std::vector<std::string_view> parts;
-      std::string_view rest = *xff;
-      while (!rest.empty()) {
-        auto comma = rest.find(',');
-        std::string_view part = rest.substr(0, comma);
-        while (!part.empty() && part.front() == ' ') part.remove_prefix(1);
-        while (!part.empty() && part.back() == ' ') part.remove_suffix(1);
-        parts.push_back(part);
-        if (comma == std::string_view::npos) break;
-        rest.remove_prefix(comma + 1);
-      }
-      if (parts.size() > c.xff_num_trusted_hops) {
-        stream_->info_.downstream_remote_address =
-            std::string(parts[parts.size() - 1 - c.xff_num_trusted_hops]);
-      }
-    }
-  }
-  if (c.generate_request_id) {
-    const bool external = c.use_remote_address && !internal;
-    if (h.get(http::headers::kRequestId) == nullptr || (external && !c.preserve_external_request_id)) {
-      h.set(http::headers::kRequestId, uuid4());
-    }
-  }
-}
-
 void Http1ServerConnection::protocolError(const http1::ParseError& error) {
   config_->stats.downstream_cx_protocol_error.inc();
   keep_alive_ = false;

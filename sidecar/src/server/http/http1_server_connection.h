@@ -43,7 +43,6 @@ class Http1ServerConnection : public std::enable_shared_from_this<Http1ServerCon
   bool processHead();
   bool processBody();
   void newStream();
-  void prepareRequestHeaders(http::HeaderMap& headers);
   void protocolError(const http1::ParseError& error);
   void onResponseComplete();
   void finishStream(bool reset);
@@ -64,6 +63,7 @@ class Http1ServerConnection : public std::enable_shared_from_this<Http1ServerCon
   const uint64_t id_;
   const std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
   std::string local_address_;
+  asio::ip::tcp::endpoint remote_endpoint_;
   std::string remote_address_;
 
   State state_ = State::kHead;
