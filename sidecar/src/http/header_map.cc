@@ -24,6 +24,8 @@ bool equalsIgnoreCase(std::string_view a, std::string_view b) {
 }
 
 void HeaderMap::add(std::string_view name, std::string_view value) {
+  // One allocation for a typical header block; maps that stay empty (no trailers) allocate nothing.
+  if (entries_.capacity() == 0) entries_.reserve(16);
   auto& e = entries_.emplace_back(std::string(name), std::string(value));
   toLowerInPlace(e.first);
 }

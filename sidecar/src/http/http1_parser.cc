@@ -32,7 +32,9 @@ constexpr std::array<char, 256> kLowerTable = makeLowerTable();
 
 // HeaderMap::add without its temporaries: names are lower-cased while copied.
 void addField(http::HeaderMap& headers, std::string_view name, std::string_view value) {
-  auto& e = headers.mutableEntries().emplace_back();
+  auto& entries = headers.mutableEntries();
+  if (entries.capacity() == 0) entries.reserve(16);
+  auto& e = entries.emplace_back();
   e.first.resize(name.size());
   for (size_t i = 0; i < name.size(); ++i) e.first[i] = kLowerTable[static_cast<unsigned char>(name[i])];
   e.second.assign(value);

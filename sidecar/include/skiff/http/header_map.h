@@ -19,7 +19,7 @@ class HeaderMap {
  public:
   using Entry = std::pair<std::string, std::string>;
 
-  HeaderMap() { entries_.reserve(16); }
+  HeaderMap() = default;
 
   // Appends a header; `name` is lower-cased.
   void add(std::string_view name, std::string_view value);
