@@ -22,14 +22,6 @@ std::string statAddress(const asio::ip::tcp::endpoint& ep) {
 
 }  // namespace
 
-ListenerStats::ListenerStats(stats::Store& store, const std::string& p)
-    : downstream_cx_total(store.counter(p + "downstream_cx_total")),
-      downstream_cx_destroy(store.counter(p + "downstream_cx_destroy")),
-      downstream_cx_overflow(store.counter(p + "downstream_cx_overflow")),
-      no_filter_chain_match(store.counter(p + "no_filter_chain_match")),
-      downstream_cx_active(store.gauge(p + "downstream_cx_active")),
-      downstream_cx_length_ms(store.histogram(p + "downstream_cx_length_ms")) {}
-
 static asio::ip::tcp::endpoint parseEndpoint(const envoy::config::listener::v3::Listener& proto,
                                              const std::string& path) {
   if (!proto.has_address() || !proto.address().has_socket_address()) {
@@ -148,9 +140,8 @@ void ActiveListener::accept() {
       self->accept();
       return;
     }
-    self->config_->stats.downstream_cx_total.inc();
     auto conn = std::make_shared<Http1ServerConnection>(self->worker_, std::move(socket), self->config_->hcm,
-                                                        self->bound_address_);
+                                                        self->config_->stats, self->bound_address_);
     conn->start();
     self->accept();
   });

@@ -8,17 +8,11 @@
 
 #include "envoy/config/listener/v3/listener.pb.h"
 #include "server/http/connection_manager_config.h"
+#include "server/listener_stats.h"
 #include "server/worker_context.h"
 #include "skiff/stats/stats.h"
 
 namespace skiff::server {
-
-struct ListenerStats {
-  ListenerStats(stats::Store& store, const std::string& prefix);
-  stats::Counter downstream_cx_total, downstream_cx_destroy, downstream_cx_overflow, no_filter_chain_match;
-  stats::Gauge downstream_cx_active;
-  stats::Histogram downstream_cx_length_ms;
-};
 
 struct ListenerConfig {
   // Validates the listener; throws std::invalid_argument naming `path` and the field.

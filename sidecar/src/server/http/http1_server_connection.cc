@@ -88,10 +88,11 @@ class Http1ServerConnection::ActiveStream : public http::StreamCallbacks {
 
 Http1ServerConnection::Http1ServerConnection(WorkerContext& worker, asio::ip::tcp::socket socket,
                                              ConnectionManagerConfigSharedPtr config,
-                                             std::string local_address)
+                                             const ListenerStats& listener_stats, std::string local_address)
     : worker_(worker),
       socket_(std::move(socket)),
       config_(std::move(config)),
+      listener_scope_(listener_stats),
       id_(WorkerContext::nextConnectionId()),
       local_address_(std::move(local_address)),
       parser_(config_->limits),

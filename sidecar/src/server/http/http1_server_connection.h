@@ -11,6 +11,7 @@
 
 #include "server/http/connection_manager_config.h"
 #include "server/http/filter_manager.h"
+#include "server/listener_stats.h"
 #include "server/worker_context.h"
 #include "skiff/http/http1_parser.h"
 
@@ -21,7 +22,8 @@ class Http1ServerConnection : public std::enable_shared_from_this<Http1ServerCon
                               public FilterManagerSink {
  public:
   Http1ServerConnection(WorkerContext& worker, asio::ip::tcp::socket socket,
-                        ConnectionManagerConfigSharedPtr config, std::string local_address);
+                        ConnectionManagerConfigSharedPtr config, const ListenerStats& listener_stats,
+                        std::string local_address);
   ~Http1ServerConnection() override;
 
   void start();
@@ -60,6 +62,7 @@ class Http1ServerConnection : public std::enable_shared_from_this<Http1ServerCon
   WorkerContext& worker_;
   asio::ip::tcp::socket socket_;
   ConnectionManagerConfigSharedPtr config_;
+  ListenerStats::ConnectionScope listener_scope_;
   const uint64_t id_;
   const std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
   std::string local_address_;
