@@ -1,6 +1,7 @@
 // Admin rendering of the cluster manager: /clusters text and /clusters?format=json.
 #include <algorithm>
 
+#include "skiff/common/json.h"
 #include "skiff/upstream/cluster_manager.h"
 #include "upstream/cluster_entry.h"
 
@@ -35,27 +36,7 @@ void appendLimits(std::string& out, const std::string& name, const char* priorit
 
 std::string jsonString(const std::string& s) {
   std::string out = "\"";
-  for (unsigned char ch : s) {
-    switch (ch) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      default:
-        if (ch < 0x20) {
-          char buf[8];
-          snprintf(buf, sizeof(buf), "\\u%04x", ch);
-          out += buf;
-        } else {
-          out += static_cast<char>(ch);
-        }
-    }
-  }
+  appendJsonEscaped(s, out);
   return out + "\"";
 }
 
