@@ -1,5 +1,6 @@
 // Every HTTP filter compiled into skiff, registered in one place (static registrars would be dropped by
 // the linker from a static library).
+#include "filters/http/lua/lua_filter.h"
 #include "filters/http/router/router_filter.h"
 #include "skiff/filters/http_filter_registry.h"
 
@@ -7,6 +8,7 @@ namespace skiff::filters {
 
 void registerAllHttpFilters() {
   router::registerRouterFilter();
+  lua::registerLuaFilter();
 }
 
 }  // namespace skiff::filters

@@ -1,0 +1,742 @@
+// Lua bindings of the stream handle and the objects it hands out (headers, buffers, stream info).
+#include "filters/http/lua/lua_api.h"
+
+extern "C" {
+#include <lauxlib.h>
+#include <lualib.h>
+}
+
+#include <chrono>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "filters/http/lua/lua_filter.h"
+#include "skiff/common/logging.h"
+#include "skiff/router/route_table.h"
+
+namespace skiff::filters::lua {
+namespace {
+
+constexpr const char* kRequestHandleMt = "skiff.lua.request_handle";
+constexpr const char* kResponseHandleMt = "skiff.lua.response_handle";
+constexpr const char* kHeadersMt = "skiff.lua.headers";
+constexpr const char* kBufferMt = "skiff.lua.buffer";
+constexpr const char* kStreamInfoMt = "skiff.lua.stream_info";
+constexpr const char* kConnectionMt = "skiff.lua.connection";
+constexpr const char* kMetadataMt = "skiff.lua.metadata";
+constexpr const char* kDynamicMetadataMt = "skiff.lua.dynamic_metadata";
+
+enum Kind : int { kHeaders = 0, kTrailers = 1, kBody = 2, kChunk = 3, kOther = 4, kRequestHeaders = 5 };
+
+// What every userdata holds: which run it belongs to and which object of it.
+struct Ref {
+  uint64_t run;
+  int kind;
+  uint64_t seq;
+};
+
+thread_local std::unordered_map<uint64_t, Direction*> t_runs;
+thread_local uint64_t t_next_run = 1;
+
+void pushRef(lua_State* L, const char* mt, uint64_t run, int kind, uint64_t seq = 0) {
+  auto* r = static_cast<Ref*>(lua_newuserdata(L, sizeof(Ref)));
+  *r = Ref{run, kind, seq};
+  luaL_getmetatable(L, mt);
+  lua_setmetatable(L, -2);
+}
+
+// The direction behind the object at `idx`, or a Lua error when its run ended.
+Direction& resolve(lua_State* L, int idx, const char* mt, Ref** out = nullptr) {
+  auto* r = static_cast<Ref*>(luaL_checkudata(L, idx, mt));
+  auto it = t_runs.find(r->run);
+  if (it == t_runs.end()) luaL_error(L, "object used outside of proper scope");
+  if (out != nullptr) *out = r;
+  return *it->second;
+}
+
+Direction& resolveHandle(lua_State* L) {
+  void* p = lua_touserdata(L, 1);
+  if (p != nullptr && lua_getmetatable(L, 1)) {
+    luaL_getmetatable(L, kRequestHandleMt);
+    const bool req = lua_rawequal(L, -1, -2);
+    lua_pop(L, 1);
+    luaL_getmetatable(L, kResponseHandleMt);
+    const bool resp = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (req || resp) {
+      auto it = t_runs.find(static_cast<Ref*>(p)->run);
+      if (it == t_runs.end()) luaL_error(L, "object used outside of proper scope");
+      return *it->second;
+    }
+  }
+  luaL_error(L, "bad self: expected a stream handle (use ':' to call methods)");
+  __builtin_unreachable();
+}
+
+std::string_view checkView(lua_State* L, int idx) {
+  size_t n = 0;
+  const char* s = luaL_checklstring(L, idx, &n);
+  return {s, n};
+}
+
+// ---- header map ----
+
+http::HeaderMap& headerMap(lua_State* L, Direction** dir = nullptr, bool for_write = false) {
+  Ref* r = nullptr;
+  Direction& d = resolve(L, 1, kHeadersMt, &r);
+  http::HeaderMap* map = r->kind == kTrailers ? d.trailers : d.headers;
+  if (r->kind == kRequestHeaders) {
+    map = d.filter->requestDirection().headers;
+    if (for_write) luaL_error(L, "downstream request headers are read-only");
+  }
+  if (map == nullptr) luaL_error(L, "object used outside of proper scope");
+  if (for_write && r->kind == kHeaders && d.headers_continued) {
+    luaL_error(L, "header map can no longer be modified");
+  }
+  if (for_write && r->kind == kHeaders && d.request && d.filter->config().clearRouteCache()) {
+    d.callbacks().clearRouteCache();
+  }
+  if (dir != nullptr) *dir = &d;
+  return *map;
+}
+
+std::string lowerName(lua_State* L, int idx) {
+  std::string name(checkView(L, idx));
+  http::toLowerInPlace(name);
+  return name;
+}
+
+int headersGet(lua_State* L) {
+  const http::HeaderMap& map = headerMap(L);
+  const std::string name = lowerName(L, 2);
+  std::string joined;
+  bool found = false;
+  for (const auto& [k, v] : map) {
+    if (k != name) continue;
+    if (found) joined += ',';
+    joined += v;
+    found = true;
+  }
+  if (!found) return lua_pushnil(L), 1;
+  lua_pushlstring(L, joined.data(), joined.size());
+  return 1;
+}
+
+int headersGetAtIndex(lua_State* L) {
+  const http::HeaderMap& map = headerMap(L);
+  const std::string name = lowerName(L, 2);
+  const lua_Integer index = luaL_checkinteger(L, 3);
+  lua_Integer i = 0;
+  for (const auto& [k, v] : map) {
+    if (k != name) continue;
+    if (i++ == index) return lua_pushlstring(L, v.data(), v.size()), 1;
+  }
+  lua_pushnil(L);
+  return 1;
+}
+
+int headersGetNumValues(lua_State* L) {
+  const http::HeaderMap& map = headerMap(L);
+  lua_pushinteger(L, static_cast<lua_Integer>(map.count(lowerName(L, 2))));
+  return 1;
+}
+
+int headersAdd(lua_State* L) {
+  http::HeaderMap& map = headerMap(L, nullptr, true);
+  map.add(checkView(L, 2), checkView(L, 3));
+  return 0;
+}
+
+int headersReplace(lua_State* L) {
+  http::HeaderMap& map = headerMap(L, nullptr, true);
+  map.set(checkView(L, 2), checkView(L, 3));
+  return 0;
+}
+
+int headersRemove(lua_State* L) {
+  http::HeaderMap& map = headerMap(L, nullptr, true);
+  map.remove(lowerName(L, 2));
+  return 0;
+}
+
+int headersSetReasonPhrase(lua_State* L) {
+  Direction* d = nullptr;
+  headerMap(L, &d, true);
+  if (d->request) return luaL_error(L, "setHttp1ReasonPhrase() is only valid on response headers");
+  checkView(L, 2);
+  // The HTTP/1 writer derives the phrase from the status; custom phrases are not carried yet.
+  SKIFF_LOG(kLua, debug, "setHttp1ReasonPhrase ignored: custom reason phrases are not supported");
+  return 0;
+}
+
+// Iterator state: upvalue 1 = the header object, upvalue 2 = the next index.
+int headersNext(lua_State* L) {
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_replace(L, 1);
+  const http::HeaderMap& map = headerMap(L);
+  const auto i = static_cast<size_t>(lua_tointeger(L, lua_upvalueindex(2)));
+  if (i >= map.size()) return 0;
+  lua_pushinteger(L, static_cast<lua_Integer>(i + 1));
+  lua_replace(L, lua_upvalueindex(2));
+  const auto& [k, v] = map.entries()[i];
+  lua_pushlstring(L, k.data(), k.size());
+  lua_pushlstring(L, v.data(), v.size());
+  return 2;
+}
+
+int headersPairs(lua_State* L) {
+  headerMap(L);
+  lua_pushvalue(L, 1);
+  lua_pushinteger(L, 0);
+  lua_pushcclosure(L, headersNext, 2);
+  return 1;
+}
+
+// iterate(fn): calls fn(key, value) per entry until it returns false.
+int headersIterate(lua_State* L) {
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  for (size_t i = 0;; ++i) {
+    const http::HeaderMap& map = headerMap(L);
+    if (i >= map.size()) break;
+    std::string k = map.entries()[i].first, v = map.entries()[i].second;
+    lua_pushvalue(L, 2);
+    lua_pushlstring(L, k.data(), k.size());
+    lua_pushlstring(L, v.data(), v.size());
+    lua_call(L, 2, 1);
+    const bool stop = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (stop) break;
+  }
+  return 0;
+}
+
+// ---- buffer ----
+
+http::Buffer& buffer(lua_State* L) {
+  Ref* r = nullptr;
+  Direction& d = resolve(L, 1, kBufferMt, &r);
+  if (r->kind == kChunk) {
+    if (d.chunk == nullptr || d.chunk_seq != r->seq) luaL_error(L, "object used outside of proper scope");
+    return *d.chunk;
+  }
+  return *d.bodyBuffer();
+}
+
+int bufferLength(lua_State* L) {
+  lua_pushinteger(L, static_cast<lua_Integer>(buffer(L).size()));
+  return 1;
+}
+
+int bufferGetBytes(lua_State* L) {
+  const http::Buffer& b = buffer(L);
+  const lua_Integer index = luaL_checkinteger(L, 2);
+  const lua_Integer length = luaL_checkinteger(L, 3);
+  if (index < 0 || length < 0 || static_cast<uint64_t>(index + length) > b.size()) {
+    return luaL_error(L, "index/length must be >= 0 and (index + length) must be <= buffer size");
+  }
+  lua_pushlstring(L, b.data() + index, static_cast<size_t>(length));
+  return 1;
+}
+
+int bufferSetBytes(lua_State* L) {
+  http::Buffer& b = buffer(L);
+  const std::string_view s = checkView(L, 2);
+  b.assign(s.data(), s.size());
+  // A whole body replaced before the headers went on keeps content-length truthful (as Envoy does).
+  Ref* r = nullptr;
+  Direction& d = resolve(L, 1, kBufferMt, &r);
+  if (r->kind == kBody && !d.headers_continued && d.headers != nullptr &&
+      d.headers->get(http::headers::kContentLength) != nullptr) {
+    d.headers->set(http::headers::kContentLength, std::to_string(b.size()));
+  }
+  return 0;
+}
+
+// ---- stream info / connection / metadata ----
+
+int pushString(lua_State* L, std::string_view s) {
+  lua_pushlstring(L, s.data(), s.size());
+  return 1;
+}
+
+http::StreamInfo& info(lua_State* L) {
+  return resolve(L, 1, kStreamInfoMt).callbacks().streamInfo();
+}
+
+int infoProtocol(lua_State* L) {
+  return pushString(L, info(L).protocol);
+}
+int infoLocal(lua_State* L) {
+  return pushString(L, info(L).downstream_local_address);
+}
+int infoDirectRemote(lua_State* L) {
+  return pushString(L, info(L).downstream_direct_remote_address);
+}
+int infoRemote(lua_State* L) {
+  const http::StreamInfo& i = info(L);
+  return pushString(L, i.downstream_remote_address.empty() ? i.downstream_direct_remote_address
+                                                           : i.downstream_remote_address);
+}
+int infoSni(lua_State* L) {
+  return pushString(L, info(L).requested_server_name);
+}
+int infoRouteName(lua_State* L) {
+  Direction& d = resolve(L, 1, kStreamInfoMt);
+  const http::StreamInfo& i = d.callbacks().streamInfo();
+  if (!i.route_name.empty()) return pushString(L, i.route_name);
+  const router::RouteEntry* route = d.callbacks().route();
+  return pushString(L, route != nullptr ? std::string_view(route->name) : std::string_view());
+}
+
+int infoDynamicMetadata(lua_State* L) {
+  Direction& d = resolve(L, 1, kStreamInfoMt);
+  pushRef(L, kDynamicMetadataMt, d.run, kOther);
+  return 1;
+}
+
+// The stream's namespace table, pushed on the stack.
+Direction& dynamicMetadata(lua_State* L) {
+  Direction& d = resolve(L, 1, kDynamicMetadataMt);
+  d.filter->pushDynamicMetadata(L, *d.script);
+  return d;
+}
+
+int dynamicMetadataGet(lua_State* L) {
+  luaL_checkstring(L, 2);
+  dynamicMetadata(L);
+  lua_pushvalue(L, 2);
+  lua_rawget(L, -2);
+  return 1;
+}
+
+// set(filter_name, key, value): value may be a table, number, boolean, string or nil.
+int dynamicMetadataSet(lua_State* L) {
+  luaL_checkstring(L, 2);
+  luaL_checkstring(L, 3);
+  const int type = lua_type(L, 4);
+  if (type != LUA_TNIL && type != LUA_TNONE && type != LUA_TTABLE && type != LUA_TNUMBER &&
+      type != LUA_TBOOLEAN && type != LUA_TSTRING) {
+    return luaL_error(L, "unsupported dynamic metadata value type: %s", lua_typename(L, type));
+  }
+  dynamicMetadata(L);
+  const int root = lua_gettop(L);
+  lua_pushvalue(L, 2);
+  lua_rawget(L, root);
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, root);
+  }
+  lua_pushvalue(L, 3);
+  lua_pushvalue(L, 4);
+  lua_rawset(L, -3);
+  return 0;
+}
+
+int dynamicMetadataPairs(lua_State* L) {
+  dynamicMetadata(L);
+  lua_getglobal(L, "next");
+  lua_insert(L, -2);
+  return 2;
+}
+
+int connectionSsl(lua_State* L) {
+  resolve(L, 1, kConnectionMt);
+  lua_pushnil(L);  // downstream TLS is not terminated by this filter chain yet
+  return 1;
+}
+
+int metadataGet(lua_State* L) {
+  resolve(L, 1, kMetadataMt);
+  lua_pushnil(L);
+  return 1;
+}
+
+int emptyNext(lua_State*) {
+  return 0;
+}
+int metadataPairs(lua_State* L) {
+  resolve(L, 1, kMetadataMt);
+  lua_pushcfunction(L, emptyNext);
+  return 1;
+}
+
+// ---- handle ----
+
+int handleHeaders(lua_State* L) {
+  Direction& d = resolveHandle(L);
+  pushRef(L, kHeadersMt, d.run, kHeaders);
+  return 1;
+}
+
+int handleBody(lua_State* L) {
+  Direction& d = resolveHandle(L);
+  const bool always_wrap = lua_toboolean(L, 2);
+  if (d.body_ready) return pushBody(L, d), 1;
+  if (d.end_seen) {
+    if (d.had_data && !d.headers_continued) {
+      // Iteration was stopped (e.g. by httpCall) while the body arrived: the filter manager holds it all.
+      d.body_ready = true;
+      d.body_in_held = true;
+      return pushBody(L, d), 1;
+    }
+    if (!always_wrap) return lua_pushnil(L), 1;
+    d.body_ready = true;
+    return pushBody(L, d), 1;
+  }
+  if (d.headers_continued) return luaL_error(L, "body() cannot be called after the headers were passed on");
+  d.wait = Direction::Wait::kBody;
+  return lua_yield(L, 0);
+}
+
+int chunkIterator(lua_State* L) {
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_replace(L, 1);
+  Direction& d = resolveHandle(L);
+  if (d.end_seen) return lua_pushnil(L), 1;
+  d.wait = Direction::Wait::kChunk;
+  return lua_yield(L, 0);
+}
+
+int handleBodyChunks(lua_State* L) {
+  resolveHandle(L);
+  lua_pushvalue(L, 1);
+  lua_pushcclosure(L, chunkIterator, 1);
+  return 1;
+}
+
+int handleTrailers(lua_State* L) {
+  Direction& d = resolveHandle(L);
+  if (d.trailers != nullptr) return pushTrailers(L, d), 1;
+  if (d.end_seen) return lua_pushnil(L), 1;
+  d.wait = Direction::Wait::kTrailers;
+  return lua_yield(L, 0);
+}
+
+// Reads a {name = value | {values...}} table into `out`.
+void readHeaderTable(lua_State* L, int idx, http::HeaderMap& out) {
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "header names must be strings");
+    const std::string name(checkView(L, -2));
+    if (lua_istable(L, -1)) {
+      const int n = static_cast<int>(lua_objlen(L, -1));
+      for (int i = 1; i <= n; ++i) {
+        lua_rawgeti(L, -1, i);
+        out.add(name, checkView(L, -1));
+        lua_pop(L, 1);
+      }
+    } else {
+      out.add(name, checkView(L, -1));
+    }
+    lua_pop(L, 1);
+  }
+}
+
+int handleRespond(lua_State* L) {
+  Direction& d = resolveHandle(L);
+  if (d.headers_continued)
+    return luaL_error(L, "respond() cannot be called after headers have been continued");
+  auto headers = std::make_unique<http::HeaderMap>();
+  readHeaderTable(L, 2, *headers);
+  const std::string* status = headers->get(http::headers::kStatus);
+  if (status == nullptr) return luaL_error(L, ":status must be set in the respond() headers");
+  const int code = std::atoi(status->c_str());
+  if (code < 200 || code >= 600) return luaL_error(L, ":status must be between 200 and 599");
+  d.reply_headers = std::move(headers);
+  d.reply_body = lua_isnoneornil(L, 3) ? std::string() : std::string(checkView(L, 3));
+  d.responded = true;
+  return lua_yield(L, 0);
+}
+
+template <spdlog::level::level_enum Level>
+int handleLog(lua_State* L) {
+  resolveHandle(L);
+  const std::string_view msg = checkView(L, 2);
+  auto& logger = skiff::log::get(skiff::log::Component::kLua);
+  if (logger.should_log(Level)) logger.log(Level, "script log: {}", msg);
+  return 0;
+}
+
+int handleStreamInfo(lua_State* L) {
+  Direction& d = resolveHandle(L);
+  pushRef(L, kStreamInfoMt, d.run, kOther);
+  return 1;
+}
+
+int handleConnection(lua_State* L) {
+  Direction& d = resolveHandle(L);
+  pushRef(L, kConnectionMt, d.run, kOther);
+  return 1;
+}
+
+int handleMetadata(lua_State* L) {
+  Direction& d = resolveHandle(L);
+  pushRef(L, kMetadataMt, d.run, kOther);
+  return 1;
+}
+
+int handleBase64Escape(lua_State* L) {
+  resolveHandle(L);
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const std::string_view in = checkView(L, 2);
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    const uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
+    for (int s = 18; s >= 0; s -= 6) out += kAlphabet[(v >> s) & 63];
+  }
+  if (i < in.size()) {
+    uint32_t v = uint8_t(in[i]) << 16;
+    if (i + 1 < in.size()) v |= uint8_t(in[i + 1]) << 8;
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += i + 1 < in.size() ? kAlphabet[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return pushString(L, out);
+}
+
+// Milliseconds since the epoch, or microseconds for EnvoyTimestampResolution.MICROSECOND.
+int64_t now(lua_State* L) {
+  const bool micro = lua_isstring(L, 2) && std::string_view(lua_tostring(L, 2)) == "microsecond";
+  const auto since = std::chrono::system_clock::now().time_since_epoch();
+  return micro ? std::chrono::duration_cast<std::chrono::microseconds>(since).count()
+               : std::chrono::duration_cast<std::chrono::milliseconds>(since).count();
+}
+
+int handleTimestamp(lua_State* L) {
+  resolveHandle(L);
+  lua_pushnumber(L, static_cast<lua_Number>(now(L)));
+  return 1;
+}
+
+int handleTimestampString(lua_State* L) {
+  resolveHandle(L);
+  return pushString(L, std::to_string(now(L)));
+}
+
+// httpCall(cluster, headers, body, timeout_ms[, asynchronous]) or httpCall(cluster, headers, body, options).
+int handleHttpCall(lua_State* L) {
+  Direction& d = resolveHandle(L);
+  const std::string cluster(checkView(L, 2));
+  http::HeaderMap headers;
+  readHeaderTable(L, 3, headers);
+  if (headers.get(http::headers::kPath) == nullptr || headers.get(http::headers::kMethod) == nullptr ||
+      headers.get(http::headers::kAuthority) == nullptr) {
+    return luaL_error(L, "http call headers must include ':path', ':method', and ':authority'");
+  }
+  std::string body;
+  if (!lua_isnoneornil(L, 4)) body = std::string(checkView(L, 4));
+  lua_Integer timeout_ms = 0;
+  bool asynchronous = false;
+  bool duplicates = false;
+  if (lua_istable(L, 5)) {
+    lua_getfield(L, 5, "timeout_ms");
+    timeout_ms = lua_isnil(L, -1) ? 0 : luaL_checkinteger(L, -1);
+    lua_getfield(L, 5, "asynchronous");
+    asynchronous = lua_toboolean(L, -1);
+    lua_getfield(L, 5, "return_duplicate_headers");
+    duplicates = lua_toboolean(L, -1);
+    lua_pop(L, 3);
+  } else {
+    timeout_ms = luaL_checkinteger(L, 5);
+    asynchronous = lua_toboolean(L, 6);
+  }
+  if (timeout_ms < 0) return luaL_error(L, "http call timeout must be >= 0");
+  switch (d.filter->startHttpCall(d, cluster, std::move(headers), std::move(body),
+                                  std::chrono::milliseconds(timeout_ms), asynchronous)) {
+    case LuaFilter::CallStart::kUnknownCluster:
+      return luaL_error(L, "http call cluster invalid. Must be configured");
+    case LuaFilter::CallStart::kAsync:
+      return 0;
+    case LuaFilter::CallStart::kNoHost:
+      pushHttpResponse(L, nullptr, "", false);
+      return 2;
+    case LuaFilter::CallStart::kStarted:
+      break;
+  }
+  d.return_duplicate_headers = duplicates;
+  d.wait = Direction::Wait::kHttpCall;
+  return lua_yield(L, 0);
+}
+
+int handleClearRouteCache(lua_State* L) {
+  resolveHandle(L).callbacks().clearRouteCache();
+  return 0;
+}
+
+int handleDownstreamRequestHeaders(lua_State* L) {
+  Direction& d = resolveHandle(L);
+  // A read-only view of the stream's request headers, valid for this (response) run.
+  if (d.filter->requestDirection().headers == nullptr) return lua_pushnil(L), 1;
+  pushRef(L, kHeadersMt, d.run, kRequestHeaders);
+  return 1;
+}
+
+void newMetatable(lua_State* L, const char* name, const luaL_Reg* methods, lua_CFunction pairs = nullptr) {
+  luaL_newmetatable(L, name);
+  lua_newtable(L);
+  luaL_register(L, nullptr, methods);
+  lua_setfield(L, -2, "__index");
+  if (pairs != nullptr) {
+    lua_pushcfunction(L, pairs);
+    lua_setfield(L, -2, "__pairs");
+  }
+  lua_pop(L, 1);
+}
+
+// LuaJIT is built without LUAJIT_ENABLE_LUA52COMPAT here, so pairs() must honour __pairs itself.
+constexpr const char* kPrelude = R"lua(
+local raw_pairs = pairs
+pairs = function(t)
+  local mt = getmetatable(t)
+  if type(mt) == "table" and mt.__pairs then return mt.__pairs(t) end
+  return raw_pairs(t)
+end
+EnvoyTimestampResolution = { MILLISECOND = "millisecond", MICROSECOND = "microsecond" }
+)lua";
+
+}  // namespace
+
+void installApi(lua_State* L) {
+  const luaL_Reg common[] = {
+      {"headers", handleHeaders},
+      {"body", handleBody},
+      {"bodyChunks", handleBodyChunks},
+      {"trailers", handleTrailers},
+      {"logTrace", handleLog<spdlog::level::trace>},
+      {"logDebug", handleLog<spdlog::level::debug>},
+      {"logInfo", handleLog<spdlog::level::info>},
+      {"logWarn", handleLog<spdlog::level::warn>},
+      {"logErr", handleLog<spdlog::level::err>},
+      {"logCritical", handleLog<spdlog::level::critical>},
+      {"streamInfo", handleStreamInfo},
+      {"connection", handleConnection},
+      {"metadata", handleMetadata},
+      {"base64Escape", handleBase64Escape},
+      {"timestamp", handleTimestamp},
+      {"timestampString", handleTimestampString},
+      {"clearRouteCache", handleClearRouteCache},
+      {"httpCall", handleHttpCall},
+      {nullptr, nullptr},
+  };
+  newMetatable(L, kRequestHandleMt, common);
+  luaL_getmetatable(L, kRequestHandleMt);
+  lua_getfield(L, -1, "__index");
+  lua_pushcfunction(L, handleRespond);
+  lua_setfield(L, -2, "respond");
+  lua_pop(L, 2);
+  newMetatable(L, kResponseHandleMt, common);
+  luaL_getmetatable(L, kResponseHandleMt);
+  lua_getfield(L, -1, "__index");
+  lua_pushcfunction(L, handleDownstreamRequestHeaders);
+  lua_setfield(L, -2, "downstreamRequestHeaders");
+  lua_pop(L, 2);
+
+  const luaL_Reg headers[] = {
+      {"get", headersGet},
+      {"getAtIndex", headersGetAtIndex},
+      {"getNumValues", headersGetNumValues},
+      {"add", headersAdd},
+      {"replace", headersReplace},
+      {"remove", headersRemove},
+      {"setHttp1ReasonPhrase", headersSetReasonPhrase},
+      {"iterate", headersIterate},
+      {nullptr, nullptr},
+  };
+  newMetatable(L, kHeadersMt, headers, headersPairs);
+  const luaL_Reg buffer[] = {
+      {"length", bufferLength},
+      {"getBytes", bufferGetBytes},
+      {"setBytes", bufferSetBytes},
+      {nullptr, nullptr},
+  };
+  newMetatable(L, kBufferMt, buffer);
+  const luaL_Reg info[] = {
+      {"protocol", infoProtocol},
+      {"downstreamLocalAddress", infoLocal},
+      {"downstreamDirectLocalAddress", infoLocal},
+      {"downstreamRemoteAddress", infoRemote},
+      {"downstreamDirectRemoteAddress", infoDirectRemote},
+      {"requestedServerName", infoSni},
+      {"routeName", infoRouteName},
+      {"dynamicMetadata", infoDynamicMetadata},
+      {nullptr, nullptr},
+  };
+  newMetatable(L, kStreamInfoMt, info);
+  const luaL_Reg connection[] = {{"ssl", connectionSsl}, {nullptr, nullptr}};
+  newMetatable(L, kConnectionMt, connection);
+  const luaL_Reg metadata[] = {{"get", metadataGet}, {nullptr, nullptr}};
+  newMetatable(L, kMetadataMt, metadata, metadataPairs);
+  const luaL_Reg dynamic_metadata[] = {
+      {"get", dynamicMetadataGet}, {"set", dynamicMetadataSet}, {nullptr, nullptr}};
+  newMetatable(L, kDynamicMetadataMt, dynamic_metadata, dynamicMetadataPairs);
+
+  if (luaL_dostring(L, kPrelude) != 0) lua_pop(L, 1);
+}
+
+uint64_t beginRun(Direction* d) {
+  const uint64_t run = t_next_run++;
+  t_runs[run] = d;
+  return run;
+}
+
+void endRun(uint64_t run) {
+  t_runs.erase(run);
+}
+
+void pushHandle(lua_State* L, const Direction& d) {
+  pushRef(L, d.request ? kRequestHandleMt : kResponseHandleMt, d.run, kOther);
+}
+void pushBody(lua_State* L, const Direction& d) {
+  pushRef(L, kBufferMt, d.run, kBody);
+}
+void pushChunk(lua_State* L, const Direction& d) {
+  pushRef(L, kBufferMt, d.run, kChunk, d.chunk_seq);
+}
+void pushTrailers(lua_State* L, const Direction& d) {
+  pushRef(L, kHeadersMt, d.run, kTrailers);
+}
+
+void pushHttpResponse(lua_State* L, const http::HeaderMap* headers, const std::string& body,
+                      bool duplicates) {
+  lua_newtable(L);
+  if (headers == nullptr) {
+    // Envoy's answer to any transport failure (reset, timeout, no host).
+    lua_pushstring(L, "503");
+    lua_setfield(L, -2, ":status");
+    lua_pushstring(L, "upstream failure");
+    return;
+  }
+  for (const auto& [name, value] : *headers) {
+    const size_t count = duplicates ? headers->count(name) : 1;
+    if (count <= 1) {
+      lua_pushlstring(L, value.data(), value.size());
+      lua_setfield(L, -2, name.c_str());  // the last value wins
+      continue;
+    }
+    lua_getfield(L, -1, name.c_str());
+    if (!lua_istable(L, -1)) {
+      lua_pop(L, 1);
+      lua_newtable(L);
+      lua_pushvalue(L, -1);
+      lua_setfield(L, -3, name.c_str());
+    }
+    lua_pushlstring(L, value.data(), value.size());
+    lua_rawseti(L, -2, static_cast<int>(lua_objlen(L, -2)) + 1);
+    lua_pop(L, 1);
+  }
+  if (body.empty()) {
+    lua_pushnil(L);
+  } else {
+    lua_pushlstring(L, body.data(), body.size());
+  }
+}
+
+}  // namespace skiff::filters::lua

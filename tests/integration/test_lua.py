@@ -1,0 +1,352 @@
+"""The Lua HTTP filter (envoy.filters.http.lua) in the real binary, against httpbin and counting backends."""
+
+import json
+
+import pytest
+
+from helpers import (CountingBackend, bootstrap, http_listener, request, run_validate, static_cluster,
+                     wait_until)
+from conftest import SHARED
+
+LUA_TYPE = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
+FIXTURES = SHARED / "fixtures" / "lua"
+
+
+def lua_filter(code=None, *, inline_code=None, stat_prefix=None):
+    config = {"@type": LUA_TYPE}
+    if inline_code is not None:
+        config["inline_code"] = inline_code
+    if code is not None:
+        config["default_source_code"] = {"inline_string": code}
+    if stat_prefix:
+        config["stat_prefix"] = stat_prefix
+    return {"name": "envoy.filters.http.lua", "typed_config": config}
+
+
+def lua_config(name, filter_entry, clusters, routes=None):
+    routes = routes or [{"match": {"prefix": "/"}, "route": {"cluster": clusters[0]["name"]}}]
+    filters = [filter_entry, {"name": "envoy.filters.http.router"}]
+    return bootstrap([http_listener(name, routes, http_filters=filters)], clusters)
+
+
+def fixture(name):
+    path = FIXTURES / name
+    if not path.exists():
+        pytest.skip(f"../shared not present ({path} is missing)")
+    return path.read_text()
+
+
+def test_gateway_policy_seed_unchanged(seeds, httpbin, skiff_factory):
+    code = (seeds / "gateway-policy.lua").read_text()
+    backend = CountingBackend()
+    try:
+        routes = [{"match": {"prefix": "/admin"}, "route": {"cluster": "counting"}},
+                  {"match": {"prefix": "/"}, "route": {"cluster": "httpbin"}}]
+        skiff = skiff_factory(lua_config("lua_gw", lua_filter(inline_code=code),
+                                         [static_cluster("httpbin", httpbin),
+                                          static_cluster("counting", backend.port)], routes))
+        port = skiff.listener_port()
+
+        status, headers, body = request(port, "/headers")
+        assert status == 200, body
+        assert json.loads(body)["headers"]["X-Lua-Processed"] == "true"
+        assert headers["x-response-time"].isdigit()
+
+        status, headers, body = request(port, "/admin/users")
+        assert status == 403
+        assert body == b"Forbidden"
+        assert "x-response-time" in headers
+        assert backend.hits == {}
+        stats = skiff.stats()
+        assert stats.get("http.lua_gw.lua.errors", 0) == 0
+        assert stats["http.lua_gw.lua.executions"] == 4  # request and response scripts, two requests
+        assert stats["http.lua_gw.lua.memory_bytes"] > 0
+    finally:
+        backend.close()
+
+
+def chunks(*parts):
+    # A generator body makes http.client send Transfer-Encoding: chunked.
+    for p in parts:
+        yield p
+
+
+def test_request_body_of_a_chunked_upload_is_buffered_and_rewritten(httpbin, skiff_factory):
+    code = """
+function envoy_on_request(h)
+  local body = h:body()
+  h:headers():add("x-body-size", body:length())
+  body:setBytes(string.upper(body:getBytes(0, body:length())))
+end
+"""
+    skiff = skiff_factory(lua_config("lua_body", lua_filter(code), [static_cluster("httpbin", httpbin)]))
+    port = skiff.listener_port()
+    status, _, body = request(port, "/post", method="POST", body=chunks(b"hello ", b"chunked ", b"world"),
+                              headers={"Content-Type": "text/plain"})
+    assert status == 200, body
+    echoed = json.loads(body)
+    assert echoed["data"] == "HELLO CHUNKED WORLD"
+    assert echoed["headers"]["X-Body-Size"] == "19"
+
+
+def test_body_size_headers_fixture(httpbin, skiff_factory):
+    skiff = skiff_factory(lua_config("lua_sizes", lua_filter(fixture("body_size_headers.lua")),
+                                     [static_cluster("httpbin", httpbin)]))
+    port = skiff.listener_port()
+    status, headers, body = request(port, "/anything?foo=1", method="POST", body=b"helloworld")
+    assert status == 200, body
+    assert json.loads(body)["headers"]["Request-Body-Size"] == "10"
+    assert headers["response_body_size"] == str(len(body))
+
+
+def test_body_setbytes_fixture_replaces_the_response(httpbin, skiff_factory):
+    skiff = skiff_factory(lua_config("lua_set", lua_filter(fixture("body_setbytes.lua")),
+                                     [static_cluster("httpbin", httpbin)]))
+    port = skiff.listener_port()
+    status, headers, body = request(port, "/html")  # a body with content-length: it must be updated
+    assert status == 200
+    assert body == b"<html><b>Not Found<b></html>"
+    assert headers["content-length"] == str(len(body))
+    assert headers["content-type"] == "text/html"
+
+
+def test_body_chunks_fixture_rewrites_a_streamed_response(httpbin, skiff_factory):
+    skiff = skiff_factory(lua_config("lua_chunks", lua_filter(fixture("body_chunks_rewrite.lua")),
+                                     [static_cluster("httpbin", httpbin)]))
+    port = skiff.listener_port()
+    status, headers, body = request(port, "/stream/3")  # chunked, one JSON line per chunk
+    assert status == 200
+    assert body == b"<html><b>Not Found<b></html>"
+    assert headers["content-type"] == "text/html"
+
+
+def test_log_info_fixture_logs_through_the_lua_logger(httpbin, skiff_factory):
+    skiff = skiff_factory(lua_config("lua_log", lua_filter(fixture("log_info.lua")),
+                                     [static_cluster("httpbin", httpbin)]))
+    port = skiff.listener_port()
+    assert request(port, "/get")[0] == 200
+    assert wait_until(lambda: "script log: Path: /get" in skiff.logs and "script log: Status: 200" in skiff.logs,
+                      timeout=5), skiff.logs
+
+
+def test_runtime_error_is_counted_and_the_request_continues(httpbin, skiff_factory):
+    code = """
+function envoy_on_request(h)
+  h:headers():add("x-before-error", "1")
+  local missing = nil
+  return missing.field
+end
+"""
+    skiff = skiff_factory(lua_config("lua_err", lua_filter(code, stat_prefix="pfx"),
+                                     [static_cluster("httpbin", httpbin)]))
+    port = skiff.listener_port()
+    status, _, body = request(port, "/headers")
+    assert status == 200
+    assert json.loads(body)["headers"]["X-Before-Error"] == "1"
+    stats = skiff.stats()
+    assert stats["http.lua_err.lua.pfx.errors"] == 1
+    assert "attempt to index" in skiff.logs and "default:5:" in skiff.logs
+
+
+def test_compile_error_fails_validation_naming_the_line(skiff_bin, tmp_path):
+    config = lua_config("lua_bad", lua_filter("function envoy_on_request(h)\n  local = 1\nend\n"),
+                        [static_cluster("nowhere", 9)])
+    code, out = run_validate(skiff_bin, json.dumps(config), tmp_path, name="bad.json")
+    assert code != 0
+    assert "default:2:" in out, out
+
+
+def test_per_route_disabled_and_named_scripts(httpbin, skiff_factory):
+    filter_entry = lua_filter('function envoy_on_request(h) h:headers():add("x-script", "default") end')
+    filter_entry["typed_config"]["source_codes"] = {
+        "other": {"inline_string": 'function envoy_on_request(h) h:headers():add("x-script", "other") end'}}
+    per_route = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute"
+    routes = [
+        {"match": {"prefix": "/anything/off"}, "route": {"cluster": "httpbin"},
+         "typed_per_filter_config": {"envoy.filters.http.lua": {"@type": per_route, "disabled": True}}},
+        {"match": {"prefix": "/anything/other"}, "route": {"cluster": "httpbin"},
+         "typed_per_filter_config": {"envoy.filters.http.lua": {"@type": per_route, "name": "other"}}},
+        {"match": {"prefix": "/"}, "route": {"cluster": "httpbin"}},
+    ]
+    skiff = skiff_factory(lua_config("lua_route", filter_entry, [static_cluster("httpbin", httpbin)], routes))
+    port = skiff.listener_port()
+
+    def script_for(path):
+        status, _, body = request(port, path)
+        assert status == 200, body
+        return json.loads(body)["headers"].get("X-Script")
+
+    assert script_for("/anything/default") == "default"
+    assert script_for("/anything/other") == "other"
+    assert script_for("/anything/off") is None
+
+
+# ---- httpCall ----------------------------------------------------------------------------------------
+
+class FooBackend:
+    """Envoy's lua_cluster from its integration test: answers 200 with `foo: bar` and body "good"."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        self.requests = []
+        backend = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", "0"))
+                backend.requests.append((self.command, self.path, self.headers.get_all("Set-Cookie") or [],
+                                         self.rfile.read(length)))
+                self.send_response(200)
+                self.send_header("foo", "bar")
+                self.send_header("Content-Length", "4")
+                self.end_headers()
+                self.wfile.write(b"good")
+
+            do_GET = do_POST
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def foo_backend():
+    backend = FooBackend()
+    yield backend
+    backend.close()
+
+
+def test_httpcall_add_headers_fixture(httpbin, foo_backend, skiff_factory):
+    skiff = skiff_factory(lua_config("lua_call", lua_filter(fixture("httpcall_add_headers.lua")),
+                                     [static_cluster("httpbin", httpbin),
+                                      static_cluster("lua_cluster", foo_backend.port)]))
+    port = skiff.listener_port()
+    status, _, body = request(port, "/headers")
+    assert status == 200, body
+    headers = json.loads(body)["headers"]
+    assert headers["Upstream-Foo"] == "bar"
+    assert headers["Upstream-Body-Size"] == "4"
+    assert foo_backend.requests == [("POST", "/", [], b"hello world")]
+
+
+def test_httpcall_respond_fixture(httpbin, foo_backend, skiff_factory):
+    skiff = skiff_factory(lua_config("lua_call_respond", lua_filter(fixture("httpcall_respond.lua")),
+                                     [static_cluster("httpbin", httpbin),
+                                      static_cluster("lua_cluster", foo_backend.port)]))
+    port = skiff.listener_port()
+    status, headers, body = request(port, "/get")
+    assert status == 403
+    assert body == b"nope"
+    assert headers["upstream_foo"] == "bar"
+    assert sorted(foo_backend.requests[0][2]) == ["lang=lua; Path=/", "type=binding; Path=/"]
+
+
+CALLER = """
+function envoy_on_request(h)
+  local path = h:headers():get("x-call-path")
+  if path == nil then return end
+  local headers, body = h:httpCall(h:headers():get("x-call-cluster") or "httpbin",
+    {[":method"] = "GET", [":path"] = path, [":authority"] = "httpbin"}, nil,
+    tonumber(h:headers():get("x-call-timeout") or "5000"))
+  h:headers():add("x-call-status", headers[":status"])
+  h:headers():add("x-call-body", body and string.sub(body, 1, 16) or "nil")
+end
+"""
+
+
+def caller_skiff(skiff_factory, httpbin, name):
+    skiff = skiff_factory(lua_config(name, lua_filter(CALLER), [static_cluster("httpbin", httpbin)]),
+                          concurrency=1)
+    return skiff, skiff.listener_port()
+
+
+def test_httpcall_to_a_slow_cluster_does_not_block_the_worker(httpbin, skiff_factory):
+    import threading
+    import time
+    skiff, port = caller_skiff(skiff_factory, httpbin, "lua_slow")
+    slow = {}
+
+    def slow_request():
+        # The request body arrives while the call is pending: it is held, then forwarded intact.
+        slow["result"] = request(port, "/anything", method="POST", body=b"held body",
+                                 headers={"x-call-path": "/delay/3"}, timeout=15)
+
+    t = threading.Thread(target=slow_request)
+    started = time.monotonic()
+    t.start()
+    # One worker: these requests share it with the waiting script.
+    for _ in range(5):
+        assert request(port, "/get", timeout=5)[0] == 200
+    assert t.is_alive() and time.monotonic() - started < 2.8
+    t.join(15)
+    status, _, body = slow["result"]
+    assert status == 200, body
+    echoed = json.loads(body)
+    assert echoed["data"] == "held body"
+    assert echoed["headers"]["X-Call-Status"] == "200"
+
+
+def test_httpcall_timeout_answers_the_script_with_503(httpbin, skiff_factory):
+    skiff, port = caller_skiff(skiff_factory, httpbin, "lua_timeout")
+    status, _, body = request(port, "/headers", headers={"x-call-path": "/delay/3", "x-call-timeout": "200"})
+    assert status == 200, body
+    headers = json.loads(body)["headers"]
+    assert headers["X-Call-Status"] == "503"
+    assert headers["X-Call-Body"] == "upstream failure"
+
+
+def test_httpcall_unknown_cluster_is_a_script_error(httpbin, skiff_factory):
+    skiff, port = caller_skiff(skiff_factory, httpbin, "lua_nocluster")
+    status, _, body = request(port, "/headers", headers={"x-call-path": "/get", "x-call-cluster": "nope"})
+    assert status == 200, body
+    assert "X-Call-Status" not in json.loads(body)["headers"]
+    assert skiff.stats()["http.lua_nocluster.lua.errors"] == 1
+    assert "http call cluster invalid" in skiff.logs
+
+
+def test_httpcall_asynchronous_does_not_wait(httpbin, foo_backend, skiff_factory):
+    code = """
+function envoy_on_request(h)
+  local r = h:httpCall("lua_cluster", {[":method"] = "POST", [":path"] = "/async",
+                                        [":authority"] = "lua_cluster"}, "fire", 5000, true)
+  h:headers():add("x-async-result", tostring(r))
+end
+"""
+    skiff = skiff_factory(lua_config("lua_async", lua_filter(code),
+                                     [static_cluster("httpbin", httpbin),
+                                      static_cluster("lua_cluster", foo_backend.port)]))
+    port = skiff.listener_port()
+    status, _, body = request(port, "/headers")
+    assert status == 200
+    assert json.loads(body)["headers"]["X-Async-Result"] == "nil"
+    assert wait_until(lambda: foo_backend.requests == [("POST", "/async", [], b"fire")], timeout=5)
+
+
+def test_change_route_fixture_reroutes_the_request(skiff_factory):
+    primary, alt = CountingBackend(), CountingBackend()
+    try:
+        routes = [{"match": {"prefix": "/alt/route"}, "route": {"cluster": "alt"}},
+                  {"match": {"prefix": "/"}, "route": {"cluster": "primary"}}]
+        skiff = skiff_factory(lua_config("lua_reroute", lua_filter(fixture("it_change_route.lua")),
+                                         [static_cluster("primary", primary.port),
+                                          static_cluster("alt", alt.port)], routes))
+        port = skiff.listener_port()
+        status, _, _ = request(port, "/test/long/url")
+        assert status == 200
+        assert alt.hits == {"/alt/route": 1}
+        assert primary.hits == {}
+    finally:
+        primary.close()
+        alt.close()
