@@ -350,3 +350,19 @@ def test_change_route_fixture_reroutes_the_request(skiff_factory):
     finally:
         primary.close()
         alt.close()
+
+
+def test_set_http1_reason_phrase(httpbin, skiff_factory):
+    import socket
+    code = """
+function envoy_on_response(handle)
+  handle:headers():setHttp1ReasonPhrase("Totally Fine")
+end
+"""
+    skiff = skiff_factory(lua_config("lua_reason", lua_filter(code), [static_cluster("httpbin", httpbin)]))
+    with socket.create_connection(("127.0.0.1", skiff.listener_port()), timeout=5) as s:
+        s.sendall(b"GET /get HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while b"\r\n" not in data:
+            data += s.recv(4096)
+    assert data.split(b"\r\n", 1)[0] == b"HTTP/1.1 200 Totally Fine"

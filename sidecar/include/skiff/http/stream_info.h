@@ -79,6 +79,8 @@ struct StreamInfo {
   std::string downstream_direct_remote_address;
   std::string requested_server_name;
   std::string route_name;
+  // A custom HTTP/1 reason phrase for the response (Lua's setHttp1ReasonPhrase); empty = the standard one.
+  std::string http1_reason_phrase;
   uint32_t attempt_count = 0;
   uint64_t connection_id = 0;
 

@@ -463,7 +463,7 @@ void Http1ServerConnection::writeHeaders(http::HeaderMap& headers, bool end_stre
     headers.add(http::headers::kConnection, "keep-alive");
   }
   if (state_ == State::kClosed) return;
-  http1::writeResponseHead(headers, out_, version_minor_);
+  http1::writeResponseHead(headers, out_, version_minor_, s.info_.http1_reason_phrase);
   scheduleFlush();
   if (end_stream) onResponseComplete();
 }

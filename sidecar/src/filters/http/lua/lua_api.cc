@@ -164,9 +164,7 @@ int headersSetReasonPhrase(lua_State* L) {
   Direction* d = nullptr;
   headerMap(L, &d, true);
   if (d->request) return luaL_error(L, "setHttp1ReasonPhrase() is only valid on response headers");
-  checkView(L, 2);
-  // The HTTP/1 writer derives the phrase from the status; custom phrases are not carried yet.
-  SKIFF_LOG(kLua, debug, "setHttp1ReasonPhrase ignored: custom reason phrases are not supported");
+  d->callbacks().streamInfo().http1_reason_phrase = std::string(checkView(L, 2));
   return 0;
 }
 
