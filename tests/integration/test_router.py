@@ -176,3 +176,25 @@ def test_response_body_streams_without_buffering(httpbin, skiff_factory):
             received += chunk
         # The second byte came a drip interval later, so the first was not held back for it.
         assert time.monotonic() - first_seen > 0.5
+
+
+def test_timeout_headers_and_respect_expected_rq_timeout(skiff_factory):
+    from helpers import RawBackend
+    silent = RawBackend("silent")
+    try:
+        router = {"name": "envoy.filters.http.router",
+                  "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                                   "respect_expected_rq_timeout": True}}
+        route = {"match": {"prefix": "/"}, "route": {"cluster": "silent", "timeout": "30s"}}
+        skiff = skiff_factory(bootstrap([http_listener("exp", [route], http_filters=[router])],
+                                        [static_cluster("silent", silent.port)]))
+        port = skiff.listener_port()
+        # x-envoy-upstream-rq-timeout-ms overrides the route's 30 s.
+        status, _, body = request(port, "/a", headers={"x-envoy-upstream-rq-timeout-ms": "200"})
+        assert (status, body) == (504, b"upstream request timeout")
+        # With respect_expected_rq_timeout, the downstream hop's expected timeout bounds ours.
+        status, _, _ = request(port, "/b", headers={"x-envoy-expected-rq-timeout-ms": "200"})
+        assert status == 504
+        assert skiff.stats()["cluster.silent.upstream_rq_timeout"] == 2
+    finally:
+        silent.close()

@@ -111,6 +111,11 @@ http::HeadersStatus RouterFilter::decodeHeaders(http::HeaderMap& headers, bool e
   global_timeout_ = route_->timeout;
   if (auto v = parseUint(headers.get(http::headers::kEnvoyUpstreamRqTimeoutMs))) {
     global_timeout_ = std::chrono::milliseconds(*v);
+  } else if (config_.respect_expected_rq_timeout) {
+    // A downstream Envoy/Skiff told us how long its client waits: do not wait longer.
+    if (auto expected = parseUint(headers.get(http::headers::kEnvoyExpectedTimeout))) {
+      global_timeout_ = std::chrono::milliseconds(*expected);
+    }
   }
   if (route_->has_retry_policy) retry_policy_ = route_->retry_policy;
   if (const std::string* on = headers.get(http::headers::kEnvoyRetryOn)) {
