@@ -1,6 +1,9 @@
 #!/usr/bin/python3
 """Proxy benchmark: direct-to-backend vs Skiff vs HAProxy vs nginx, identical settings, one go.
 
+Target skiff-lua is Skiff with one Lua filter (configs/lua/headers.lua) for the filter's overhead; with it,
+a memory probe also compares plain Skiff with Skiff running an empty Lua script.
+
 Standard library only. See bench/README.md for the method and how to read the results.
 """
 import argparse
@@ -24,7 +27,9 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 CONFIGS = os.path.join(BENCH_DIR, "configs")
 BODY = b"hello from backend\n"
 TICK = os.sysconf("SC_CLK_TCK")
-ALL_TARGETS = ["direct", "skiff", "haproxy", "nginx"]
+DEFAULT_TARGETS = ["direct", "skiff", "haproxy", "nginx"]
+ALL_TARGETS = DEFAULT_TARGETS + ["skiff-lua"]
+LUA_GAUGE = "http.bench.lua.memory_bytes"  # stat_prefix "bench" in configs/skiff-lua.yaml
 
 
 def parse_args():
@@ -34,7 +39,8 @@ def parse_args():
     p.add_argument("-c", "--connections", type=int, default=50, help="wrk connections (default 50)")
     p.add_argument("-t", "--threads", type=int, default=1, help="wrk threads (default 1)")
     p.add_argument("--warmup", type=int, default=2, help="seconds of unmeasured load first (default 2)")
-    p.add_argument("--targets", default=",".join(ALL_TARGETS), help="comma list of " + ",".join(ALL_TARGETS))
+    p.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
+                   help="comma list of " + ",".join(ALL_TARGETS) + " (default " + ",".join(DEFAULT_TARGETS) + ")")
     p.add_argument("--skiff", default=os.path.join(BENCH_DIR, "..", "build", "bin", "skiff"),
                    help="skiff binary (default build/bin/skiff)")
     p.add_argument("--skiff-args", default="", help="extra arguments for skiff, e.g. '--log-level warn'")
@@ -224,11 +230,45 @@ def proxy_argv(target, args, tmp, ports):
         cfg = render("nginx-proxy.conf", f"{tmp}/nginx-proxy.conf", tmp=tmp, **ports)
         return ["nginx", "-p", tmp, "-c", cfg, "-e", f"{tmp}/nginx-proxy-error.log"]
     if target == "skiff":
-        if not os.access(args.skiff, os.X_OK):
-            return None
-        cfg = render("skiff.yaml", f"{tmp}/skiff.yaml", **ports)
-        return [os.path.abspath(args.skiff), "-c", cfg, "--concurrency", "1"] + args.skiff_args.split()
+        return skiff_argv(args, render("skiff.yaml", f"{tmp}/skiff.yaml", **ports))
+    if target == "skiff-lua":
+        return skiff_argv(args, render("skiff-lua.yaml", f"{tmp}/skiff-lua.yaml",
+                                       lua_file=os.path.join(CONFIGS, "lua", "headers.lua"), **ports))
     raise ValueError(target)
+
+
+def skiff_argv(args, cfg):
+    if not os.access(args.skiff, os.X_OK):
+        return None
+    return [os.path.abspath(args.skiff), "-c", cfg, "--concurrency", "1"] + args.skiff_args.split()
+
+
+def admin_stat(port, name):
+    """One counter or gauge from Skiff's admin /stats ("name: value" lines), or None."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", "/stats")
+        body = conn.getresponse().read().decode(errors="replace")
+    except OSError:
+        return None
+    finally:
+        conn.close()
+    m = re.search(r"^" + re.escape(name) + r": (-?\d+)$", body, re.M)
+    return int(m.group(1)) if m else None
+
+
+def lua_header_problem(port):
+    """skiff-lua must really run its script: the response carries the header envoy_on_response adds."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", "/")
+        r = conn.getresponse()
+        r.read()
+        return None if r.getheader("x-bench-lua") == "1" else "response lacks x-bench-lua (script not run?)"
+    except OSError as e:
+        return f"header check failed ({e})"
+    finally:
+        conn.close()
 
 
 def run_wrk(args, port, seconds, cpu):
@@ -279,6 +319,8 @@ def bench_target(target, args, tmp, procs, backend_port, backend_pids):
             procs.stop(proc)
             return row
     problem = keepalive_problem(port)
+    if not problem and target == "skiff-lua":
+        problem = lua_header_problem(port)
     if problem:
         row["status"] = "warning: " + problem
     try:
@@ -313,6 +355,8 @@ def bench_target(target, args, tmp, procs, backend_port, backend_pids):
         # CPU the rest of the machine used meanwhile: contention from builds etc.
         row["other_cpu_s"] = max(0.0, row["busy_s"] - row["backend_cpu_s"] - row["wrk_cpu_s"]
                                  - (row["proxy_cpu_s"] or 0))
+        if target == "skiff-lua":
+            row["lua_bytes"] = admin_stat(ports["admin_port"], LUA_GAUGE)
         if proc and proc.poll() is not None:
             row["status"] = f"exited during load ({proc.returncode})"
     except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
@@ -323,6 +367,73 @@ def bench_target(target, args, tmp, procs, backend_port, backend_pids):
         if proc:
             procs.stop(proc)
     return row
+
+
+def lua_memory_probe(args, tmp, procs, backend_port):
+    """Memory of one Lua state: plain skiff vs skiff with an empty script, both after the same warm-up.
+
+    With --concurrency 1 there is one worker, hence one interpreter, so the filter's memory_bytes gauge
+    is the heap of exactly one Lua state. The RSS difference adds what the gauge does not see (the
+    filter's C++ objects, allocator slack)."""
+    out = {}
+    empty = os.path.join(CONFIGS, "lua", "empty.lua")
+    for key, template in (("plain", "skiff.yaml"), ("empty_lua", "skiff-lua.yaml")):
+        ports = {"listen_port": free_port(), "backend_port": backend_port, "admin_port": free_port()}
+        cfg = render(template, f"{tmp}/probe-{key}.yaml", lua_file=empty, **ports)
+        argv = skiff_argv(args, cfg)
+        if argv is None:
+            return None
+        proc = procs.start(argv, f"{tmp}/probe-{key}.log", None if args.no_pin else args.proxy_cpu)
+        try:
+            err = wait_ready(ports["listen_port"], proc)
+            if err:
+                out["error"] = f"{key}: {err}"
+                return out
+            if key == "empty_lua":  # after the single readiness request: a fresh state, little garbage
+                out["empty_lua_first_bytes"] = admin_stat(ports["admin_port"], LUA_GAUGE)
+            run_wrk(args, ports["listen_port"], max(args.warmup, 1), None if args.no_pin else args.harness_cpu)
+            out[key + "_rss_kb"] = mem_kb(tree_pids(proc.pid), "VmRSS")
+            if key == "empty_lua":
+                out["empty_lua_bytes"] = admin_stat(ports["admin_port"], LUA_GAUGE)
+        except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+            out["error"] = f"{key}: " + " ".join(str(e).split())[:200]
+            return out
+        finally:
+            procs.stop(proc)
+    return out
+
+
+def lua_summary(rows, probe):
+    """Lines about the Lua filter's cost: CPU overhead vs plain skiff, memory per Lua state."""
+    by = {r["target"]: r for r in rows}
+    base, lua = by.get("skiff", {}), by.get("skiff-lua", {})
+    lines = []
+    if base.get("cpu_per_10k") and lua.get("cpu_per_10k"):
+        pct = (lua["cpu_per_10k"] / base["cpu_per_10k"] - 1) * 100
+        lines.append(f"- Lua filter CPU overhead: {pct:+.1f} % proxy CPU per request "
+                     f"({base['cpu_per_10k']:.3f} -> {lua['cpu_per_10k']:.3f} CPU-s / 10k req, "
+                     "script adds one request and one response header)")
+    if base.get("rps") and lua.get("rps"):
+        lines.append(f"- req/s: {base['rps']:,.0f} -> {lua['rps']:,.0f} "
+                     f"({(lua['rps'] / base['rps'] - 1) * 100:+.1f} %)")
+    if lua.get("lua_bytes") is not None:
+        lines.append(f"- Lua state heap with the header script after load (`{LUA_GAUGE}`): "
+                     f"{lua['lua_bytes'] / 1024:.1f} KiB")
+    if probe:
+        if probe.get("empty_lua_bytes") is not None:
+            lines.append(f"- memory per Lua state, empty script (configs/lua/empty.lua, `{LUA_GAUGE}` after "
+                         f"warm-up, 1 worker = 1 state): {probe['empty_lua_bytes'] / 1024:.1f} KiB"
+                         + ("" if probe.get("empty_lua_first_bytes") is None else
+                            f" (after the first request: {probe['empty_lua_first_bytes'] / 1024:.1f} KiB; "
+                            "the difference is garbage not yet collected)"))
+        if probe.get("plain_rss_kb") and probe.get("empty_lua_rss_kb"):
+            d = probe["empty_lua_rss_kb"] - probe["plain_rss_kb"]
+            lines.append(f"- RSS after warm-up: plain skiff {probe['plain_rss_kb'] / 1024:.1f} MB, "
+                         f"with empty Lua script {probe['empty_lua_rss_kb'] / 1024:.1f} MB, "
+                         f"difference {d:+d} KiB")
+        if probe.get("error"):
+            lines.append(f"- memory probe failed: {probe['error']}")
+    return lines
 
 
 def tail(path, n=8):
@@ -367,7 +478,8 @@ def svg(rows):
     """Two bar charts side by side: req/s (higher is better) and CPU-s/10k req (lower is better)."""
     panels = [("requests/s (higher is better)", "rps", ",.0f"),
               ("proxy CPU-s per 10k requests (lower is better)", "cpu_per_10k", ".3f")]
-    colors = {"direct": "#999999", "skiff": "#1f77b4", "haproxy": "#2ca02c", "nginx": "#d62728"}
+    colors = {"direct": "#999999", "skiff": "#1f77b4", "skiff-lua": "#6baed6", "haproxy": "#2ca02c",
+              "nginx": "#d62728"}
     bar_h, gap, label_w, panel_w, top = 22, 8, 70, 250, 40
     height = top + len(rows) * (bar_h + gap) + 10
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * (label_w + panel_w + 60)}" height="{height}" '
@@ -412,12 +524,13 @@ def machine_info():
             "loadavg": open("/proc/loadavg").read().split()[:3]}
 
 
-def report(args, rows, info, versions, lock_note, started):
+def report(args, rows, info, versions, lock_note, started, lua_lines):
     pin = ("not pinned" if args.no_pin else
            f"wrk + backend on CPU {args.harness_cpu}, proxy on CPU {args.proxy_cpu} (taskset)")
     md = [f"# Proxy benchmark {args.name}", "",
           f"Run {started:%Y-%m-%d %H:%M} with `bench/run.sh` (method: bench/README.md).", "",
           table(rows), "", f"![req/s and CPU per 10k requests]({args.name}.svg)", "",
+          *(["## Lua filter", ""] + lua_lines + [""] if lua_lines else []),
           "## Settings", "",
           f"- load: wrk, {args.threads} thread(s), {args.connections} keep-alive connections, "
           f"GET / ({len(BODY)}-byte body), {args.warmup} s warm-up then {args.duration} s measured, per target",
@@ -478,7 +591,7 @@ def main():
                 "skiff": (first_line([args.skiff, "--version"]) if os.access(args.skiff, os.X_OK)
                           else "not built")}
     lock, lock_note = take_build_lock(args.build_lock_wait)
-    rows = []
+    rows, probe = [], None
     try:
         backend_port = free_port()
         cfg = render("backend-nginx.conf", f"{tmp}/backend.conf", tmp=tmp, backend_port=backend_port)
@@ -491,6 +604,9 @@ def main():
         for target in args.targets:
             print(f"bench: {target} ...", file=sys.stderr, flush=True)
             rows.append(bench_target(target, args, tmp, procs, backend_port, backend_pids))
+        if "skiff-lua" in args.targets:
+            print("bench: Lua memory probe ...", file=sys.stderr, flush=True)
+            probe = lua_memory_probe(args, tmp, procs, backend_port)
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
@@ -500,17 +616,21 @@ def main():
             lock.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
+    lua_lines = lua_summary(rows, probe)
     if not args.no_write:
         os.makedirs(args.out, exist_ok=True)
         md_path = os.path.join(args.out, args.name + ".md")
         with open(md_path, "w") as f:
-            f.write(report(args, rows, info, versions, lock_note, started))
+            f.write(report(args, rows, info, versions, lock_note, started, lua_lines))
         with open(os.path.join(args.out, args.name + ".svg"), "w") as f:
             f.write(svg(rows))
         print(f"bench: wrote {md_path} and {args.name}.svg", file=sys.stderr)
     print(table(rows))
     print()
     print(context_table(rows))
+    if lua_lines:
+        print()
+        print("\n".join(lua_lines))
     return 0
 
 

@@ -366,3 +366,89 @@ end
         while b"\r\n" not in data:
             data += s.recv(4096)
     assert data.split(b"\r\n", 1)[0] == b"HTTP/1.1 200 Totally Fine"
+
+
+# ---- route metadata ----------------------------------------------------------------------------------
+
+class RecordingBackend:
+    """Envoy's RequestAndResponse upstream: records each request's headers, answers `foo: bar` + "goodbye"."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        self.headers = []
+        backend = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", "0"))
+                self.rfile.read(length)
+                backend.headers.append(self.headers)
+                self.send_response(200)
+                self.send_header("foo", "bar")
+                self.send_header("Content-Length", "7")
+                self.end_headers()
+                self.wfile.write(b"goodbye")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_request_and_response_fixture_reads_route_metadata(skiff_factory):
+    import http.client
+    code = fixture("it_request_and_response.lua")
+    backend = RecordingBackend()
+    try:
+        routes = [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"},
+                   "metadata": {"filter_metadata": {"envoy.filters.http.lua": {
+                       "foo.bar": {"foo": "bar", "baz": "bat"}}}}}]
+        skiff = skiff_factory(lua_config("lua_md", lua_filter(code),
+                                         [static_cluster("upstream", backend.port)], routes))
+        conn = http.client.HTTPConnection("127.0.0.1", skiff.listener_port(), timeout=10)
+        try:
+            conn.putrequest("POST", "/test/long/url", skip_accept_encoding=True)
+            for name, value in [("x-forwarded-for", "10.0.0.1"), ("x-test-header", "foo"),
+                                ("x-test-header", "bar"), ("set-cookie", "foo;bar;"),
+                                ("set-cookie", "1,3;2,5;"), ("content-length", "10")]:
+                conn.putheader(name, value)
+            conn.endheaders(b"helloworld")
+            resp = conn.getresponse()
+            body = resp.read()
+            got = {k.lower(): v for k, v in resp.getheaders()}
+        finally:
+            conn.close()
+        assert resp.status == 200, body
+        assert body == b"goodbye"
+        assert got["response_metadata_foo"] == "bar"
+        assert got["response_metadata_baz"] == "bat"
+        assert got["response_body_size"] == "7"
+        assert got["request_protocol"] == "HTTP/1.1"
+        assert "foo" not in got
+        up = backend.headers[0]
+        expected = {"test_header_value_0": "foo", "test_header_value_1": "bar",
+                    "test_header_value_2": "nil_value", "test_header_value_size": "2",
+                    "cookie_0": "foo;bar;", "cookie_1": "1,3;2,5;", "cookie_size": "2",
+                    "request_body_size": "10", "request_metadata_foo": "bar", "request_metadata_baz": "bat",
+                    "request_secure": "false", "request_protocol": "HTTP/1.1",
+                    "request_dynamic_metadata_value": "bar"}
+        assert {k: up.get(k) for k in expected} == expected
+        # An address from x-forwarded-for has port 0, as in Envoy.
+        assert up["request_downstream_remote_address_value"] == "10.0.0.1:0"
+        assert "127.0.0.1:" in up["request_downstream_local_address_value"]
+        assert "127.0.0.1:" in up["request_downstream_directremote_address_value"]
+        assert up.get("request_requested_server_name", "") == ""
+        assert skiff.stats().get("http.lua_md.lua.errors", 0) == 0
+    finally:
+        backend.close()

@@ -154,7 +154,7 @@ def test_xff_trusted_hops_pick_the_downstream_address(httpbin, skiff_factory, tm
     status, _, _ = request(skiff.listener_port(), "/get", headers={"X-Forwarded-For": "198.51.100.7, 10.0.0.2"})
     assert status == 200
     # One trusted hop (10.0.0.2) in front of us: the client is the entry before it.
-    assert read_access_log(log, 1)[0] == "198.51.100.7 127.0.0.1"
+    assert read_access_log(log, 1)[0] == "198.51.100.7:0 127.0.0.1"
 
 
 def test_response_body_streams_without_buffering(httpbin, skiff_factory):

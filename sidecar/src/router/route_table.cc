@@ -292,6 +292,7 @@ std::unique_ptr<RouteEntry> parseRoute(const rv3::Route& route, const RouteMatch
       HeaderMutations::fromProto(route.response_headers_to_add(), route.response_headers_to_remove(),
                                  path + ".response_headers_to_add", path + ".response_headers_to_remove");
   if (!route.typed_per_filter_config().empty()) e->typed_per_filter_config = &route.typed_per_filter_config();
+  if (route.has_metadata()) e->metadata = &route.metadata();
   return e;
 }
 

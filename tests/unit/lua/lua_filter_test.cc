@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "envoy/config/core/v3/base.pb.h"
 #include "envoy/config/route/v3/route.pb.h"
 #include "envoy/extensions/filters/http/lua/v3/lua.pb.h"
 #include "server/http/filter_manager.h"
@@ -608,6 +609,64 @@ TEST_F(PerRouteTest, FoundUnderAnotherFilterNameAndInsideFilterConfig) {
   fm2.decodeHeaders(request(), true);
   ASSERT_TRUE(upstream2->got_headers);
   EXPECT_EQ(upstream2->headers.get("x-script"), nullptr);
+}
+
+TEST_F(PerRouteTest, MetadataReadsTheRouteFilterMetadata) {
+  envoy::config::core::v3::Metadata md;
+  auto& fields = *(*md.mutable_filter_metadata())[std::string(kFilterName)].mutable_fields();
+  auto& nested = *fields["foo.bar"].mutable_struct_value()->mutable_fields();
+  nested["foo"].set_string_value("bar");
+  nested["baz"].set_string_value("bat");
+  fields["n"].set_number_value(7);
+  fields["flag"].set_bool_value(true);
+  auto& list = *fields["list"].mutable_list_value();
+  list.add_values()->set_string_value("x");
+  list.add_values()->set_number_value(2);
+  (*md.mutable_filter_metadata())["other.filter"].mutable_fields()->operator[]("hidden").set_string_value(
+      "no");
+  entry.metadata = &md;
+  stream.route_entry = &entry;
+  setUp(R"(
+function envoy_on_request(h)
+  local m = h:metadata()
+  local hs = h:headers()
+  hs:add("x-foo", m:get("foo.bar")["foo"])
+  hs:add("x-baz", m:get("foo.bar").baz)
+  hs:add("x-n", tostring(m:get("n")))
+  hs:add("x-flag", tostring(m:get("flag")))
+  hs:add("x-list", m:get("list")[1] .. tostring(m:get("list")[2]) .. #m:get("list"))
+  hs:add("x-missing", tostring(m:get("hidden")))
+  local keys = 0
+  for k, v in pairs(m) do keys = keys + 1 end
+  hs:add("x-keys", tostring(keys))
+end
+function envoy_on_response(h)
+  h:headers():add("x-resp-foo", h:metadata():get("foo.bar").foo)
+end
+)");
+  fm.decodeHeaders(request(), true);
+  const HeaderMap& h = upstream->headers;
+  EXPECT_EQ(h.getOr("x-foo"), "bar");
+  EXPECT_EQ(h.getOr("x-baz"), "bat");
+  EXPECT_EQ(h.getOr("x-n"), "7");
+  EXPECT_EQ(h.getOr("x-flag"), "true");
+  EXPECT_EQ(h.getOr("x-list"), "x22");
+  EXPECT_EQ(h.getOr("x-missing"), "nil");
+  EXPECT_EQ(h.getOr("x-keys"), "4");
+  upstream->respond({});
+  EXPECT_EQ(sink.headers.getOr("x-resp-foo"), "bar");
+}
+
+TEST_F(LuaFilterTest, MetadataIsEmptyWithoutRouteMetadata) {
+  setUp(R"(
+function envoy_on_request(h)
+  local keys = 0
+  for k, v in pairs(h:metadata()) do keys = keys + 1 end
+  h:headers():add("x-md", tostring(h:metadata():get("foo")) .. keys)
+end
+)");
+  fm.decodeHeaders(request(), true);
+  EXPECT_EQ(upstream->headers.getOr("x-md"), "nil0");
 }
 
 TEST_F(PerRouteTest, NoOverrideRunsTheDefault) {

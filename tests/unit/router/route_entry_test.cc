@@ -323,5 +323,27 @@ TEST(RouterTypedPerFilterConfigTest, OutlivesTheInputMessage) {
   EXPECT_EQ(e.virtual_host->typed_per_filter_config->count("f.vh"), 1u);
 }
 
+TEST(RouterMetadataTest, RouteMetadataOutlivesTheInputMessage) {
+  std::shared_ptr<const RouteTable> t;
+  {
+    auto config = testing::parseConfig(R"({"virtual_hosts":[{"name":"v","domains":["*"],
+        "routes":[{"match":{"prefix":"/a"},"route":{"cluster":"a"},
+                   "metadata":{"filter_metadata":{"envoy.filters.http.lua":{"foo.bar":{"foo":"bar"}}}}},
+                  {"match":{"prefix":"/"},"route":{"cluster":"b"}}]}]})");
+    t = RouteTable::create(config);
+  }
+  const RouteEntry* with = t->route(request("h", "/a"), 0);
+  ASSERT_NE(with, nullptr);
+  ASSERT_NE(with->metadata, nullptr);
+  const auto& fm = with->metadata->filter_metadata();
+  ASSERT_EQ(fm.count("envoy.filters.http.lua"), 1u);
+  EXPECT_EQ(
+      fm.at("envoy.filters.http.lua").fields().at("foo.bar").struct_value().fields().at("foo").string_value(),
+      "bar");
+  const RouteEntry* without = t->route(request("h", "/b"), 0);
+  ASSERT_NE(without, nullptr);
+  EXPECT_EQ(without->metadata, nullptr);
+}
+
 }  // namespace
 }  // namespace skiff::router

@@ -42,7 +42,8 @@ TEST_F(ForwardingHeadersTest, SidecarDefaultsKeepXffAndAddRequestIdAndProto) {
   h.add("connection", "keep-alive, x-custom");
   h.add("te", "gzip");
   const std::string downstream = applyForwardingHeaders(h, *c, loopback_, "127.0.0.1:5555");
-  EXPECT_EQ(downstream, "198.51.100.1");  // zero trusted hops: the last entry is the client
+  EXPECT_EQ(downstream,
+            "198.51.100.1:0");  // zero trusted hops: the last entry is the client (port 0, as Envoy)
   EXPECT_EQ(h.getOr("x-forwarded-for"), "198.51.100.1");
   EXPECT_EQ(h.getOr("x-forwarded-proto"), "http");
   EXPECT_EQ(h.getOr(":scheme"), "http");
@@ -55,7 +56,7 @@ TEST_F(ForwardingHeadersTest, TrustedHopsPickTheEntryFromTheRight) {
   auto c = config(false, 1);
   auto h = request();
   h.add("x-forwarded-for", "198.51.100.1, 10.0.0.1,10.0.0.2");
-  EXPECT_EQ(applyForwardingHeaders(h, *c, loopback_, "127.0.0.1:5555"), "10.0.0.1");
+  EXPECT_EQ(applyForwardingHeaders(h, *c, loopback_, "127.0.0.1:5555"), "10.0.0.1:0");
   auto short_list = request();
   short_list.add("x-forwarded-for", "10.0.0.2");
   EXPECT_EQ(applyForwardingHeaders(short_list, *c, loopback_, "127.0.0.1:5555"), "127.0.0.1:5555");

@@ -19,6 +19,10 @@
 #include "skiff/router/retry_policy.h"
 #include "skiff/router/route_match.h"
 
+namespace envoy::config::core::v3 {
+class Metadata;
+}  // namespace envoy::config::core::v3
+
 namespace envoy::config::route::v3 {
 class RouteConfiguration;
 }
@@ -142,6 +146,8 @@ struct RouteEntry {
   HeaderMutations response_mutations;
 
   const TypedPerFilterConfig* typed_per_filter_config = nullptr;  // route's; vhost's via virtual_host
+  // route.metadata (filter_metadata by filter name), pointing into the table's config; nullptr if unset.
+  const envoy::config::core::v3::Metadata* metadata = nullptr;
 };
 
 struct VirtualHost {

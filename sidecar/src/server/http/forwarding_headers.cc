@@ -69,7 +69,10 @@ std::string applyForwardingHeaders(http::HeaderMap& h, const ConnectionManagerCo
     h.setIfAbsent(http::headers::kForwardedProto, "http");
     if (const std::string* xff = h.get(http::headers::kForwardedFor)) {
       const std::string_view entry = xffEntryFromRight(*xff, c.xff_num_trusted_hops);
-      if (!entry.empty()) downstream = std::string(entry);
+      std::error_code ec;
+      const auto address = asio::ip::make_address(entry, ec);
+      // Envoy reports an address taken from x-forwarded-for with port 0.
+      if (!ec) downstream = address.is_v6() ? "[" + address.to_string() + "]:0" : address.to_string() + ":0";
     }
   }
   if (c.generate_request_id) {

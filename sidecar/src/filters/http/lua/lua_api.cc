@@ -11,6 +11,7 @@ extern "C" {
 #include <string_view>
 #include <unordered_map>
 
+#include "envoy/config/core/v3/base.pb.h"
 #include "filters/http/lua/lua_filter.h"
 #include "skiff/common/logging.h"
 #include "skiff/router/route_table.h"
@@ -347,19 +348,89 @@ int connectionSsl(lua_State* L) {
   return 1;
 }
 
+// The route's metadata for this filter: filter_metadata["envoy.filters.http.lua"], as Envoy looks it up.
+const google::protobuf::Struct* routeMetadata(lua_State* L) {
+  Direction& d = resolve(L, 1, kMetadataMt);
+  const router::RouteEntry* route = d.callbacks().route();
+  if (route == nullptr || route->metadata == nullptr) return nullptr;
+  const auto& by_filter = route->metadata->filter_metadata();
+  auto it = by_filter.find(std::string(kFilterName));
+  return it == by_filter.end() ? nullptr : &it->second;
+}
+
+void pushStruct(lua_State* L, const google::protobuf::Struct& s);
+
+// Struct values as Lua sees them in Envoy: null → nil, lists → arrays from 1, structs → tables.
+void pushValue(lua_State* L, const google::protobuf::Value& v) {
+  luaL_checkstack(L, 3, "metadata nested too deeply");
+  switch (v.kind_case()) {
+    case google::protobuf::Value::kNumberValue:
+      lua_pushnumber(L, v.number_value());
+      break;
+    case google::protobuf::Value::kStringValue:
+      lua_pushlstring(L, v.string_value().data(), v.string_value().size());
+      break;
+    case google::protobuf::Value::kBoolValue:
+      lua_pushboolean(L, v.bool_value());
+      break;
+    case google::protobuf::Value::kStructValue:
+      pushStruct(L, v.struct_value());
+      break;
+    case google::protobuf::Value::kListValue: {
+      const auto& values = v.list_value().values();
+      lua_createtable(L, values.size(), 0);
+      for (int i = 0; i < values.size(); ++i) {
+        pushValue(L, values[i]);
+        lua_rawseti(L, -2, i + 1);
+      }
+      break;
+    }
+    default:
+      lua_pushnil(L);
+  }
+}
+
+void pushStruct(lua_State* L, const google::protobuf::Struct& s) {
+  lua_createtable(L, 0, s.fields_size());
+  for (const auto& [key, value] : s.fields()) {
+    lua_pushlstring(L, key.data(), key.size());
+    pushValue(L, value);
+    lua_rawset(L, -3);
+  }
+}
+
 int metadataGet(lua_State* L) {
-  resolve(L, 1, kMetadataMt);
-  lua_pushnil(L);
+  const google::protobuf::Struct* md = routeMetadata(L);
+  const std::string key(checkView(L, 2));
+  if (md == nullptr) {
+    lua_pushnil(L);
+    return 1;
+  }
+  auto it = md->fields().find(key);
+  if (it == md->fields().end()) {
+    lua_pushnil(L);
+  } else {
+    pushValue(L, it->second);
+  }
   return 1;
 }
 
-int emptyNext(lua_State*) {
-  return 0;
+// Stateless iterator over a plain table (the snapshot pairs() builds).
+int tableNext(lua_State* L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 2);
+  return lua_next(L, 1) ? 2 : 0;
 }
 int metadataPairs(lua_State* L) {
-  resolve(L, 1, kMetadataMt);
-  lua_pushcfunction(L, emptyNext);
-  return 1;
+  const google::protobuf::Struct* md = routeMetadata(L);
+  lua_pushcfunction(L, tableNext);
+  if (md != nullptr) {
+    pushStruct(L, *md);
+  } else {
+    lua_newtable(L);
+  }
+  lua_pushnil(L);
+  return 3;
 }
 
 // ---- handle ----
