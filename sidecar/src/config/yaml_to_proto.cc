@@ -400,7 +400,7 @@ class Converter {
     if (!node.IsMap()) fail(path, fmt::format("expected a map with \"@type\", got {}", describe(node)));
     const YAML::Node type_node = node["@type"];
     if (!type_node || !type_node.IsScalar()) fail(path, "Any without \"@type\"");
-    std::string type_url = type_node.Scalar();
+    const std::string& type_url = type_node.Scalar();
     std::string_view type_name = typeNameOfUrl(type_url);
     if (isTypedStruct(type_name)) {
       const YAML::Node inner_url = node["type_url"] ? node["type_url"] : node["typeUrl"];

@@ -82,8 +82,8 @@ void Server::setUp() {
 
   cluster_manager_ = std::make_unique<upstream::ClusterManager>(main_, store);
   cluster_manager_->setUpdateCallback([this](const std::string& name,
-                                             upstream::ClusterInfoConstSharedPtr info,
-                                             upstream::HostSetConstSharedPtr hosts) {
+                                             const upstream::ClusterInfoConstSharedPtr& info,
+                                             const upstream::HostSetConstSharedPtr& hosts) {
     for (auto& w : workers_) w->updateCluster(name, info, hosts);
   });
   cluster_manager_->setInitializedCallback([this] {

@@ -41,7 +41,7 @@ std::string jsonString(const std::string& s) {
 }
 
 // admin.v3 SimpleMetric in proto-JSON: zero values and the COUNTER type are left out.
-std::string metric(const char* name, int64_t value, bool gauge) {
+std::string metric(const char* name, uint64_t value, bool gauge) {
   std::string out = "{";
   if (gauge) out += "\"type\":\"GAUGE\",";
   if (value != 0) out += "\"value\":\"" + std::to_string(value) + "\",";
@@ -131,14 +131,15 @@ std::string ClusterManager::renderClustersJson() const {
         out +=
             "{\"address\":{\"socket_address\":{\"address\":" + jsonString(h.endpoint.address().to_string()) +
             ",\"port_value\":" + std::to_string(h.endpoint.port()) + "}}";
-        out += ",\"stats\":[" + metric("cx_connect_fail", s.cx_connect_fail.load(), false) + "," +
-               metric("cx_total", s.cx_total.load(), false) + "," +
-               metric("rq_error", s.rq_error.load(), false) + "," +
-               metric("rq_success", s.rq_success.load(), false) + "," +
-               metric("rq_timeout", s.rq_timeout.load(), false) + "," +
-               metric("rq_total", s.rq_total.load(), false) + "," +
-               metric("cx_active", s.cx_active.load(), true) + "," +
-               metric("rq_active", s.rq_active.load(), true) + "]";
+        out +=
+            ",\"stats\":[" + metric("cx_connect_fail", s.cx_connect_fail.load(), false) + "," +
+            metric("cx_total", s.cx_total.load(), false) + "," +
+            metric("rq_error", s.rq_error.load(), false) + "," +
+            metric("rq_success", s.rq_success.load(), false) + "," +
+            metric("rq_timeout", s.rq_timeout.load(), false) + "," +
+            metric("rq_total", s.rq_total.load(), false) + "," +
+            metric("cx_active", static_cast<uint64_t>(std::max<int64_t>(0, s.cx_active.load())), true) + "," +
+            metric("rq_active", static_cast<uint64_t>(std::max<int64_t>(0, s.rq_active.load())), true) + "]";
         std::string health =
             "{\"eds_health_status\":\"" +
             envoy::config::core::v3::HealthStatus_Name(h.health_status == envoy::config::core::v3::UNKNOWN

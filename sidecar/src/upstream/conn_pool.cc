@@ -113,7 +113,7 @@ ConnPool::Acquired ConnPool::acquire(const HostSharedPtr& host, Callback cb) {
   return Acquired{nullptr, request, PoolFailure::kNone};
 }
 
-void ConnPool::connect(const HostSharedPtr& host, std::shared_ptr<PendingRequest> request) {
+void ConnPool::connect(const HostSharedPtr& host, const std::shared_ptr<PendingRequest>& request) {
   auto conn = std::make_unique<UpstreamConnection>(io_);
   conn->host = host;
   conn->cluster = cluster_;

@@ -79,7 +79,7 @@ class ConnPool {
     std::deque<std::shared_ptr<PendingRequest>> waiting;  // over the connection limit
   };
 
-  void connect(const HostSharedPtr& host, std::shared_ptr<PendingRequest> request);
+  void connect(const HostSharedPtr& host, const std::shared_ptr<PendingRequest>& request);
   void onConnectionClosed();
   void serveWaiting();
   bool isAlive(UpstreamConnection& conn) const;

@@ -123,7 +123,7 @@ http::FilterFactorySharedPtr createLuaFilterFactory(const google::protobuf::Any&
   LuaStats stats{context.stats.counter(prefix + "errors"), context.stats.counter(prefix + "executions"),
                  context.stats.counter(prefix + "instruction_budget_exceeded"),
                  context.stats.gauge(prefix + "memory_bytes")};
-  auto lua_config = std::make_shared<LuaConfig>(std::move(sources), std::move(stats));
+  auto lua_config = std::make_shared<LuaConfig>(std::move(sources), stats);
   if (proto.has_clear_route_cache()) lua_config->setClearRouteCache(proto.clear_route_cache().value());
   return lua_config;
 }

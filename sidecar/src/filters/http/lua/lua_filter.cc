@@ -72,7 +72,7 @@ ScriptState::~ScriptState() {
 // ---- LuaConfig ----
 
 LuaConfig::LuaConfig(std::map<std::string, std::string> sources, LuaStats stats, uint64_t instruction_budget)
-    : sources_(std::move(sources)), stats_(std::move(stats)), instruction_budget_(instruction_budget) {
+    : sources_(std::move(sources)), stats_(stats), instruction_budget_(instruction_budget) {
   // Compile (and run the top level of) every script once now, so a broken script is a config error.
   for (const auto& [name, code] : sources_) ScriptState check(name.empty() ? "default" : name, code);
 }

@@ -509,7 +509,7 @@ void RouterFilter::onPerTryTimeout() {
 }
 
 void RouterFilter::sendUpstreamFailure(uint32_t status, http::ResponseFlag flag, std::string_view body,
-                                       std::string details) {
+                                       std::string_view details) {
   http::StreamInfo& info = callbacks_->streamInfo();
   info.setFlag(flag);
   if (attempt_ > 1 && retries_left_ == 0 && retry_policy_.retry_on != 0) {

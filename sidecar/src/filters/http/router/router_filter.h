@@ -55,7 +55,7 @@ class RouterFilter : public http::StreamDecoderFilter, public UpstreamRequest::O
   void onGlobalTimeout();
   void onPerTryTimeout();
   void sendUpstreamFailure(uint32_t status, http::ResponseFlag flag, std::string_view body,
-                           std::string details);
+                           std::string_view details);
   void finishAttemptStats(bool success);
   void cleanup();
   void resumeUpstreamReading();
