@@ -218,7 +218,7 @@ void ClusterManager::resolveTarget(const std::shared_ptr<Cluster>& cluster, size
 }
 
 void ClusterManager::onDnsResult(const std::shared_ptr<Cluster>& cluster, size_t index, DnsStatus status,
-                                 std::vector<DnsResponse> responses) {
+                                 const std::vector<DnsResponse>& responses) {
   const ClusterInfo& info = *cluster->info;
   Cluster::Target& target = *cluster->targets[index];
   std::chrono::milliseconds next = info.dns_failure_refresh_rate;

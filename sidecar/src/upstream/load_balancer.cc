@@ -187,7 +187,7 @@ class RandomLb : public BaseLb {
 
 }  // namespace
 
-std::unique_ptr<LoadBalancer> createLoadBalancer(const ClusterInfo& info, HostSetConstSharedPtr hosts,
+std::unique_ptr<LoadBalancer> createLoadBalancer(const ClusterInfo& info, const HostSetConstSharedPtr& hosts,
                                                  uint64_t seed) {
   static const HostSet kEmpty;
   const HostSet& set = hosts ? *hosts : kEmpty;

@@ -74,7 +74,7 @@ class ClusterManager {
   void startCluster(Cluster& cluster);
   void resolveTarget(const std::shared_ptr<Cluster>& cluster, size_t target_index);
   void onDnsResult(const std::shared_ptr<Cluster>& cluster, size_t target_index, DnsStatus status,
-                   std::vector<DnsResponse> responses);
+                   const std::vector<DnsResponse>& responses);
   void rebuildDnsHosts(Cluster& cluster);
   void checkInitialized();
   DnsResolver& resolverFor(Cluster& cluster);

@@ -37,7 +37,7 @@ class LoadBalancer {
 //    weights candidates are drawn weighted.
 //  - RANDOM: uniform over the candidate hosts.
 // `seed` makes tests deterministic; 0 picks a random seed.
-std::unique_ptr<LoadBalancer> createLoadBalancer(const ClusterInfo& info, HostSetConstSharedPtr hosts,
+std::unique_ptr<LoadBalancer> createLoadBalancer(const ClusterInfo& info, const HostSetConstSharedPtr& hosts,
                                                  uint64_t seed = 0);
 
 }  // namespace skiff::upstream

@@ -407,7 +407,8 @@ LuaFilter::CallStart LuaFilter::startHttpCall(Direction& d, const std::string& c
 }
 
 // The answer of a synchronous httpCall(): resume the script, then let the stream go on if it finished.
-void LuaFilter::onHttpCallDone(Direction& d, std::unique_ptr<http::HeaderMap> headers, std::string body) {
+void LuaFilter::onHttpCallDone(Direction& d, std::unique_ptr<http::HeaderMap> headers,
+                               const std::string& body) {
   d.http_call.reset();
   if (d.co == nullptr || destroyed_) return;
   d.wait = Direction::Wait::kNone;

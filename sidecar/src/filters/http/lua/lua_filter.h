@@ -172,7 +172,7 @@ class LuaFilter : public http::StreamFilter {
   RunResult resume(Direction& d, int nargs);
   void finish(Direction& d);
   void sendReply(Direction& d);
-  void onHttpCallDone(Direction& d, std::unique_ptr<http::HeaderMap> headers, std::string body);
+  void onHttpCallDone(Direction& d, std::unique_ptr<http::HeaderMap> headers, const std::string& body);
 
   std::shared_ptr<const LuaConfig> config_;
   http::DecoderFilterCallbacks* decoder_ = nullptr;
