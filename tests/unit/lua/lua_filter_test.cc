@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "support/fake_stream.h"
+
 #include <asio/io_context.hpp>
 #include <string>
 #include <vector>
@@ -21,36 +23,7 @@ namespace {
 using http::Buffer;
 using http::HeaderMap;
 
-class FakeStream : public http::StreamCallbacks {
- public:
-  http::StreamInfo& streamInfo() override { return info; }
-  const router::RouteEntry* route() override { return route_entry; }
-  void clearRouteCache() override { ++route_clears; }
-  asio::io_context& dispatcher() override { return io; }
-  upstream::ThreadLocalClusterManager& clusterManager() override { std::abort(); }
-  upstream::ConnPoolMap& connPools() override { std::abort(); }
-  uint64_t streamId() const override { return 1; }
-  void sendLocalReply(uint32_t status, std::string_view body, std::string_view details,
-                      const std::function<void(HeaderMap&)>& modify) override {
-    info.response_code_details = std::string(details);
-    auto h = std::make_unique<HeaderMap>();
-    h->add(":status", std::to_string(status));
-    if (!body.empty()) h->add("content-length", std::to_string(body.size()));
-    if (modify) modify(*h);
-    fm->encodeHeaders(std::move(h), body.empty());
-    if (!body.empty()) {
-      Buffer b(body);
-      fm->encodeData(b, true);
-    }
-  }
-  void resetStream() override {}
-
-  asio::io_context io;
-  http::StreamInfo info;
-  server::FilterManager* fm = nullptr;
-  const router::RouteEntry* route_entry = nullptr;
-  int route_clears = 0;
-};
+using skiff::testing::FakeStream;
 
 // What reached the downstream connection.
 class FakeSink : public server::FilterManagerSink {

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "support/fake_stream.h"
+
 #include <asio/io_context.hpp>
 #include <string>
 #include <vector>
@@ -17,36 +19,7 @@ using http::HeaderMap;
 using http::HeadersStatus;
 using http::TrailersStatus;
 
-// The stream side: records local replies; resets are counted.
-class FakeStream : public http::StreamCallbacks {
- public:
-  http::StreamInfo& streamInfo() override { return info; }
-  const router::RouteEntry* route() override { return nullptr; }
-  void clearRouteCache() override {}
-  asio::io_context& dispatcher() override { return io; }
-  upstream::ThreadLocalClusterManager& clusterManager() override { std::abort(); }
-  upstream::ConnPoolMap& connPools() override { std::abort(); }
-  uint64_t streamId() const override { return 1; }
-  void sendLocalReply(uint32_t status, std::string_view body, std::string_view details,
-                      const std::function<void(HeaderMap&)>& modify) override {
-    auto h = std::make_unique<HeaderMap>();
-    h->add(":status", std::to_string(status));
-    if (modify) modify(*h);
-    fm->encodeHeaders(std::move(h), body.empty());
-    if (!body.empty()) {
-      Buffer b(body);
-      fm->encodeData(b, true);
-    }
-    local_replies.push_back(status);
-  }
-  void resetStream() override { ++resets; }
-
-  asio::io_context io;
-  http::StreamInfo info;
-  FilterManager* fm = nullptr;
-  std::vector<uint32_t> local_replies;
-  int resets = 0;
-};
+using skiff::testing::FakeStream;
 
 // The codec side: what reached the downstream connection.
 class FakeSink : public FilterManagerSink {
