@@ -331,7 +331,22 @@ def bootstrap(listeners, clusters):
 
 # ---- purpose-built backends ---------------------------------------------------------------------------
 
-class CountingBackend:
+class HttpBackend:
+    """A threaded HTTP/1.1 test backend on 127.0.0.1:<free port>; subclasses pass their handler class."""
+
+    def _serve(self, handler_class):
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class CountingBackend(HttpBackend):
     """HTTP/1.1 backend counting requests per path; /status/<code> answers <code>, anything else 200."""
 
     def __init__(self):
@@ -358,15 +373,7 @@ class CountingBackend:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
 class RawBackend:

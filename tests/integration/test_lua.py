@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from helpers import (CountingBackend, bootstrap, http_listener, request, run_validate, static_cluster,
+from helpers import (CountingBackend, HttpBackend, bootstrap, http_listener, request, run_validate, static_cluster,
                      wait_until)
 from conftest import SHARED
 
@@ -183,12 +183,11 @@ def test_per_route_disabled_and_named_scripts(httpbin, skiff_factory):
 
 # ---- httpCall ----------------------------------------------------------------------------------------
 
-class FooBackend:
+class FooBackend(HttpBackend):
     """Envoy's lua_cluster from its integration test: answers 200 with `foo: bar` and body "good"."""
 
     def __init__(self):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
         self.requests = []
         backend = self
 
@@ -210,15 +209,7 @@ class FooBackend:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
 @pytest.fixture
@@ -370,12 +361,11 @@ end
 
 # ---- route metadata ----------------------------------------------------------------------------------
 
-class RecordingBackend:
+class RecordingBackend(HttpBackend):
     """Envoy's RequestAndResponse upstream: records each request's headers, answers `foo: bar` + "goodbye"."""
 
     def __init__(self):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
         self.headers = []
         backend = self
 
@@ -395,15 +385,7 @@ class RecordingBackend:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
 def test_request_and_response_fixture_reads_route_metadata(skiff_factory):
