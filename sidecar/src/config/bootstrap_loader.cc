@@ -8,13 +8,13 @@
 
 #include <fmt/format.h>
 
-#include "config/api_types.h"
+#include "skiff/api/api_types.h"
 #include "skiff/config/yaml_to_proto.h"
 
 namespace skiff::config {
 
 LoadResult loadBootstrapYaml(std::string_view text) {
-  linkAllApiTypes();  // every Any payload type must be in the descriptor pool
+  api::linkAllApiTypes();  // every Any payload type must be in the descriptor pool
   LoadResult result;
   loadMessageYaml(text, result.bootstrap, result.warnings);
   validateBootstrap(result.bootstrap, result.warnings);
