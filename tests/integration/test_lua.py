@@ -434,3 +434,79 @@ def test_request_and_response_fixture_reads_route_metadata(skiff_factory):
         assert skiff.stats().get("http.lua_md.lua.errors", 0) == 0
     finally:
         backend.close()
+
+
+SKIFF_LUA_TYPE = "type.googleapis.com/skiff.extensions.filters.http.lua.v1.Lua"
+
+FAILING = """
+function envoy_on_request(h)
+  if h:headers():get("x-fail") then error("request boom") end
+  if h:headers():get("x-spin") then while true do end end
+end
+"""
+
+
+def test_skiff_type_fails_closed_and_envoy_type_stays_open(httpbin, skiff_factory):
+    closed = {"name": "envoy.filters.http.lua",
+              "typed_config": {"@type": SKIFF_LUA_TYPE, "fail_closed": True, "instruction_budget": 500000,
+                               "lua": {"default_source_code": {"inline_string": FAILING}}}}
+    skiff = skiff_factory(lua_config("lua_closed", closed, [static_cluster("httpbin", httpbin)]))
+    port = skiff.listener_port()
+    assert request(port, "/headers")[0] == 200
+    status, _, _ = request(port, "/headers", headers={"x-fail": "1"})
+    assert status == 500
+    status, _, _ = request(port, "/headers", headers={"x-spin": "1"})
+    assert status == 500
+    stats = skiff.stats()
+    assert stats["http.lua_closed.lua.errors"] == 2
+    assert stats["http.lua_closed.lua.instruction_budget_exceeded"] == 1
+    assert "request boom" in skiff.logs
+
+    open_skiff = skiff_factory(lua_config("lua_open", lua_filter(FAILING), [static_cluster("httpbin", httpbin)]))
+    status, _, _ = request(open_skiff.listener_port(), "/headers", headers={"x-fail": "1"})
+    assert status == 200
+    assert open_skiff.stats()["http.lua_open.lua.errors"] == 1
+
+
+def test_verify_signature_with_keys_made_by_the_openssl_cli(httpbin, skiff_factory, tmp_path):
+    import shutil
+    import subprocess
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not installed")
+    key, pub, data = tmp_path / "key.pem", tmp_path / "pub.der", tmp_path / "data"
+    data.write_bytes(b"signed by the test")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+                    "-out", str(key)], check=True, capture_output=True)
+    subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout", "-outform", "DER", "-out", str(pub)],
+                   check=True, capture_output=True)
+    sig = subprocess.run(["openssl", "dgst", "-sha384", "-sign", str(key), str(data)], check=True,
+                         capture_output=True).stdout
+    code = f"""
+local function unhex(s) return (s:gsub("..", function(h) return string.char(tonumber(h, 16)) end)) end
+local KEY = unhex("{pub.read_bytes().hex()}")
+local SIG = unhex("{sig.hex()}")
+function envoy_on_request(h)
+  local data = h:headers():get("x-data")
+  local key = h:importPublicKey(KEY, string.len(KEY)):get()
+  local ok, err = h:verifySignature("sha384", key, SIG, string.len(SIG), data, string.len(data))
+  h:headers():add("x-verified", tostring(ok) .. "/" .. tostring(err))
+end
+"""
+    skiff = skiff_factory(lua_config("lua_sig", lua_filter(code), [static_cluster("httpbin", httpbin)]))
+    port = skiff.listener_port()
+    _, _, body = request(port, "/headers", headers={"x-data": "signed by the test"})
+    assert json.loads(body)["headers"]["X-Verified"] == "true/nil"
+    _, _, body = request(port, "/headers", headers={"x-data": "signed by someone else"})
+    assert json.loads(body)["headers"]["X-Verified"] == "false/Failed to verify digest. Error code: 0"
+
+
+def test_metadata_is_found_under_the_filters_configured_name(httpbin, skiff_factory):
+    code = 'function envoy_on_request(h) h:headers():add("x-who", tostring(h:metadata():get("who"))) end'
+    entry = lua_filter(code)
+    entry["name"] = "my-lua"
+    routes = [{"match": {"prefix": "/"}, "route": {"cluster": "httpbin"},
+               "metadata": {"filter_metadata": {"my-lua": {"who": "configured"},
+                                                "envoy.filters.http.lua": {"who": "well-known"}}}}]
+    skiff = skiff_factory(lua_config("lua_name", entry, [static_cluster("httpbin", httpbin)], routes))
+    _, _, body = request(skiff.listener_port(), "/headers")
+    assert json.loads(body)["headers"]["X-Who"] == "configured"

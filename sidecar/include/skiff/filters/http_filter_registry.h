@@ -20,6 +20,9 @@ namespace skiff::filters {
 struct FactoryContext {
   stats::Store& stats;
   std::string stat_prefix;  // "http.<hcm stat_prefix>."
+  // The HttpFilter entry's `name` in the HCM config (Envoy's filterConfigName(): the key for route
+  // metadata and typed_per_filter_config); empty when the filter was built without an HCM entry.
+  std::string filter_name = {};
 };
 
 // Builds a factory from the filter's typed_config (an empty Any when the config gave none). Throws

@@ -6,10 +6,17 @@ extern "C" {
 #include <lualib.h>
 }
 
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
 #include <chrono>
+#include <cstddef>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "envoy/config/core/v3/base.pb.h"
 #include "filters/http/lua/lua_filter.h"
@@ -19,57 +26,95 @@ extern "C" {
 namespace skiff::filters::lua {
 namespace {
 
-constexpr const char* kRequestHandleMt = "skiff.lua.request_handle";
-constexpr const char* kResponseHandleMt = "skiff.lua.response_handle";
-constexpr const char* kHeadersMt = "skiff.lua.headers";
-constexpr const char* kBufferMt = "skiff.lua.buffer";
-constexpr const char* kStreamInfoMt = "skiff.lua.stream_info";
-constexpr const char* kConnectionMt = "skiff.lua.connection";
-constexpr const char* kMetadataMt = "skiff.lua.metadata";
-constexpr const char* kDynamicMetadataMt = "skiff.lua.dynamic_metadata";
+// Metatables live in the registry under light-userdata keys (a pointer lookup; a string key would be
+// hashed and interned on every method call). The names are only for error messages.
+enum Mt : int {
+  kRequestHandleMt,
+  kResponseHandleMt,
+  kHeadersMt,
+  kBufferMt,
+  kStreamInfoMt,
+  kConnectionMt,
+  kMetadataMt,
+  kDynamicMetadataMt,
+  kMtCount,
+};
+constexpr const char* kMtNames[kMtCount] = {
+    "request handle", "response handle", "header map", "buffer",
+    "stream info",    "connection",      "metadata",   "dynamic metadata",
+};
+char g_mt_keys[kMtCount];  // only their addresses matter
+
+void pushMetatable(lua_State* L, int mt) {
+  lua_pushlightuserdata(L, &g_mt_keys[mt]);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+}
 
 enum Kind : int { kHeaders = 0, kTrailers = 1, kBody = 2, kChunk = 3, kOther = 4, kRequestHeaders = 5 };
 
 // What every userdata holds: which run it belongs to and which object of it.
 struct Ref {
   uint64_t run;
+  uint32_t slot;
   int kind;
   uint64_t seq;
 };
 
-thread_local std::unordered_map<uint64_t, Direction*> t_runs;
+// Live runs of this worker: a slot table (Ref.slot indexes it; the run id tells a reused slot apart),
+// so checking an object costs an index, not a hash lookup.
+struct RunSlot {
+  uint64_t run = 0;  // 0 = free
+  Direction* d = nullptr;
+};
+thread_local std::vector<RunSlot> t_slots;
+thread_local std::vector<uint32_t> t_free_slots;
 thread_local uint64_t t_next_run = 1;
 
-void pushRef(lua_State* L, const char* mt, uint64_t run, int kind, uint64_t seq = 0) {
+void pushRef(lua_State* L, int mt, const Direction& d, int kind, uint64_t seq = 0) {
   auto* r = static_cast<Ref*>(lua_newuserdata(L, sizeof(Ref)));
-  *r = Ref{run, kind, seq};
-  luaL_getmetatable(L, mt);
+  *r = Ref{d.run, d.slot, kind, seq};
+  pushMetatable(L, mt);
   lua_setmetatable(L, -2);
 }
 
+static_assert(kMtCount == kApiMetatableCount);
+thread_local const void* const* t_active_mts = nullptr;
+
+bool hasMetatable(lua_State* L, int idx, int mt) {
+  if (!lua_getmetatable(L, idx)) return false;
+  if (t_active_mts != nullptr) {
+    const bool same = lua_topointer(L, -1) == t_active_mts[mt];
+    lua_pop(L, 1);
+    return same;
+  }
+  pushMetatable(L, mt);
+  const bool same = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return same;
+}
+
+Direction& liveDirection(lua_State* L, const Ref* r) {
+  if (r->slot >= t_slots.size() || t_slots[r->slot].run != r->run) {
+    luaL_error(L, "object used outside of proper scope");
+  }
+  return *t_slots[r->slot].d;
+}
+
 // The direction behind the object at `idx`, or a Lua error when its run ended.
-Direction& resolve(lua_State* L, int idx, const char* mt, Ref** out = nullptr) {
-  auto* r = static_cast<Ref*>(luaL_checkudata(L, idx, mt));
-  auto it = t_runs.find(r->run);
-  if (it == t_runs.end()) luaL_error(L, "object used outside of proper scope");
+Direction& resolve(lua_State* L, int idx, int mt, Ref** out = nullptr) {
+  auto* r = static_cast<Ref*>(lua_touserdata(L, idx));
+  if (r == nullptr || !hasMetatable(L, idx, mt)) {
+    luaL_error(L, "bad argument #%d (%s expected, got %s; use ':' to call methods)", idx, kMtNames[mt],
+               luaL_typename(L, idx));
+  }
   if (out != nullptr) *out = r;
-  return *it->second;
+  return liveDirection(L, r);
 }
 
 Direction& resolveHandle(lua_State* L) {
-  void* p = lua_touserdata(L, 1);
-  if (p != nullptr && lua_getmetatable(L, 1)) {
-    luaL_getmetatable(L, kRequestHandleMt);
-    const bool req = lua_rawequal(L, -1, -2);
-    lua_pop(L, 1);
-    luaL_getmetatable(L, kResponseHandleMt);
-    const bool resp = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    if (req || resp) {
-      auto it = t_runs.find(static_cast<Ref*>(p)->run);
-      if (it == t_runs.end()) luaL_error(L, "object used outside of proper scope");
-      return *it->second;
-    }
+  auto* r = static_cast<Ref*>(lua_touserdata(L, 1));
+  if (r != nullptr && (hasMetatable(L, 1, kRequestHandleMt) || hasMetatable(L, 1, kResponseHandleMt))) {
+    return liveDirection(L, r);
   }
   luaL_error(L, "bad self: expected a stream handle (use ':' to call methods)");
   __builtin_unreachable();
@@ -290,7 +335,7 @@ int infoRouteName(lua_State* L) {
 
 int infoDynamicMetadata(lua_State* L) {
   Direction& d = resolve(L, 1, kStreamInfoMt);
-  pushRef(L, kDynamicMetadataMt, d.run, kOther);
+  pushRef(L, kDynamicMetadataMt, d, kOther);
   return 1;
 }
 
@@ -342,19 +387,38 @@ int dynamicMetadataPairs(lua_State* L) {
   return 2;
 }
 
-int connectionSsl(lua_State* L) {
-  resolve(L, 1, kConnectionMt);
-  lua_pushnil(L);  // downstream TLS is not terminated by this filter chain yet
+// The SslConnection object of connection():ssl() and streamInfo():downstreamSslConnection(), or nil.
+// This is the seam for downstream TLS: Skiff does not terminate TLS yet, so every connection is plaintext
+// and Envoy answers nil for those. When StreamInfo carries the downstream TLS details (issue 5), push an
+// object here with Envoy's SslConnection methods (peerCertificatePresented, peerCertificateValidated,
+// uriSanPeerCertificate, uriSanLocalCertificate, dnsSansPeerCertificate, dnsSansLocalCertificate,
+// sha256PeerCertificateDigest, serialNumberPeerCertificate, issuerPeerCertificate,
+// subjectPeerCertificate, subjectLocalCertificate, urlEncodedPemEncodedPeerCertificate(Chain),
+// validFrom/expirationPeerCertificate, sessionId, ciphersuiteId, ciphersuiteString, tlsVersion...),
+// reading that stream's details.
+int pushSslConnection(lua_State* L, const http::StreamInfo& info) {
+  (void)info;  // no TLS details exist yet: plaintext
+  lua_pushnil(L);
   return 1;
 }
 
-// The route's metadata for this filter: filter_metadata["envoy.filters.http.lua"], as Envoy looks it up.
+int connectionSsl(lua_State* L) {
+  return pushSslConnection(L, resolve(L, 1, kConnectionMt).callbacks().streamInfo());
+}
+
+int infoDownstreamSslConnection(lua_State* L) {
+  return pushSslConnection(L, info(L));
+}
+
+// The route's metadata for this filter, where Envoy looks: filter_metadata[<the filter's name in the HCM
+// config>], else filter_metadata["envoy.filters.http.lua"].
 const google::protobuf::Struct* routeMetadata(lua_State* L) {
   Direction& d = resolve(L, 1, kMetadataMt);
   const router::RouteEntry* route = d.callbacks().route();
   if (route == nullptr || route->metadata == nullptr) return nullptr;
   const auto& by_filter = route->metadata->filter_metadata();
-  auto it = by_filter.find(std::string(kFilterName));
+  auto it = by_filter.find(d.filter->config().filterName());
+  if (it == by_filter.end()) it = by_filter.find(std::string(kFilterName));
   return it == by_filter.end() ? nullptr : &it->second;
 }
 
@@ -437,7 +501,7 @@ int metadataPairs(lua_State* L) {
 
 int handleHeaders(lua_State* L) {
   Direction& d = resolveHandle(L);
-  pushRef(L, kHeadersMt, d.run, kHeaders);
+  pushRef(L, kHeadersMt, d, kHeaders);
   return 1;
 }
 
@@ -533,19 +597,19 @@ int handleLog(lua_State* L) {
 
 int handleStreamInfo(lua_State* L) {
   Direction& d = resolveHandle(L);
-  pushRef(L, kStreamInfoMt, d.run, kOther);
+  pushRef(L, kStreamInfoMt, d, kOther);
   return 1;
 }
 
 int handleConnection(lua_State* L) {
   Direction& d = resolveHandle(L);
-  pushRef(L, kConnectionMt, d.run, kOther);
+  pushRef(L, kConnectionMt, d, kOther);
   return 1;
 }
 
 int handleMetadata(lua_State* L) {
   Direction& d = resolveHandle(L);
-  pushRef(L, kMetadataMt, d.run, kOther);
+  pushRef(L, kMetadataMt, d, kOther);
   return 1;
 }
 
@@ -588,6 +652,144 @@ int handleTimestamp(lua_State* L) {
 int handleTimestampString(lua_State* L) {
   resolveHandle(L);
   return pushString(L, std::to_string(now(L)));
+}
+
+// ---- crypto: importPublicKey() / verifySignature() ----
+
+// The key object importPublicKey() returns: the parsed key (nullptr when the DER did not parse) and the
+// DER bytes that get() returns. Lua's GC frees it (__gc).
+struct PublicKey {
+  EVP_PKEY* key;
+  size_t der_size;
+  char der[1];  // der_size bytes follow
+};
+char g_public_key_mt;    // registry key of the key object's metatable
+char g_public_key_keys;  // registry key of a weak table: DER string -> key object (for get() strings)
+
+PublicKey* toPublicKey(lua_State* L, int idx) {
+  auto* k = static_cast<PublicKey*>(lua_touserdata(L, idx));
+  if (k == nullptr || !lua_getmetatable(L, idx)) return nullptr;
+  lua_pushlightuserdata(L, &g_public_key_mt);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  const bool same = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return same ? k : nullptr;
+}
+
+int publicKeyGc(lua_State* L) {
+  if (PublicKey* k = toPublicKey(L, 1); k != nullptr && k->key != nullptr) {
+    EVP_PKEY_free(k->key);
+    k->key = nullptr;
+  }
+  return 0;
+}
+
+// get(): the DER string, or nil when the import failed (Envoy's PublicKeyWrapper).
+int publicKeyGet(lua_State* L) {
+  PublicKey* k = toPublicKey(L, 1);
+  if (k == nullptr) return luaL_error(L, "bad self: expected a public key (use ':' to call methods)");
+  if (k->key == nullptr) return lua_pushnil(L), 1;
+  lua_pushlstring(L, k->der, k->der_size);
+  return 1;
+}
+
+// A (string, length) argument pair as Envoy takes them: the first `length` bytes of the string.
+std::string_view checkBytes(lua_State* L, int idx) {
+  const std::string_view s = checkView(L, idx);
+  const lua_Number n = luaL_checknumber(L, idx + 1);
+  if (!(n >= 0) || n > static_cast<lua_Number>(s.size())) {
+    luaL_error(L, "bad argument #%d (length %f is outside the string's %d bytes)", idx, n,
+               static_cast<int>(s.size()));
+  }
+  return s.substr(0, static_cast<size_t>(n));
+}
+
+// importPublicKey(keyder, keyderLength): a DER SubjectPublicKeyInfo. A key that does not parse still
+// gives an object, whose get() is nil (as Envoy does).
+int handleImportPublicKey(lua_State* L) {
+  resolveHandle(L);
+  const std::string_view der = checkBytes(L, 2);
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  EVP_PKEY* key = d2i_PUBKEY(nullptr, &p, static_cast<long>(der.size()));
+  if (key == nullptr) ERR_clear_error();  // leave no error behind for this thread's TLS code
+  auto* k = static_cast<PublicKey*>(lua_newuserdata(L, offsetof(PublicKey, der) + der.size() + 1));
+  k->key = key;
+  k->der_size = der.size();
+  std::memcpy(k->der, der.data(), der.size());
+  lua_pushlightuserdata(L, &g_public_key_mt);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  lua_setmetatable(L, -2);
+  if (key != nullptr) {
+    // Remember it by its DER so verifySignature() finds it from the get() string.
+    lua_pushlightuserdata(L, &g_public_key_keys);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_pushlstring(L, der.data(), der.size());
+    lua_pushvalue(L, -3);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+  }
+  return 1;
+}
+
+const EVP_MD* hashFunction(std::string_view name) {
+  std::string lower(name);
+  http::toLowerInPlace(lower);
+  if (lower == "sha1") return EVP_sha1();
+  if (lower == "sha224") return EVP_sha224();
+  if (lower == "sha256") return EVP_sha256();
+  if (lower == "sha384") return EVP_sha384();
+  if (lower == "sha512") return EVP_sha512();
+  return nullptr;
+}
+
+int verifyResult(lua_State* L, bool ok, const std::string& error) {
+  lua_pushboolean(L, ok);
+  if (ok) {
+    lua_pushnil(L);
+  } else {
+    lua_pushlstring(L, error.data(), error.size());
+  }
+  return 2;
+}
+
+// verifySignature(hashFunction, pubkey, signature, signatureLength, data, dataLength) -> ok, error.
+// `pubkey` is the string importPublicKey(...):get() returns (Envoy's form) or the key object itself.
+int handleVerifySignature(lua_State* L) {
+  resolveHandle(L);
+  const std::string_view hash = checkView(L, 2);
+  EVP_PKEY* key = nullptr;
+  if (PublicKey* k = toPublicKey(L, 3)) {
+    key = k->key;
+  } else {
+    luaL_checkstring(L, 3);
+    lua_pushlightuserdata(L, &g_public_key_keys);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, 3);
+    lua_rawget(L, -2);
+    PublicKey* found = toPublicKey(L, -1);
+    if (found == nullptr) return luaL_error(L, "invalid public key");
+    key = found->key;  // stays on the stack (anchored) until we return
+  }
+  const std::string_view signature = checkBytes(L, 4);
+  const std::string_view data = checkBytes(L, 6);
+
+  const EVP_MD* md = hashFunction(hash);
+  if (md == nullptr) return verifyResult(L, false, std::string(hash) + " is not supported.");
+  if (key == nullptr) return verifyResult(L, false, "Failed to initialize digest verify.");
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  if (ctx == nullptr || EVP_DigestVerifyInit(ctx, nullptr, md, nullptr, key) != 1) {
+    EVP_MD_CTX_free(ctx);
+    ERR_clear_error();
+    return verifyResult(L, false, "Failed to initialize digest verify.");
+  }
+  const int rc =
+      EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
+                       reinterpret_cast<const unsigned char*>(data.data()), data.size());
+  EVP_MD_CTX_free(ctx);
+  if (rc == 1) return verifyResult(L, true, {});
+  ERR_clear_error();
+  // OpenSSL answers a malformed signature with -1 where Envoy's BoringSSL answers 0: report 0 like Envoy.
+  return verifyResult(L, false, "Failed to verify digest. Error code: 0");
 }
 
 // httpCall(cluster, headers, body, timeout_ms[, asynchronous]) or httpCall(cluster, headers, body, options).
@@ -644,12 +846,15 @@ int handleDownstreamRequestHeaders(lua_State* L) {
   Direction& d = resolveHandle(L);
   // A read-only view of the stream's request headers, valid for this (response) run.
   if (d.filter->requestDirection().headers == nullptr) return lua_pushnil(L), 1;
-  pushRef(L, kHeadersMt, d.run, kRequestHeaders);
+  pushRef(L, kHeadersMt, d, kRequestHeaders);
   return 1;
 }
 
-void newMetatable(lua_State* L, const char* name, const luaL_Reg* methods, lua_CFunction pairs = nullptr) {
-  luaL_newmetatable(L, name);
+void newMetatable(lua_State* L, int mt, const luaL_Reg* methods, lua_CFunction pairs = nullptr) {
+  lua_newtable(L);
+  lua_pushlightuserdata(L, &g_mt_keys[mt]);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, LUA_REGISTRYINDEX);
   lua_newtable(L);
   luaL_register(L, nullptr, methods);
   lua_setfield(L, -2, "__index");
@@ -673,7 +878,13 @@ EnvoyTimestampResolution = { MILLISECOND = "millisecond", MICROSECOND = "microse
 
 }  // namespace
 
-void installApi(lua_State* L) {
+const void* const* setActiveMetatables(const void* const* metatables) {
+  const void* const* previous = t_active_mts;
+  t_active_mts = metatables;
+  return previous;
+}
+
+void installApi(lua_State* L, const void* metatables[kApiMetatableCount]) {
   const luaL_Reg common[] = {
       {"headers", handleHeaders},
       {"body", handleBody},
@@ -693,16 +904,18 @@ void installApi(lua_State* L) {
       {"timestampString", handleTimestampString},
       {"clearRouteCache", handleClearRouteCache},
       {"httpCall", handleHttpCall},
+      {"importPublicKey", handleImportPublicKey},
+      {"verifySignature", handleVerifySignature},
       {nullptr, nullptr},
   };
   newMetatable(L, kRequestHandleMt, common);
-  luaL_getmetatable(L, kRequestHandleMt);
+  pushMetatable(L, kRequestHandleMt);
   lua_getfield(L, -1, "__index");
   lua_pushcfunction(L, handleRespond);
   lua_setfield(L, -2, "respond");
   lua_pop(L, 2);
   newMetatable(L, kResponseHandleMt, common);
-  luaL_getmetatable(L, kResponseHandleMt);
+  pushMetatable(L, kResponseHandleMt);
   lua_getfield(L, -1, "__index");
   lua_pushcfunction(L, handleDownstreamRequestHeaders);
   lua_setfield(L, -2, "downstreamRequestHeaders");
@@ -736,6 +949,7 @@ void installApi(lua_State* L) {
       {"requestedServerName", infoSni},
       {"routeName", infoRouteName},
       {"dynamicMetadata", infoDynamicMetadata},
+      {"downstreamSslConnection", infoDownstreamSslConnection},
       {nullptr, nullptr},
   };
   newMetatable(L, kStreamInfoMt, info);
@@ -747,30 +961,62 @@ void installApi(lua_State* L) {
       {"get", dynamicMetadataGet}, {"set", dynamicMetadataSet}, {nullptr, nullptr}};
   newMetatable(L, kDynamicMetadataMt, dynamic_metadata, dynamicMetadataPairs);
 
+  // The public key object and the weak DER -> key table verifySignature() looks get() strings up in.
+  lua_pushlightuserdata(L, &g_public_key_mt);
+  lua_newtable(L);
+  lua_newtable(L);
+  lua_pushcfunction(L, publicKeyGet);
+  lua_setfield(L, -2, "get");
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, publicKeyGc);
+  lua_setfield(L, -2, "__gc");
+  lua_rawset(L, LUA_REGISTRYINDEX);
+  lua_pushlightuserdata(L, &g_public_key_keys);
+  lua_newtable(L);
+  lua_newtable(L);
+  lua_pushliteral(L, "v");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+
+  for (int mt = 0; mt < kMtCount; ++mt) {
+    pushMetatable(L, mt);
+    metatables[mt] = lua_topointer(L, -1);
+    lua_pop(L, 1);
+  }
+
   if (luaL_dostring(L, kPrelude) != 0) lua_pop(L, 1);
 }
 
-uint64_t beginRun(Direction* d) {
-  const uint64_t run = t_next_run++;
-  t_runs[run] = d;
-  return run;
+void beginRun(Direction& d) {
+  d.run = t_next_run++;
+  if (t_free_slots.empty()) {
+    d.slot = static_cast<uint32_t>(t_slots.size());
+    t_slots.emplace_back();
+  } else {
+    d.slot = t_free_slots.back();
+    t_free_slots.pop_back();
+  }
+  t_slots[d.slot] = RunSlot{d.run, &d};
 }
 
-void endRun(uint64_t run) {
-  t_runs.erase(run);
+void endRun(Direction& d) {
+  if (d.slot >= t_slots.size() || t_slots[d.slot].run != d.run) return;
+  t_slots[d.slot] = RunSlot{};
+  t_free_slots.push_back(d.slot);
 }
 
 void pushHandle(lua_State* L, const Direction& d) {
-  pushRef(L, d.request ? kRequestHandleMt : kResponseHandleMt, d.run, kOther);
+  pushRef(L, d.request ? kRequestHandleMt : kResponseHandleMt, d, kOther);
 }
 void pushBody(lua_State* L, const Direction& d) {
-  pushRef(L, kBufferMt, d.run, kBody);
+  pushRef(L, kBufferMt, d, kBody);
 }
 void pushChunk(lua_State* L, const Direction& d) {
-  pushRef(L, kBufferMt, d.run, kChunk, d.chunk_seq);
+  pushRef(L, kBufferMt, d, kChunk, d.chunk_seq);
 }
 void pushTrailers(lua_State* L, const Direction& d) {
-  pushRef(L, kHeadersMt, d.run, kTrailers);
+  pushRef(L, kHeadersMt, d, kTrailers);
 }
 
 void pushHttpResponse(lua_State* L, const http::HeaderMap* headers, const std::string& body,

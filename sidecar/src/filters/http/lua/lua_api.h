@@ -14,13 +14,21 @@ namespace skiff::filters::lua {
 
 struct Direction;
 
-// Metatables and the __pairs-aware pairs() (LuaJIT without 5.2 compat ignores __pairs).
-void installApi(lua_State* L);
+// Metatables and the __pairs-aware pairs() (LuaJIT without 5.2 compat ignores __pairs). `metatables`
+// receives the addresses of the object metatables (stable: LuaJIT's GC does not move tables).
+inline constexpr int kApiMetatableCount = 8;
+void installApi(lua_State* L, const void* metatables[kApiMetatableCount]);
+
+// The metatable addresses of the interpreter whose coroutine this thread is running (nullptr: look them up
+// in the registry). Type checks on every method call compare against them instead of a registry lookup.
+// Returns the previous value, to restore after a nested run.
+const void* const* setActiveMetatables(const void* const* metatables);
 
 // Objects refer to their direction through a run id: once the run ends they raise an error instead of
 // touching freed memory. Runs are per worker thread, like the interpreters.
-uint64_t beginRun(Direction* d);
-void endRun(uint64_t run);
+// Sets d.run / d.slot; endRun() invalidates every object of that run.
+void beginRun(Direction& d);
+void endRun(Direction& d);
 
 void pushHandle(lua_State* L, const Direction& d);
 void pushBody(lua_State* L, const Direction& d);

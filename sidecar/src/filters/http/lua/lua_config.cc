@@ -9,12 +9,17 @@
 #include "envoy/config/route/v3/route_components.pb.h"
 #include "envoy/extensions/filters/http/lua/v3/lua.pb.h"
 #include "filters/http/lua/lua_filter.h"
+#include "skiff/extensions/filters/http/lua/v1/lua.pb.h"
 #include "skiff/router/route_table.h"
 
 namespace skiff::filters::lua {
 
 using LuaProto = envoy::extensions::filters::http::lua::v3::Lua;
 using LuaPerRouteProto = envoy::extensions::filters::http::lua::v3::LuaPerRoute;
+using SkiffLuaProto = skiff::extensions::filters::http::lua::v1::Lua;
+
+constexpr std::string_view kEnvoyType = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua";
+constexpr std::string_view kSkiffType = "type.googleapis.com/skiff.extensions.filters.http.lua.v1.Lua";
 
 std::string readDataSource(const envoy::config::core::v3::DataSource& source, const std::string& what) {
   using DS = envoy::config::core::v3::DataSource;
@@ -49,11 +54,16 @@ namespace {
 constexpr std::string_view kPerRouteType =
     "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute";
 
-// The entry under the well-known filter name, else the only LuaPerRoute entry (the filter's configured
-// name is not known here).
-const google::protobuf::Any* findPerFilter(const router::TypedPerFilterConfig* map) {
-  if (map == nullptr) return nullptr;
-  auto it = map->find(std::string(kFilterName));
+const std::string& wellKnownName() {
+  static const std::string name(kFilterName);
+  return name;
+}
+
+// The entry under the filter's configured name, else the well-known name, else the only LuaPerRoute entry.
+const google::protobuf::Any* findPerFilter(const router::TypedPerFilterConfig* map, const std::string& name) {
+  if (map == nullptr || map->empty()) return nullptr;
+  auto it = map->find(name);
+  if (it == map->end() && name != wellKnownName()) it = map->find(wellKnownName());
   if (it != map->end()) return &it->second;
   const google::protobuf::Any* found = nullptr;
   for (const auto& [name, any] : *map) {
@@ -66,13 +76,14 @@ const google::protobuf::Any* findPerFilter(const router::TypedPerFilterConfig* m
 
 }  // namespace
 
-std::optional<PerRouteChoice> perRouteChoice(const router::RouteEntry* route) {
+std::optional<PerRouteChoice> perRouteChoice(const router::RouteEntry* route,
+                                             const std::string& filter_name) {
   if (route == nullptr) return std::nullopt;
-  const google::protobuf::Any* any = findPerFilter(route->typed_per_filter_config);
+  const google::protobuf::Any* any = findPerFilter(route->typed_per_filter_config, filter_name);
   if (any == nullptr && route->virtual_host != nullptr) {
-    any = findPerFilter(route->virtual_host->typed_per_filter_config);
+    any = findPerFilter(route->virtual_host->typed_per_filter_config, filter_name);
     if (any == nullptr && route->virtual_host->route_config != nullptr) {
-      any = findPerFilter(route->virtual_host->route_config->typed_per_filter_config);
+      any = findPerFilter(route->virtual_host->route_config->typed_per_filter_config, filter_name);
     }
   }
   if (any == nullptr) return std::nullopt;
@@ -101,10 +112,10 @@ std::optional<PerRouteChoice> perRouteChoice(const router::RouteEntry* route) {
   return std::nullopt;
 }
 
-http::FilterFactorySharedPtr createLuaFilterFactory(const google::protobuf::Any& config,
-                                                    const FactoryContext& context) {
-  LuaProto proto;
-  if (!config.UnpackTo(&proto)) throw std::invalid_argument("lua: typed_config is not a Lua message");
+namespace {
+
+std::shared_ptr<LuaConfig> buildConfig(const LuaProto& proto, const FactoryContext& context,
+                                       uint64_t instruction_budget) {
   if (!proto.inline_code().empty() && proto.has_default_source_code()) {
     throw std::invalid_argument("lua: only one of inline_code and default_source_code may be set");
   }
@@ -123,14 +134,38 @@ http::FilterFactorySharedPtr createLuaFilterFactory(const google::protobuf::Any&
   LuaStats stats{context.stats.counter(prefix + "errors"), context.stats.counter(prefix + "executions"),
                  context.stats.counter(prefix + "instruction_budget_exceeded"),
                  context.stats.gauge(prefix + "memory_bytes")};
-  auto lua_config = std::make_shared<LuaConfig>(std::move(sources), stats);
+  auto lua_config = std::make_shared<LuaConfig>(std::move(sources), stats, instruction_budget);
   if (proto.has_clear_route_cache()) lua_config->setClearRouteCache(proto.clear_route_cache().value());
+  if (!context.filter_name.empty()) lua_config->setFilterName(context.filter_name);
   return lua_config;
 }
 
+}  // namespace
+
+http::FilterFactorySharedPtr createLuaFilterFactory(const google::protobuf::Any& config,
+                                                    const FactoryContext& context) {
+  if (config.type_url() == kSkiffType) {
+    SkiffLuaProto skiff;
+    if (!config.UnpackTo(&skiff)) throw std::invalid_argument("lua: typed_config is not a Skiff Lua message");
+    if (skiff.has_instruction_budget() && skiff.instruction_budget().value() == 0) {
+      throw std::invalid_argument("lua: instruction_budget must be greater than 0");
+    }
+    auto lua_config = buildConfig(
+        skiff.lua(), context,
+        skiff.has_instruction_budget() ? skiff.instruction_budget().value() : kDefaultInstructionBudget);
+    lua_config->setFailClosed(skiff.fail_closed());
+    return lua_config;
+  }
+  LuaProto proto;
+  if (!config.UnpackTo(&proto)) throw std::invalid_argument("lua: typed_config is not a Lua message");
+  return buildConfig(proto, context, kDefaultInstructionBudget);
+}
+
 void registerLuaFilter() {
-  registerHttpFilter(HttpFilterRegistration{std::string(kFilterName),
-                                            "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+  registerHttpFilter(HttpFilterRegistration{std::string(kFilterName), std::string(kEnvoyType),
+                                            createLuaFilterFactory, false});
+  // Skiff's extension (fail_closed, instruction_budget), under the same name: only @type changes.
+  registerHttpFilter(HttpFilterRegistration{std::string(kFilterName), std::string(kSkiffType),
                                             createLuaFilterFactory, false});
 }
 

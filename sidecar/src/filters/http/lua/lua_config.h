@@ -23,6 +23,8 @@ struct PerRouteChoice {
   Kind kind;
   std::string value;  // script name or inline code
 };
-std::optional<PerRouteChoice> perRouteChoice(const router::RouteEntry* route);
+// `filter_name`: the filter's name in the HCM config, looked up first (then kFilterName, then the only
+// LuaPerRoute entry).
+std::optional<PerRouteChoice> perRouteChoice(const router::RouteEntry* route, const std::string& filter_name);
 
 }  // namespace skiff::filters::lua

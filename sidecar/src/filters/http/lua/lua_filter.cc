@@ -7,6 +7,7 @@ extern "C" {
 #include <lualib.h>
 }
 
+#include <atomic>
 #include <stdexcept>
 
 #include "filters/http/lua/lua_api.h"
@@ -23,15 +24,21 @@ namespace {
 constexpr int kHookEvery = 1000;
 thread_local Direction* t_running = nullptr;  // the direction whose coroutine is being resumed
 
+// Over budget, the hook yields (LuaJIT lets count hooks yield) instead of raising an error: a pcall() in
+// the script could catch an error and loop on, but not a yield; resume() sees budget_stopped and ends the
+// run like a runtime error. Where a yield is impossible (inside a Lua function called from C, e.g. a
+// table.sort comparator) lua_yield raises an error instead, and the hook keeps trying on every later
+// firing (every kHookEvery instructions) until the script is back where it can be stopped.
 void budgetHook(lua_State* L, lua_Debug*) {
   Direction* d = t_running;
   if (d == nullptr) return;
   d->instructions += kHookEvery;
-  if (d->instructions > d->filter->config().instructionBudget()) {
-    d->instructions = 0;  // the error unwinds through Lua code that may hit the hook again
+  if (!d->budget_stopped) {
+    if (d->instructions <= d->filter->config().instructionBudget()) return;
+    d->budget_stopped = true;
     d->filter->config().stats().budget_exceeded.inc();
-    luaL_error(L, "script exceeded its instruction budget");
   }
+  lua_yield(L, 0);
 }
 
 }  // namespace
@@ -43,7 +50,7 @@ ScriptState::ScriptState(const std::string& name, const std::string& code)
   L_ = luaL_newstate();
   if (L_ == nullptr) throw std::invalid_argument("lua: cannot create an interpreter");
   luaL_openlibs(L_);
-  installApi(L_);
+  installApi(L_, metatables_);
   const std::string chunk = "=" + name;
   if (luaL_loadbuffer(L_, code.data(), code.size(), chunk.c_str()) != 0 || lua_pcall(L_, 0, 0, 0) != 0) {
     std::string err = lua_tostring(L_, -1) != nullptr ? lua_tostring(L_, -1) : "unknown error";
@@ -69,28 +76,83 @@ ScriptState::~ScriptState() {
   if (L_ != nullptr) lua_close(L_);
 }
 
+ScriptState::Coroutine ScriptState::acquire() {
+  if (!idle_.empty()) {
+    Coroutine c = idle_.back();
+    idle_.pop_back();
+    return c;
+  }
+  Coroutine c;
+  c.co = lua_newthread(L_);
+  c.ref = luaL_ref(L_, LUA_REGISTRYINDEX);
+  return c;
+}
+
+void ScriptState::release(Coroutine c, bool reusable) {
+  // Enough idle threads for the streams one worker runs at once; beyond that they go to the GC.
+  constexpr size_t kMaxIdle = 64;
+  if (reusable && idle_.size() < kMaxIdle) {
+    lua_settop(c.co, 0);
+    idle_.push_back(c);
+    return;
+  }
+  luaL_unref(L_, LUA_REGISTRYINDEX, c.ref);
+}
+
 // ---- LuaConfig ----
 
+namespace {
+std::atomic<uint64_t> g_next_config_id{1};
+
+// The last config this thread asked for its interpreters, so the common case takes no lock.
+struct WorkerCache {
+  uint64_t config_id = 0;
+  void* scripts = nullptr;  // LuaConfig::WorkerScripts*
+  ScriptState* default_script = nullptr;
+};
+thread_local WorkerCache t_worker_cache;
+}  // namespace
+
 LuaConfig::LuaConfig(std::map<std::string, std::string> sources, LuaStats stats, uint64_t instruction_budget)
-    : sources_(std::move(sources)), stats_(stats), instruction_budget_(instruction_budget) {
+    : sources_(std::move(sources)),
+      stats_(stats),
+      instruction_budget_(instruction_budget),
+      id_(g_next_config_id.fetch_add(1)) {
   // Compile (and run the top level of) every script once now, so a broken script is a config error.
   for (const auto& [name, code] : sources_) ScriptState check(name.empty() ? "default" : name, code);
 }
 
+LuaConfig::~LuaConfig() {
+  // Give back what this config's interpreters added to the (shared) memory gauge.
+  if (!stats_.memory_bytes.valid()) return;
+  for (const auto& [thread, scripts] : workers_) {
+    for (const auto& [name, state] : *scripts) {
+      if (state) stats_.memory_bytes.dec(state->reported_bytes);
+    }
+  }
+}
+
 LuaConfig::WorkerScripts& LuaConfig::workerScripts() const {
+  if (t_worker_cache.config_id == id_) return *static_cast<WorkerScripts*>(t_worker_cache.scripts);
   std::lock_guard<std::mutex> lock(mu_);
   auto& slot = workers_[std::this_thread::get_id()];
   if (!slot) slot = std::make_unique<WorkerScripts>();
+  t_worker_cache = WorkerCache{id_, slot.get(), nullptr};
   return *slot;
 }
 
 ScriptState* LuaConfig::script(const std::string& name) const {
+  const bool is_default = name.empty();
+  if (is_default && t_worker_cache.config_id == id_ && t_worker_cache.default_script != nullptr) {
+    return t_worker_cache.default_script;
+  }
   auto src = sources_.find(name);
   if (src == sources_.end()) return nullptr;
   WorkerScripts& scripts = workerScripts();
   auto& state = scripts[name];
   // Validated in the constructor, so loading cannot fail here.
-  if (!state) state = std::make_unique<ScriptState>(name.empty() ? "default" : name, src->second);
+  if (!state) state = std::make_unique<ScriptState>(is_default ? "default" : name, src->second);
+  if (is_default) t_worker_cache.default_script = state.get();
   return state.get();
 }
 
@@ -110,14 +172,12 @@ ScriptState* LuaConfig::inlineScript(const std::string& code) const {
   }
 }
 
-void LuaConfig::updateMemoryGauge() const {
-  if (!stats_.memory_bytes.valid()) return;
-  int64_t bytes = 0;
-  for (const auto& [name, state] : workerScripts()) {
-    if (state)
-      bytes += int64_t{lua_gc(state->lua(), LUA_GCCOUNT, 0)} * 1024 + lua_gc(state->lua(), LUA_GCCOUNTB, 0);
-  }
-  stats_.memory_bytes.set(bytes);
+void LuaConfig::reportMemory(ScriptState& state) const {
+  if (state.runs_since_report++ % kMemoryReportEvery != 0 || !stats_.memory_bytes.valid()) return;
+  lua_State* L = state.lua();
+  const int64_t bytes = int64_t{lua_gc(L, LUA_GCCOUNT, 0)} * 1024 + lua_gc(L, LUA_GCCOUNTB, 0);
+  stats_.memory_bytes.inc(bytes - state.reported_bytes);
+  state.reported_bytes = bytes;
 }
 
 void LuaConfig::createFilters(http::FilterChainBuilder& builder) const {
@@ -187,7 +247,7 @@ void LuaFilter::selectScripts() {
   scripts_selected_ = true;
   ScriptState* script = config_->script("");
   if (decoder_ != nullptr) {
-    if (auto choice = perRouteChoice(decoder_->route())) {
+    if (auto choice = perRouteChoice(decoder_->route(), config_->filterName())) {
       switch (choice->kind) {
         case PerRouteChoice::kDisabled:
           script = nullptr;
@@ -233,14 +293,14 @@ http::HeadersStatus LuaFilter::onHeaders(Direction& d, http::HeaderMap& headers,
   d.end_seen = end_stream;
   const int fn =
       d.script == nullptr ? LUA_NOREF : (d.request ? d.script->onRequest() : d.script->onResponse());
-  if (fn == LUA_NOREF || destroyed_) {
+  if (fn == LUA_NOREF || destroyed_ || failed_closed_) {
     d.headers_continued = true;
     return http::HeadersStatus::kContinue;
   }
-  lua_State* L = d.script->lua();
-  d.co = lua_newthread(L);
-  d.co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  d.run = beginRun(&d);
+  const ScriptState::Coroutine c = d.script->acquire();
+  d.co = c.co;
+  d.co_ref = c.ref;
+  beginRun(d);
   config_->stats().executions.inc();
   lua_rawgeti(d.co, LUA_REGISTRYINDEX, fn);
   pushHandle(d.co, d);
@@ -353,10 +413,28 @@ http::TrailersStatus LuaFilter::onTrailers(Direction& d, http::HeaderMap& traile
 
 LuaFilter::RunResult LuaFilter::resume(Direction& d, int nargs) {
   d.instructions = 0;
+  d.budget_stopped = false;
   Direction* outer = t_running;  // a local reply can run the response script inside a request resume
   t_running = &d;
+  const void* const* outer_mts = setActiveMetatables(d.script->metatables());
+  d.running = true;
   const int status = lua_resume(d.co, nargs);
+  d.running = false;
+  setActiveMetatables(outer_mts);
   t_running = outer;
+  if (status == LUA_YIELD && d.budget_stopped) {
+    SKIFF_LOG(kLua, err, "script log: script '{}' exceeded its instruction budget ({} instructions)",
+              d.script->name(), config_->instructionBudget());
+    config_->stats().errors.inc();
+    d.wait = Direction::Wait::kNone;
+    if (config_->failClosed()) {
+      finish(d);
+      failClosed(d, true);
+      return RunResult::kResponded;
+    }
+    finish(d);  // the yielded coroutine is dropped, not reused
+    return RunResult::kDone;
+  }
   if (status == LUA_YIELD) {
     if (!d.responded) return RunResult::kWaiting;
     sendReply(d);
@@ -367,9 +445,27 @@ LuaFilter::RunResult LuaFilter::resume(Direction& d, int nargs) {
     const char* msg = lua_tostring(d.co, -1);
     SKIFF_LOG(kLua, err, "script log: {}", msg != nullptr ? msg : "unknown error");
     config_->stats().errors.inc();
+    if (config_->failClosed()) {
+      const bool budget = d.budget_stopped;
+      finish(d);
+      failClosed(d, budget);
+      return RunResult::kResponded;
+    }
   }
   finish(d);
   return RunResult::kDone;
+}
+
+void LuaFilter::failClosed(Direction& d, bool budget) {
+  failed_closed_ = true;
+  d.responded = true;  // later data/trailers callbacks of this direction drop what they get
+  if (d.headers_continued) {
+    // Headers already went on (to the upstream, or to the client): too late to answer, so abort.
+    d.callbacks().resetStream();
+    return;
+  }
+  decoder_->sendLocalReply(500, "", budget ? "lua_instruction_budget_exceeded" : "lua_runtime_error",
+                           nullptr);
 }
 
 void LuaFilter::finish(Direction& d) {
@@ -378,11 +474,12 @@ void LuaFilter::finish(Direction& d) {
     call->cancel();
   }
   if (d.co == nullptr) return;
-  endRun(d.run);
-  luaL_unref(d.script->lua(), LUA_REGISTRYINDEX, d.co_ref);
+  endRun(d);
+  // Only a coroutine whose function returned can be reused; a yielded or failed one is dropped.
+  d.script->release(ScriptState::Coroutine{d.co, d.co_ref}, !d.running && lua_status(d.co) == 0);
   d.co = nullptr;
   d.co_ref = LUA_NOREF;
-  config_->updateMemoryGauge();
+  config_->reportMemory(*d.script);
   d.wait = Direction::Wait::kNone;
   d.chunk = nullptr;
 }

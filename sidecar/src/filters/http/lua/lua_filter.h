@@ -1,5 +1,12 @@
 // Envoy's Lua HTTP filter (envoy.filters.http.lua) on LuaJIT: scripts run per stream as coroutines on a
 // per-worker interpreter, so body()/bodyChunks()/trailers() yield instead of blocking the worker.
+//
+// Two config types build it, both under the name envoy.filters.http.lua:
+// - envoy.extensions.filters.http.lua.v3.Lua: Envoy's; a script error is logged, counted, and the stream
+//   continues (fail open); the instruction budget is kDefaultInstructionBudget.
+// - skiff.extensions.filters.http.lua.v1.Lua (xds-client/proto/skiff/...): wraps Envoy's message and adds
+//   fail_closed (a script error answers 500 "lua_runtime_error" / "lua_instruction_budget_exceeded" while
+//   the direction's headers are still held, else resets the stream) and instruction_budget.
 #pragma once
 
 extern "C" {
@@ -13,7 +20,9 @@ extern "C" {
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
+#include "filters/http/lua/lua_api.h"
 #include "skiff/filters/http_filter_registry.h"
 #include "skiff/http/filter.h"
 #include "skiff/stats/stats.h"
@@ -38,11 +47,30 @@ class ScriptState {
   int onRequest() const { return on_request_; }  // registry refs, LUA_NOREF when the script lacks one
   int onResponse() const { return on_response_; }
 
+  // Coroutines are reused: a thread whose function returned normally is as good as a new one, and
+  // creating one per stream (a thread object and its stack, then GC work) was most of the per-request
+  // Lua cost. `ref` anchors the thread in the registry.
+  struct Coroutine {
+    lua_State* co = nullptr;
+    int ref = -2;  // LUA_NOREF
+  };
+  Coroutine acquire();
+  // `reusable`: the coroutine finished normally (not yielded, not failed).
+  void release(Coroutine c, bool reusable);
+
+  const void* const* metatables() const { return metatables_; }
+
+  // Heap bytes last added to the memory gauge by this interpreter, and runs since then.
+  int64_t reported_bytes = 0;
+  uint32_t runs_since_report = 0;
+
  private:
   lua_State* L_ = nullptr;
   std::string name_;
   int on_request_;
   int on_response_;
+  std::vector<Coroutine> idle_;
+  const void* metatables_[kApiMetatableCount] = {};
 };
 
 struct LuaStats {
@@ -52,9 +80,9 @@ struct LuaStats {
   stats::Gauge memory_bytes;       // heap of this config's interpreters, summed over workers
 };
 
-// VM instructions one callback may run before it is stopped (LuaJIT is interpreted while the count
-// hook is active, so compiled loops cannot escape it). Envoy has no such limit; it keeps a runaway
-// script from owning the worker.
+// VM instructions one callback may run before it is stopped (counted by a hook every 1000 instructions;
+// the JIT is off because LuaJIT never runs hooks inside compiled traces). Envoy has no such limit; it keeps
+// a runaway script from owning the worker. The hook yields rather than raising, so pcall cannot catch it.
 inline constexpr uint64_t kDefaultInstructionBudget = 100'000'000;
 
 // The validated filter config, shared by all workers; interpreters are created lazily per worker.
@@ -63,6 +91,7 @@ class LuaConfig : public http::FilterFactory, public std::enable_shared_from_thi
   // `sources`: script name → code; "" is the default script (inline_code / default_source_code).
   LuaConfig(std::map<std::string, std::string> sources, LuaStats stats,
             uint64_t instruction_budget = kDefaultInstructionBudget);
+  ~LuaConfig() override;
 
   void createFilters(http::FilterChainBuilder& builder) const override;
 
@@ -75,8 +104,17 @@ class LuaConfig : public http::FilterFactory, public std::enable_shared_from_thi
   // Lua.clear_route_cache (default true): request header edits make the route be chosen again.
   bool clearRouteCache() const { return clear_route_cache_; }
   void setClearRouteCache(bool clear) { clear_route_cache_ = clear; }
-  // Refreshes memory_bytes with this worker's interpreters.
-  void updateMemoryGauge() const;
+  // skiff.extensions.filters.http.lua.v1.Lua.fail_closed: a script error answers 500 / resets the stream.
+  bool failClosed() const { return fail_closed_; }
+  void setFailClosed(bool fail_closed) { fail_closed_ = fail_closed; }
+  // The HCM's name for this filter: route metadata and typed_per_filter_config are looked up under it
+  // first, then under kFilterName (Envoy's filterConfigName() lookup).
+  const std::string& filterName() const { return filter_name_; }
+  void setFilterName(std::string name) { filter_name_ = std::move(name); }
+  // Brings memory_bytes up to date with `state`'s heap: on its first run, then every kMemoryReportEvery
+  // runs (reading the heap size is cheap; the point is not touching the shared gauge per request).
+  void reportMemory(ScriptState& state) const;
+  static constexpr uint32_t kMemoryReportEvery = 64;
 
  private:
   using WorkerScripts = std::unordered_map<std::string, std::unique_ptr<ScriptState>>;
@@ -85,7 +123,11 @@ class LuaConfig : public http::FilterFactory, public std::enable_shared_from_thi
   std::map<std::string, std::string> sources_;
   LuaStats stats_;
   const uint64_t instruction_budget_;
+  const uint64_t
+      id_;  // unique per config, so a thread-local cache never mistakes a newer config for this one
   bool clear_route_cache_ = true;
+  bool fail_closed_ = false;
+  std::string filter_name_ = std::string(kFilterName);
   mutable std::mutex mu_;
   mutable std::unordered_map<std::thread::id, std::unique_ptr<WorkerScripts>> workers_;
 };
@@ -107,6 +149,7 @@ struct Direction {
   lua_State* co = nullptr;  // the running coroutine, nullptr when none
   int co_ref = -2;          // LUA_NOREF
   uint64_t run = 0;         // id that handle/header/buffer objects check to know they are still valid
+  uint32_t slot = 0;        // where the run is registered (see beginRun())
   Wait wait = Wait::kNone;
 
   http::HeaderMap* headers = nullptr;
@@ -121,7 +164,9 @@ struct Direction {
   bool body_in_held = false;      // the body lives in the filter manager's buffer instead of `body`
   http::Buffer* chunk = nullptr;  // the chunk being delivered to bodyChunks()
   uint64_t chunk_seq = 0;
-  uint64_t instructions = 0;  // run by the current callback, for the budget
+  uint64_t instructions = 0;    // run by the current callback, for the budget
+  bool budget_stopped = false;  // the last error was the budget hook's
+  bool running = false;         // inside lua_resume(): the coroutine must not be reused or resumed
 
   std::shared_ptr<LuaHttpCall> http_call;  // the synchronous httpCall() being waited on
   bool return_duplicate_headers = false;
@@ -164,6 +209,8 @@ class LuaFilter : public http::StreamFilter {
 
  private:
   enum class RunResult { kDone, kWaiting, kResponded };
+  // After a script error with fail_closed: 500 while `d`'s headers are held, else reset the stream.
+  void failClosed(Direction& d, bool budget);
 
   void selectScripts();
   http::HeadersStatus onHeaders(Direction& d, http::HeaderMap& headers, bool end_stream);
@@ -181,6 +228,7 @@ class LuaFilter : public http::StreamFilter {
   ScriptState* metadata_state_ = nullptr;
   int metadata_ref_ = -2;  // LUA_NOREF
   bool destroyed_ = false;
+  bool failed_closed_ = false;  // a fail-closed error answered the stream: no more script runs
   Direction request_;
   Direction response_;
 };
