@@ -2,6 +2,7 @@
 // the linker from a static library).
 #include "filters/http/lua/lua_filter.h"
 #include "filters/http/router/router_filter.h"
+#include "filters/http/wasm/wasm_filter.h"
 #include "skiff/filters/http_filter_registry.h"
 
 namespace skiff::filters {
@@ -9,6 +10,7 @@ namespace skiff::filters {
 void registerAllHttpFilters() {
   router::registerRouterFilter();
   lua::registerLuaFilter();
+  wasm::registerWasmFilter();
 }
 
 }  // namespace skiff::filters

@@ -1,0 +1,106 @@
+// One instantiated Wasm module on V8: an isolate of its own, the module's linear memory with bounds-checked
+// access, calls into its exports with traps caught. A Vm is used by one thread at a time (its worker).
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "wasm/types.h"
+
+namespace skiff::wasm {
+
+class PluginVm;
+
+// Module exports the host calls, looked up once at instantiation.
+enum class Export : uint32_t {
+  kInitialize,
+  kMain,
+  kStart,
+  kMalloc,
+  kMemoryAllocate,
+  kOnContextCreate,
+  kOnVmStart,
+  kValidateConfiguration,
+  kOnConfigure,
+  kOnTick,
+  kOnRequestHeaders,
+  kOnRequestBody,
+  kOnRequestTrailers,
+  kOnResponseHeaders,
+  kOnResponseBody,
+  kOnResponseTrailers,
+  kOnLog,
+  kOnDone,
+  kOnDelete,
+  kCount,
+};
+
+// The ABI a module declares through its `proxy_abi_version_*` export (first match in export order).
+AbiVersion detectAbi(const std::vector<std::string>& export_names);
+
+class Vm {
+ public:
+  // Compiles `code` (once per process per code hash; later VMs reuse the compiled code), instantiates it
+  // in a new isolate with the proxy-wasm host functions bound to `host`, and resolves exports. Returns
+  // nullptr and sets `error` when the module cannot be compiled, lacks an ABI marker or an allocator, or
+  // imports something the host does not provide.
+  static std::unique_ptr<Vm> create(std::string_view code, PluginVm* host, std::string* error);
+  ~Vm();
+  Vm(const Vm&) = delete;
+  Vm& operator=(const Vm&) = delete;
+
+  AbiVersion abi() const { return abi_; }
+  bool hasExport(Export e) const;
+  // Calls an export with i32 arguments. nullopt when it trapped (failed() is then true and error() says
+  // why) or is not exported; a void export yields 0.
+  std::optional<uint32_t> call(Export e, std::initializer_list<uint32_t> args);
+  // Same, by name (tests).
+  std::optional<uint32_t> callByName(std::string_view name, std::initializer_list<uint32_t> args);
+  bool failed() const { return failed_; }
+  const std::string& error() const { return error_; }
+  // Marks the VM failed (a host function aborts the guest); the next guest instruction traps.
+  void abort(std::string_view why);
+
+  // Guest memory, bounds-checked against the current memory size (memory may grow during guest calls).
+  // A view is valid until the next call into the guest.
+  std::optional<std::string_view> view(uint32_t ptr, uint32_t size);
+  bool write(uint32_t ptr, const void* data, uint32_t size);
+  bool writeU32(uint32_t ptr, uint32_t value) { return write(ptr, &value, 4); }
+  bool writeU64(uint32_t ptr, uint64_t value) { return write(ptr, &value, 8); }
+  uint64_t memorySize();
+  // Copies `data` into memory from the guest's allocator and stores its pointer and size at the
+  // out-pointers (ptr=0, size=0 for empty data). InvalidMemoryAccess when an out-pointer or the
+  // allocation is out of bounds or the allocator fails.
+  WasmResult copyOut(std::string_view data, uint32_t ptr_ptr, uint32_t size_ptr);
+
+  PluginVm* host() const { return host_; }
+
+  // Host function entry/exit (the dispatcher): memory is re-read once per host call and after any guest
+  // call made inside it, instead of on every access.
+  void enterHost() {
+    ++host_depth_;
+    refreshMemory();
+  }
+  void leaveHost() { --host_depth_; }
+
+ private:
+  struct Impl;
+  Vm();
+  bool refreshMemory();
+
+  std::unique_ptr<Impl> impl_;
+  PluginVm* host_ = nullptr;
+  AbiVersion abi_ = AbiVersion::kUnknown;
+  bool failed_ = false;
+  std::string error_;
+  int host_depth_ = 0;
+  uint8_t* mem_ = nullptr;
+  uint64_t mem_size_ = 0;
+};
+
+}  // namespace skiff::wasm
