@@ -9,10 +9,12 @@
 #include "skiff/init/options.h"
 #include "skiff/init/routing.h"
 #include "skiff/init/ruleset.h"
+#include "validation.h"
 
 namespace {
 
 constexpr int kExitUsage = 2;
+constexpr int kExitValidationFailed = 126;  // istio-iptables' code for a failed validation
 
 std::string readFile(const char* path) {
   std::ifstream in(path);
@@ -68,13 +70,22 @@ int main(int argc, char** argv) {
     std::puts("in sync");
     return 0;
   }
-  if (!applyRuleset(ruleset, &error)) {
-    std::fprintf(stderr, "skiff-init: %s\n", error.c_str());
-    return 1;
+  if (!o.skipRuleApply) {
+    if (!applyRuleset(ruleset, &error)) {
+      std::fprintf(stderr, "skiff-init: %s\n", error.c_str());
+      return 1;
+    }
+    if (o.mode == InterceptionMode::kTproxy && !applyPolicyRouting(o.tproxyMark, o.routeTable, &error)) {
+      std::fprintf(stderr, "skiff-init: %s\n", error.c_str());
+      return 1;
+    }
   }
-  if (o.mode == InterceptionMode::kTproxy && !applyPolicyRouting(o.tproxyMark, o.routeTable, &error)) {
-    std::fprintf(stderr, "skiff-init: %s\n", error.c_str());
-    return 1;
+  if (o.runValidation) {
+    if (std::string why = validateRedirect(o); !why.empty()) {
+      std::fprintf(stderr, "skiff-init: validation failed: %s\n", why.c_str());
+      return kExitValidationFailed;
+    }
+    std::puts("validation passed: a probe connection was redirected");
   }
   return 0;
 }

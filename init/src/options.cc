@@ -3,6 +3,7 @@
 
 #include <charconv>
 #include <functional>
+#include <optional>
 #include <sstream>
 
 namespace skiff::init {
@@ -34,6 +35,24 @@ bool parsePort(const std::string& s, uint16_t* out) {
   if (!parseUint(s, 65535, &v) || v == 0) return false;
   *out = static_cast<uint16_t>(v);
   return true;
+}
+
+// A Go-style duration as istio-iptables takes it: "5s", "500ms", "1m"; a bare number is seconds.
+std::optional<uint32_t> parseDurationMs(const std::string& v) {
+  static const std::pair<const char*, uint64_t> kUnits[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}};
+  std::string digits = v;
+  uint64_t scale = 1000;
+  for (const auto& [suffix, factor] : kUnits) {
+    size_t n = std::char_traits<char>::length(suffix);
+    if (v.size() > n && v.compare(v.size() - n, n, suffix) == 0) {
+      digits = v.substr(0, v.size() - n);
+      scale = factor;
+      break;
+    }
+  }
+  uint64_t n;
+  if (!parseUint(digits, 3600000, &n) || n == 0 || n * scale > 3600000) return std::nullopt;
+  return static_cast<uint32_t>(n * scale);
 }
 
 // A flag handler returns an error message (without the flag name) or "" on success.
@@ -158,6 +177,16 @@ const std::vector<Flag>& flags() {
       {"", "cleanup", false, boolFlag(&Options::cleanup)},
       {"", "cleanup-only", false, boolFlag(&Options::cleanup)},
       {"", "check", false, boolFlag(&Options::check)},
+      {"", "run-validation", false, boolFlag(&Options::runValidation)},
+      {"", "skip-rule-apply", false, boolFlag(&Options::skipRuleApply)},
+      {"", "iptables-probe-port", true, portFlag(&Options::probePort)},
+      {"", "probe-timeout", true,
+       [](Options& o, const std::string& v) -> std::string {
+         auto ms = parseDurationMs(v);
+         if (!ms) return "invalid duration '" + v + "' (want e.g. 5s, 500ms, 1m)";
+         o.probeTimeoutMs = *ms;
+         return "";
+       }},
       {"h", "help", false, boolFlag(&Options::help)},
   };
   return table;
@@ -269,7 +298,10 @@ std::string usage() {
          "  -i CIDRS  outbound CIDRs to capture ('*' = all)  -x CIDRS outbound CIDRs to skip\n"
          "  -q PORTS  outbound ports always captured         -o PORTS outbound ports never captured\n"
          "  -k IFS    virtual interfaces (inbound treated as outbound)  -c IFS interfaces never captured\n"
-         "  --redirect-dns  --capture-all-dns  --dry-run|-n  --cleanup  --check  --help\n";
+         "  --redirect-dns  --capture-all-dns  --dry-run|-n  --cleanup  --check  --help\n"
+         "  --run-validation [--iptables-probe-port 15002] [--probe-timeout 5s] [--skip-rule-apply]\n"
+         "            after applying, prove a connection to 127.0.0.6:<probe port> reaches the capture "
+         "ports\n";
 }
 
 }  // namespace skiff::init

@@ -388,3 +388,39 @@ def test_dns_capture_redirects_udp_53_except_for_the_proxy(netns_factory):
     assert ask() == "agent"
     # The agent's own upstream queries (uid 1337) go out untouched.
     assert ask(prefix=("setpriv", "--reuid", "1337", "--regid", "1337", "--clear-groups")) == "upstream"
+
+
+def test_run_validation_proves_the_redirect(netns):
+    netns.run("ip", "link", "set", "lo", "up")
+    proc = netns.init(*DEFAULT_POD, "--run-validation")
+    assert "validation passed" in proc.stdout
+    # Validation only, against rules that are already in place (Istio's CNI istio-validation container).
+    assert netns.init("--skip-rule-apply", "--run-validation", *DEFAULT_POD).returncode == 0
+
+
+def test_run_validation_in_tproxy_mode(netns, tproxy_supported):
+    netns.run("ip", "link", "set", "lo", "up")
+    assert netns.init(*TPROXY_POD, "--run-validation").returncode == 0
+
+
+@pytest.mark.parametrize("flags", [["--skip-rule-apply"],  # nothing installed
+                                   [*DEFAULT_POD, "-c", "lo"]])  # installed, but lo is exempt: no capture
+def test_run_validation_fails_with_126_when_nothing_is_redirected(netns, flags):
+    netns.run("ip", "link", "set", "lo", "up")
+    proc = netns.init(*flags, "--run-validation", "--probe-timeout", "700ms", check=False)
+    assert proc.returncode == 126, proc.stderr
+    assert "validation failed" in proc.stderr and "127.0.0.6:15002" in proc.stderr
+
+
+def test_run_validation_reports_a_busy_capture_port(netns):
+    netns.run("ip", "link", "set", "lo", "up")
+    netns.init(*DEFAULT_POD)
+    for port in (15001, 15006):
+        _wait_ready(netns.spawn(PYTHON, "-c", SERVER, "direct", str(port)))
+    proc = netns.init("--skip-rule-apply", "--run-validation", *DEFAULT_POD, check=False)
+    assert proc.returncode == 126 and "cannot listen on 127.0.0.1:15001" in proc.stderr
+
+
+def test_bad_probe_timeout_is_a_usage_error(netns):
+    proc = netns.init("--run-validation", "--probe-timeout", "soon", check=False)
+    assert proc.returncode == 2 and "--probe-timeout" in proc.stderr

@@ -39,6 +39,10 @@ struct Options {
   bool cleanup = false;
   bool check = false;
   bool help = false;
+  bool runValidation = false;      // --run-validation: prove a connection is redirected (exit 126 if not)
+  bool skipRuleApply = false;      // --skip-rule-apply: validate only (rules installed by someone else)
+  uint16_t probePort = 15002;      // --iptables-probe-port: original port the validation probe dials
+  uint32_t probeTimeoutMs = 5000;  // --probe-timeout (Go duration: 5s, 500ms, 1m)
 };
 
 struct ParseResult {
