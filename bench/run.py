@@ -28,7 +28,7 @@ CONFIGS = os.path.join(BENCH_DIR, "configs")
 BODY = b"hello from backend\n"
 TICK = os.sysconf("SC_CLK_TCK")
 DEFAULT_TARGETS = ["direct", "skiff", "haproxy", "nginx"]
-ALL_TARGETS = DEFAULT_TARGETS + ["skiff-lua"]
+ALL_TARGETS = DEFAULT_TARGETS + ["skiff-lua", "skiff-wasm"]
 LUA_GAUGE = "http.bench.lua.memory_bytes"  # stat_prefix "bench" in configs/skiff-lua.yaml
 
 
@@ -234,6 +234,12 @@ def proxy_argv(target, args, tmp, ports):
     if target == "skiff-lua":
         return skiff_argv(args, render("skiff-lua.yaml", f"{tmp}/skiff-lua.yaml",
                                        lua_file=os.path.join(CONFIGS, "lua", "headers.lua"), **ports))
+    if target == "skiff-wasm":  # the documents' filter, built by CMake into <build>/wasm
+        wasm = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(args.skiff))), "wasm",
+                            "demo_filter.wasm")
+        if not os.path.exists(wasm):
+            return None
+        return skiff_argv(args, render("skiff-wasm.yaml", f"{tmp}/skiff-wasm.yaml", wasm_file=wasm, **ports))
     raise ValueError(target)
 
 
@@ -257,14 +263,14 @@ def admin_stat(port, name):
     return int(m.group(1)) if m else None
 
 
-def lua_header_problem(port):
-    """skiff-lua must really run its script: the response carries the header envoy_on_response adds."""
+def lua_header_problem(port, header="x-bench-lua", value="1"):
+    """skiff-lua/-wasm must really run their filter: the response carries the header it adds."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     try:
         conn.request("GET", "/")
         r = conn.getresponse()
         r.read()
-        return None if r.getheader("x-bench-lua") == "1" else "response lacks x-bench-lua (script not run?)"
+        return None if r.getheader(header) == value else f"response lacks {header} (filter not run?)"
     except OSError as e:
         return f"header check failed ({e})"
     finally:
@@ -321,6 +327,8 @@ def bench_target(target, args, tmp, procs, backend_port, backend_pids):
     problem = keepalive_problem(port)
     if not problem and target == "skiff-lua":
         problem = lua_header_problem(port)
+    if not problem and target == "skiff-wasm":
+        problem = lua_header_problem(port, "x-proxy-wasm", "my-wasm-filter")
     if problem:
         row["status"] = "warning: " + problem
     try:
@@ -635,4 +643,8 @@ def main():
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["mesh"]:  # interception cost over the netns mesh: bench/mesh_bench.py
+        sys.path.insert(0, BENCH_DIR)
+        import mesh_bench
+        sys.exit(mesh_bench.main(sys.argv[2:]))
     sys.exit(main())

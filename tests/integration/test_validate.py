@@ -17,9 +17,16 @@ def test_seed_validates(seeds, skiff_bin, tmp_path, seed):
     assert "OK" in out
 
 
+def lds_over_ads(snippet):
+    """The snippet's per-type gRPC LDS source (which skiff rejects: it speaks ADS only) as ADS to the same
+    cluster, so the tests below still look at what they are about."""
+    return snippet.replace("  lds_config:\n    api_config_source:\n", "  lds_config: {ads: {}}\n  ads_config:\n")
+
+
 def v2_hosts_bootstrap(seeds):
-    """dynamic-lds.snippet.yaml as a bootstrap: its clusters list moved under static_resources, unchanged."""
-    snippet = (seeds / "dynamic-lds.snippet.yaml").read_text()
+    """dynamic-lds.snippet.yaml as a bootstrap: its clusters list moved under static_resources, unchanged
+    (LDS over ADS)."""
+    snippet = lds_over_ads((seeds / "dynamic-lds.snippet.yaml").read_text())
     head, sep, clusters = snippet.partition("\nclusters:\n")
     assert sep, "the snippet no longer has a top-level clusters list"
     indented = "\n".join(("  " + line) if line.strip() else line for line in ("clusters:\n" + clusters).splitlines())
@@ -32,20 +39,32 @@ def test_v2_hosts_field_rejected(seeds, skiff_bin, tmp_path):
     assert "static_resources.clusters[0].hosts" in out, out
 
 
-def test_v3_form_of_the_same_cluster_accepted(seeds, skiff_bin, tmp_path):
-    config = substitute(v2_hosts_bootstrap(seeds), [(
+def v3_bootstrap(seeds):
+    return substitute(v2_hosts_bootstrap(seeds), [(
         r"^    hosts:\n    - socket_address:\n        address: (\S+)\n        port_value: (\d+)",
         "    load_assignment:\n      cluster_name: xds_cluster\n      endpoints:\n      - lb_endpoints:\n"
         "        - endpoint: { address: { socket_address: { address: \\1, port_value: \\2 } } }")])
-    code, out = run_validate(skiff_bin, config, tmp_path)
+
+
+def test_v3_form_of_the_same_cluster_accepted(seeds, skiff_bin, tmp_path):
+    code, out = run_validate(skiff_bin, v3_bootstrap(seeds), tmp_path)
     assert code == 0, out
 
 
 @pytest.mark.xfail(strict=True, reason="skiff ignores unknown bootstrap fields (top-level 'clusters') with a "
                                         "warning; Envoy rejects them")
 def test_unknown_top_level_field_rejected(seeds, skiff_bin, tmp_path):
-    code, out = run_validate(skiff_bin, (seeds / "dynamic-lds.snippet.yaml").read_text(), tmp_path)
+    snippet = (seeds / "dynamic-lds.snippet.yaml").read_text()
+    code, out = run_validate(skiff_bin, "clusters:" + snippet.partition("\nclusters:")[2], tmp_path)
     assert code != 0, out
+
+
+def test_per_type_grpc_config_source_rejected_naming_the_field(seeds, skiff_bin, tmp_path):
+    config = v3_bootstrap(seeds).replace("  lds_config: {ads: {}}\n  ads_config:\n",
+                                         "  lds_config:\n    api_config_source:\n")
+    code, out = run_validate(skiff_bin, config, tmp_path)
+    assert code != 0, out
+    assert "dynamic_resources.lds_config.api_config_source" in out, out
 
 
 def broken_httpbin(seeds, pattern, repl):

@@ -91,7 +91,8 @@ void addRouteConfigs(const envoy::config::listener::v3::FilterChain& chain, cons
 // The dumps in Envoy's order: bootstrap, clusters, endpoints (with include_eds), listeners, scoped routes,
 // routes, secrets.
 std::vector<std::unique_ptr<pb::Message>> buildDumps(const Bootstrap& bootstrap, const pb::Timestamp& updated,
-                                                     const NameMatcher& names, bool include_eds) {
+                                                     const NameMatcher& names, bool include_eds,
+                                                     const AdminContext* context) {
   std::vector<std::unique_ptr<pb::Message>> dumps;
   const auto& resources = bootstrap.static_resources();
 
@@ -115,11 +116,16 @@ std::vector<std::unique_ptr<pb::Message>> buildDumps(const Bootstrap& bootstrap,
       endpoints->add_static_endpoint_configs()->mutable_endpoint_config()->PackFrom(cla);
     }
   }
-  dumps.push_back(std::move(clusters));
-  if (include_eds && resources.clusters_size() > 0) dumps.push_back(std::move(endpoints));
-
   auto listeners = std::make_unique<adminv3::ListenersConfigDump>();
   auto routes = std::make_unique<adminv3::RoutesConfigDump>();
+  if (context != nullptr) {
+    context->dumpDynamicConfig([&names](const std::string& name) { return names.match(name); }, *clusters,
+                               *endpoints, *listeners, *routes);
+  }
+  dumps.push_back(std::move(clusters));
+  if (include_eds && (resources.clusters_size() > 0 || endpoints->dynamic_endpoint_configs_size() > 0)) {
+    dumps.push_back(std::move(endpoints));
+  }
   for (const auto& listener : resources.listeners()) {
     if (names.match(listener.name())) {
       auto* entry = listeners->add_static_listeners();
@@ -203,7 +209,7 @@ bool trimResource(const pb::FieldMask& mask, pb::Message& message) {
 }  // namespace
 
 Response handleConfigDump(const Bootstrap& bootstrap, std::chrono::system_clock::time_point last_updated,
-                          const Query& query) {
+                          const Query& query, const AdminContext* context) {
   std::unique_ptr<re2::RE2> regex;
   if (const std::string* re = query.get("name_regex"); re != nullptr && !re->empty()) {
     re2::RE2::Options options;
@@ -217,7 +223,7 @@ Response handleConfigDump(const Bootstrap& bootstrap, std::chrono::system_clock:
   const NameMatcher names(std::move(regex));
   const pb::Timestamp updated = pb::util::TimeUtil::NanosecondsToTimestamp(
       std::chrono::duration_cast<std::chrono::nanoseconds>(last_updated.time_since_epoch()).count());
-  auto dumps = buildDumps(bootstrap, updated, names, query.has("include_eds"));
+  auto dumps = buildDumps(bootstrap, updated, names, query.has("include_eds"), context);
 
   const std::string* mask_text = query.get("mask");
   pb::FieldMask mask;

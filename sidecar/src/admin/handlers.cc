@@ -107,7 +107,8 @@ Response Handlers::route(std::string_view method, std::string_view path, const Q
       return json(200, context_.clusterManager().renderClustersJson());
     return text(200, context_.clusterManager().renderClustersText());
   }
-  if (path == "/config_dump") return handleConfigDump(context_.bootstrap(), context_.startTime(), query);
+  if (path == "/config_dump")
+    return handleConfigDump(context_.bootstrap(), context_.startTime(), query, &context_);
   if (path == "/listeners") return handleListeners(context_, query);
   if (path == "/logging") return handleLogging(query);
   if (path == "/ready") {

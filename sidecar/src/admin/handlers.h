@@ -13,7 +13,8 @@ namespace skiff::server::admin {
 Response handleStats(stats::Store& store, const Query& query, bool prometheus_path);
 Response handleLogging(const Query& query);
 Response handleConfigDump(const envoy::config::bootstrap::v3::Bootstrap& bootstrap,
-                          std::chrono::system_clock::time_point last_updated, const Query& query);
+                          std::chrono::system_clock::time_point last_updated, const Query& query,
+                          const AdminContext* context = nullptr);
 Response handleServerInfo(AdminContext& context);
 Response handleMemory();
 Response handleListeners(const AdminContext& context, const Query& query);

@@ -1,13 +1,17 @@
-// Listener configs, SO_REUSEPORT socket setup and the per-worker accept loop.
+// Listener configs, the per-worker listener index, socket setup (SO_REUSEPORT, IP_TRANSPARENT,
+// IP_FREEBIND) and the accept loop.
 #include "server/listener.h"
 
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cstring>
 #include <stdexcept>
 #include <system_error>
 
-#include "server/http/http1_server_connection.h"
+#include "server/active_socket.h"
 #include "skiff/common/logging.h"
 #include "skiff/upstream/host.h"
 
@@ -20,10 +24,8 @@ std::string statAddress(const asio::ip::tcp::endpoint& ep) {
   return ep.address().to_string() + "_" + std::to_string(ep.port());
 }
 
-}  // namespace
-
-static asio::ip::tcp::endpoint parseEndpoint(const envoy::config::listener::v3::Listener& proto,
-                                             const std::string& path) {
+asio::ip::tcp::endpoint parseEndpoint(const envoy::config::listener::v3::Listener& proto,
+                                      const std::string& path) {
   if (!proto.has_address() || !proto.address().has_socket_address()) {
     throw std::invalid_argument(path + ".address.socket_address: must be set");
   }
@@ -39,6 +41,8 @@ static asio::ip::tcp::endpoint parseEndpoint(const envoy::config::listener::v3::
   return asio::ip::tcp::endpoint(address, static_cast<uint16_t>(sa.port_value()));
 }
 
+}  // namespace
+
 ListenerConfig::ListenerConfig(const envoy::config::listener::v3::Listener& p, const std::string& path,
                                stats::Store& store, uint32_t workers)
     : name(p.name()),
@@ -49,30 +53,105 @@ ListenerConfig::ListenerConfig(const envoy::config::listener::v3::Listener& p, c
       proto(p) {
   if (p.has_bind_to_port()) bind_to_port = p.bind_to_port().value();
   inbound = p.traffic_direction() == envoy::config::core::v3::INBOUND;
+  use_original_dst = p.has_use_original_dst() && p.use_original_dst().value();
+  transparent = p.has_transparent() && p.transparent().value();
+  freebind = p.has_freebind() && p.freebind().value();
   if (p.has_per_connection_buffer_limit_bytes()) buffer_limit = p.per_connection_buffer_limit_bytes().value();
   if (p.has_tcp_backlog_size()) backlog = p.tcp_backlog_size().value();
-  if (p.filter_chains_size() == 0)
-    throw std::invalid_argument(path + ".filter_chains: at least one is required");
-  if (p.filter_chains_size() > 1) {
-    SKIFF_LOG(kConfig, warn,
-              "{}.filter_chains: filter_chain_match is not supported yet; using the first chain", path);
+
+  // Listener filters. use_original_dst implies an original_dst filter, as in Envoy.
+  bool has_original_dst = false;
+  for (int i = 0; i < p.listener_filters_size(); ++i) {
+    listener_filters.push_back(buildListenerFilter(
+        p.listener_filters(i), path + ".listener_filters[" + std::to_string(i) + "]", store, transparent));
+    const auto& lf = p.listener_filters(i);
+    has_original_dst = has_original_dst || lf.name() == "envoy.filters.listener.original_dst" ||
+                       lf.typed_config().type_url().ends_with(".listener.original_dst.v3.OriginalDst");
   }
-  const auto& chain = p.filter_chains(0);
-  const std::string chain_path = path + ".filter_chains[0]";
-  if (chain.filters_size() != 1) {
-    throw std::invalid_argument(
-        chain_path + ".filters: exactly one network filter (http_connection_manager) is supported");
+  if (use_original_dst && !has_original_dst) {
+    listener_filters.insert(listener_filters.begin(),
+                            ListenerFilterEntry{"envoy.filters.listener.original_dst",
+                                                makeOriginalDstFilter(transparent), std::nullopt});
   }
-  const auto& filter = chain.filters(0);
-  ConnectionManagerConfig::Proto hcm_proto;
-  if (!filter.typed_config().UnpackTo(&hcm_proto)) {
-    throw std::invalid_argument(
-        chain_path + ".filters[0]: network filter '" +
-        (filter.typed_config().type_url().empty() ? filter.name() : filter.typed_config().type_url()) +
-        "' is not supported yet (only envoy.filters.network.http_connection_manager)");
+  for (const auto& f : listener_filters) max_peek_bytes = std::max(max_peek_bytes, f.filter->maxReadBytes());
+  if (p.has_listener_filters_timeout()) {
+    const auto& d = p.listener_filters_timeout();
+    if (d.seconds() < 0 || d.nanos() < 0)
+      throw std::invalid_argument(path + ".listener_filters_timeout: must not be negative");
+    listener_filters_timeout = std::chrono::milliseconds(d.seconds() * 1000 + d.nanos() / 1000000);
   }
-  hcm = std::make_shared<const ConnectionManagerConfig>(hcm_proto, chain_path + ".filters[0].typed_config",
-                                                        store, workers, buffer_limit);
+  continue_on_listener_filters_timeout = p.continue_on_listener_filters_timeout();
+
+  // Filter chains.
+  if (p.filter_chains_size() == 0 && !p.has_default_filter_chain())
+    throw std::invalid_argument(path + ".filter_chains: at least one (or default_filter_chain) is required");
+  std::vector<const envoy::config::listener::v3::FilterChainMatch*> matches;
+  std::vector<std::string> match_paths;
+  for (int i = 0; i < p.filter_chains_size(); ++i) {
+    const std::string chain_path = path + ".filter_chains[" + std::to_string(i) + "]";
+    const auto& chain = p.filter_chains(i);
+    filter_chains.push_back(buildFilterChain(chain, chain_path, store, workers, buffer_limit));
+    matches.push_back(chain.has_filter_chain_match() ? &chain.filter_chain_match() : nullptr);
+    match_paths.push_back(chain_path + ".filter_chain_match");
+  }
+  matcher = FilterChainMatcher(matches, match_paths);
+  if (p.has_default_filter_chain()) {
+    default_chain = buildFilterChain(p.default_filter_chain(), path + ".default_filter_chain", store, workers,
+                                     buffer_limit);
+  }
+}
+
+const FilterChainConfig* ListenerConfig::selectChain(const network::ConnectionInfo& info) const {
+  if (auto i = matcher.match(info)) return filter_chains[*i].get();
+  return default_chain.get();
+}
+
+void ListenerConfig::forEachHcm(const std::function<void(const ConnectionManagerConfig&)>& fn) const {
+  for (const auto& c : filter_chains) {
+    if (c->hcm) fn(*c->hcm);
+  }
+  if (default_chain && default_chain->hcm) fn(*default_chain->hcm);
+}
+
+ListenerIndex::Key ListenerIndex::keyOf(const asio::ip::address& ip, uint16_t port) {
+  Key k;
+  k.port = port;
+  k.v6 = ip.is_v6();
+  if (k.v6) {
+    k.ip = ip.to_v6().to_bytes();
+  } else {
+    const auto b = ip.to_v4().to_bytes();
+    std::copy(b.begin(), b.end(), k.ip.begin());
+  }
+  return k;
+}
+
+size_t ListenerIndex::KeyHash::operator()(const Key& k) const {
+  uint64_t h = 1469598103934665603ull ^ (static_cast<uint64_t>(k.port) << 1 | k.v6);
+  for (uint8_t b : k.ip) h = (h ^ b) * 1099511628211ull;
+  return static_cast<size_t>(h);
+}
+
+void ListenerIndex::add(const ListenerConfigSharedPtr& config, const asio::ip::tcp::endpoint& address) {
+  all_.push_back(config);
+  by_address_.emplace(keyOf(address.address(), address.port()), config.get());
+}
+
+bool ListenerIndex::remove(const ListenerConfig* config) {
+  auto it = std::find_if(all_.begin(), all_.end(), [&](const auto& c) { return c.get() == config; });
+  if (it == all_.end()) return false;
+  all_.erase(it);
+  std::erase_if(by_address_, [&](const auto& entry) { return entry.second == config; });
+  return true;
+}
+
+const ListenerConfig* ListenerIndex::find(const asio::ip::tcp::endpoint& address) const {
+  auto it = by_address_.find(keyOf(address.address(), address.port()));
+  if (it != by_address_.end()) return it->second;
+  const asio::ip::address any = address.address().is_v6() ? asio::ip::address(asio::ip::address_v6::any())
+                                                          : asio::ip::address(asio::ip::address_v4::any());
+  it = by_address_.find(keyOf(any, address.port()));
+  return it != by_address_.end() ? it->second : nullptr;
 }
 
 std::vector<int> bindListenerSockets(const ListenerConfig& config, uint32_t count,
@@ -95,6 +174,15 @@ std::vector<int> bindListenerSockets(const ListenerConfig& config, uint32_t coun
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     if (family == AF_INET6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    // TPROXY: accept connections addressed to any IP; the local address is the original destination.
+    if (config.transparent &&
+        (family == AF_INET6 ? ::setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof(one))
+                            : ::setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one))) != 0)
+      fail("cannot set IP_TRANSPARENT (needs CAP_NET_ADMIN) on");
+    if (config.freebind &&
+        (family == AF_INET6 ? ::setsockopt(fd, SOL_IPV6, IPV6_FREEBIND, &one, sizeof(one))
+                            : ::setsockopt(fd, SOL_IP, IP_FREEBIND, &one, sizeof(one))) != 0)
+      fail("cannot set IP_FREEBIND on");
     if (::bind(fd, target.data(), static_cast<socklen_t>(target.size())) != 0) fail("cannot bind");
     if (::listen(fd, static_cast<int>(config.backlog)) != 0) fail("cannot listen on");
     if (i == 0) {
@@ -110,9 +198,10 @@ std::vector<int> bindListenerSockets(const ListenerConfig& config, uint32_t coun
   return fds;
 }
 
-ActiveListener::ActiveListener(WorkerContext& worker, ListenerConfigSharedPtr config, int fd,
-                               std::string bound_address)
+ActiveListener::ActiveListener(WorkerContext& worker, const ListenerIndex& index,
+                               ListenerConfigSharedPtr config, int fd, std::string bound_address)
     : worker_(worker),
+      index_(index),
       config_(std::move(config)),
       acceptor_(worker.io),
       bound_address_(std::move(bound_address)) {
@@ -140,9 +229,7 @@ void ActiveListener::accept() {
       self->accept();
       return;
     }
-    auto conn = std::make_shared<Http1ServerConnection>(self->worker_, std::move(socket), self->config_->hcm,
-                                                        self->config_->stats, self->bound_address_);
-    conn->start();
+    onAccepted(self->worker_, self->index_, *self->config_, std::move(socket));
     self->accept();
   });
 }

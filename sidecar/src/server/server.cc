@@ -8,9 +8,13 @@
 #include <cstdio>
 #include <fstream>
 
+#include "server/listener_filters/listener_filter.h"
+#include "server/xds/route_config_provider.h"
+#include "server/xds/xds_manager.h"
 #include "skiff/common/logging.h"
 #include "skiff/config/bootstrap_loader.h"
 #include "skiff/stats/stats.h"
+#include "wasm/plugin.h"
 
 namespace skiff::server {
 
@@ -29,6 +33,7 @@ void applyNodeFlags(const Options& options, envoy::config::bootstrap::v3::Bootst
 }  // namespace
 
 envoy::config::bootstrap::v3::Bootstrap loadConfig(const Options& options) {
+  registerListenerExtensions();
   envoy::config::bootstrap::v3::Bootstrap bootstrap;
   std::vector<std::string> warnings;
   if (!options.config_path.empty()) {
@@ -58,6 +63,9 @@ void validateConfig(const Options& options, const envoy::config::bootstrap::v3::
       throw std::invalid_argument("static_resources.clusters[" + std::to_string(i) + "]." + e.what());
     }
   }
+  // xDS: checked here; HCMs with `rds` need ADS in the bootstrap.
+  if (XdsManager::configured(bootstrap)) XdsManager::validate(bootstrap);
+  RouteConfigProviderManager::instance().setAdsConfigured(XdsManager::configured(bootstrap));
   for (int i = 0; i < sr.listeners_size(); ++i) {
     ListenerConfig(sr.listeners(i), "static_resources.listeners[" + std::to_string(i) + "]", store,
                    options.concurrency);
@@ -68,6 +76,7 @@ Server::Server(Options options, envoy::config::bootstrap::v3::Bootstrap bootstra
     : options_(std::move(options)), bootstrap_(std::move(bootstrap)) {}
 
 Server::~Server() {
+  xds_.reset();  // it holds a raw pointer to listener_manager_
   for (auto& w : workers_) w->stop();
 }
 
@@ -77,6 +86,7 @@ stats::Store& Server::stats() {
 
 void Server::setUp() {
   stats::Store& store = stats::defaultStore();
+  wasm::setLocalNode(bootstrap_.node());  // node.* properties of WASM plugins
   const uint32_t n = options_.concurrency;
   for (uint32_t i = 0; i < n; ++i) workers_.push_back(std::make_unique<Worker>(i));
 
@@ -86,12 +96,7 @@ void Server::setUp() {
                                              const upstream::HostSetConstSharedPtr& hosts) {
     for (auto& w : workers_) w->updateCluster(name, info, hosts);
   });
-  cluster_manager_->setInitializedCallback([this] {
-    if (state_ == ServerState::kInitializing) {
-      state_ = ServerState::kLive;
-      SKIFF_LOG(kMain, info, "all clusters initialized; server is LIVE");
-    }
-  });
+  cluster_manager_->setInitializedCallback([this] { maybeLive(); });
   const auto& sr = bootstrap_.static_resources();
   for (int i = 0; i < sr.clusters_size(); ++i) {
     try {
@@ -101,17 +106,20 @@ void Server::setUp() {
     }
   }
 
+  const bool xds = XdsManager::configured(bootstrap_);
+  if (xds) XdsManager::validate(bootstrap_);
+  RouteConfigProviderManager::instance().setAdsConfigured(xds);
+  listener_manager_ =
+      std::make_unique<ListenerManager>(store, workers_, std::chrono::seconds(options_.drain_time_s));
   for (int i = 0; i < sr.listeners_size(); ++i) {
-    auto config = std::make_shared<const ListenerConfig>(
-        sr.listeners(i), "static_resources.listeners[" + std::to_string(i) + "]", store, n);
-    listeners_.push_back(config);
-    if (!config->bind_to_port) continue;
-    asio::ip::tcp::endpoint bound;
-    auto fds = bindListenerSockets(*config, n, &bound);
-    const std::string address = upstream::formatEndpoint(bound);
-    listener_addresses_.emplace_back(config->name, address);
-    for (uint32_t w = 0; w < n; ++w) workers_[w]->addListener(config, fds[w], address);
-    SKIFF_LOG(kMain, info, "listener '{}' on {} ({} workers)", config->name, address, n);
+    listener_manager_->addStatic(sr.listeners(i), "static_resources.listeners[" + std::to_string(i) + "]");
+  }
+
+  if (xds) {
+    // After the static listeners, so it subscribes to the route configs their HCMs name.
+    xds_ = std::make_unique<XdsManager>(main_, store, *cluster_manager_, bootstrap_);
+    xds_->setInitializedCallback([this] { maybeLive(); });
+    xds_->setListenerSink(listener_manager_.get());
   }
 
   if (bootstrap_.has_admin() && bootstrap_.admin().has_address()) {
@@ -133,6 +141,7 @@ int Server::run() {
   setUp();
   for (auto& w : workers_) w->start();
   cluster_manager_->start();
+  if (xds_) xds_->start();
 
   signals_.add(SIGTERM);
   signals_.add(SIGINT);
@@ -173,6 +182,7 @@ void Server::beginShutdown(std::chrono::seconds drain_time) {
   if (shutting_down_) return;
   shutting_down_ = true;
   state_ = ServerState::kDraining;
+  if (listener_manager_) listener_manager_->stopUpdates();
   drain_baseline_.clear();
   for (auto& w : workers_) {
     drain_baseline_.push_back(w->drainsDone());
@@ -197,6 +207,7 @@ void Server::pollDrain() {
     stats_timer_.cancel();
     signals_.cancel();
     if (admin_) admin_->close();
+    xds_.reset();  // before the clusters it updates
     cluster_manager_.reset();
     main_.stop();
     return;
@@ -209,8 +220,25 @@ void Server::pollDrain() {
   });
 }
 
+// LIVE once the clusters are warm and, with xDS, the first full configuration is in (or timed out).
+void Server::maybeLive() {
+  if (state_ != ServerState::kInitializing || !cluster_manager_->initialized()) return;
+  if (xds_ && !xds_->initialized()) return;
+  state_ = ServerState::kLive;
+  SKIFF_LOG(kMain, info, "all clusters initialized{}; server is LIVE", xds_ ? " and xDS fetched" : "");
+}
+
+void Server::dumpDynamicConfig(const std::function<bool(const std::string&)>& match,
+                               envoy::admin::v3::ClustersConfigDump& clusters,
+                               envoy::admin::v3::EndpointsConfigDump& endpoints,
+                               envoy::admin::v3::ListenersConfigDump& listeners,
+                               envoy::admin::v3::RoutesConfigDump& routes) const {
+  if (xds_) xds_->dumpConfig(match, clusters, endpoints, listeners, routes);
+}
+
 std::vector<std::pair<std::string, std::string>> Server::listenerAddresses() const {
-  return listener_addresses_;
+  return listener_manager_ ? listener_manager_->addresses()
+                           : std::vector<std::pair<std::string, std::string>>{};
 }
 
 std::string Server::serverInfoCommandLine() const {
@@ -239,6 +267,7 @@ void Server::drainListeners(bool inbound_only, bool graceful, bool skip_exit) {
       beginShutdown(graceful ? std::chrono::seconds(options_.drain_time_s) : std::chrono::seconds(0));
       return;
     }
+    if (inbound_only && listener_manager_) listener_manager_->stopInboundUpdates();
     for (auto& w : workers_) w->drain(inbound_only);
   });
 }

@@ -12,6 +12,8 @@
 #include "server/listener.h"
 #include "server/options.h"
 #include "server/worker.h"
+#include "server/xds/listener_manager.h"
+#include "server/xds/xds_manager.h"
 #include "skiff/server/admin.h"
 #include "skiff/upstream/cluster_manager.h"
 
@@ -41,6 +43,11 @@ class Server : public AdminContext {
   }
   std::vector<std::pair<std::string, std::string>> listenerAddresses() const override;
   const envoy::config::bootstrap::v3::Bootstrap& bootstrap() const override { return bootstrap_; }
+  void dumpDynamicConfig(const std::function<bool(const std::string&)>& match,
+                         envoy::admin::v3::ClustersConfigDump& clusters,
+                         envoy::admin::v3::EndpointsConfigDump& endpoints,
+                         envoy::admin::v3::ListenersConfigDump& listeners,
+                         envoy::admin::v3::RoutesConfigDump& routes) const override;
   std::string serverInfoCommandLine() const override;
   std::chrono::system_clock::time_point startTime() const override { return start_time_; }
   void setHealthCheckFailed(bool failed) override { health_check_failed_ = failed; }
@@ -52,6 +59,7 @@ class Server : public AdminContext {
   void beginShutdown(std::chrono::seconds drain_time);
   void pollDrain();
   void updateServerStats();
+  void maybeLive();
 
   Options options_;
   envoy::config::bootstrap::v3::Bootstrap bootstrap_;
@@ -63,9 +71,9 @@ class Server : public AdminContext {
   std::chrono::steady_clock::time_point drain_deadline_;
   std::vector<uint64_t> drain_baseline_;  // each worker's drainsDone() when shutdown began
   std::unique_ptr<upstream::ClusterManager> cluster_manager_;
+  std::unique_ptr<XdsManager> xds_;  // after cluster_manager_: destroyed first
   std::vector<std::unique_ptr<Worker>> workers_;
-  std::vector<ListenerConfigSharedPtr> listeners_;
-  std::vector<std::pair<std::string, std::string>> listener_addresses_;
+  std::unique_ptr<ListenerManager> listener_manager_;  // after workers_: destroyed first
   std::unique_ptr<AdminServer> admin_;
   ServerState state_ = ServerState::kInitializing;
   bool health_check_failed_ = false;

@@ -5,8 +5,11 @@
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
 #include <atomic>
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include "server/listener.h"
@@ -21,8 +24,20 @@ class Worker {
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
-  // Before start(): the worker takes ownership of `fd`.
-  void addListener(ListenerConfigSharedPtr config, int fd, std::string bound_address);
+  // Before start(): the worker takes ownership of `fd`; `bound` is the address it listens on.
+  void addListener(ListenerConfigSharedPtr config, int fd, const asio::ip::tcp::endpoint& bound);
+  // Before start(): a listener without a socket (bind_to_port: false), reached only by hand-off from a
+  // use_original_dst listener.
+  void addUnboundListener(ListenerConfigSharedPtr config);
+  // After start(), from the main thread (the worker applies them on its own thread). Starts accepting on
+  // `fd` (-1: bind_to_port false) for `config`; a listener of the same name stops accepting and drains its
+  // connections for at most `drain_time`. `drained` runs on this worker's thread once nothing of the old
+  // listener is left (at once when there was none).
+  void addOrReplaceListener(ListenerConfigSharedPtr config, int fd, const asio::ip::tcp::endpoint& bound,
+                            std::chrono::milliseconds drain_time, std::function<void()> drained);
+  // Stops accepting for the listener `name` and drains it like addOrReplaceListener.
+  void removeListener(const std::string& name, std::chrono::milliseconds drain_time,
+                      std::function<void()> drained);
   // From the main thread: the worker applies it on its own thread.
   void updateCluster(const std::string& name, upstream::ClusterInfoConstSharedPtr info,
                      upstream::HostSetConstSharedPtr hosts);
@@ -37,21 +52,41 @@ class Worker {
   void stop();
 
  private:
-  void housekeeping();
-
-  // ctx_ outlives io_: handlers still queued when the loop is destroyed release connections that
-  // unregister themselves from ctx_.
-  WorkerContext ctx_;
-  asio::io_context io_{1};
-  asio::executor_work_guard<asio::io_context::executor_type> work_;
   struct Entry {
     ListenerConfigSharedPtr config;
     std::shared_ptr<ActiveListener> active;
     int fd;
     std::string bound_address;
   };
-  std::vector<Entry> listeners_;
+  struct Draining {
+    ListenerConfigSharedPtr config;
+    std::chrono::steady_clock::time_point deadline;
+    std::function<void()> drained;
+  };
+
+  void housekeeping();
+  void flushAccessLogs();
+  static void flushAccessLogs(const ListenerConfig& config, uint32_t worker);
+  // Takes the listener `name` out of listeners_ and index_ and stops its acceptor; null if unknown.
+  ListenerConfigSharedPtr detach(const std::string& name);
+  void beginDrain(ListenerConfigSharedPtr config, std::chrono::milliseconds drain_time,
+                  std::function<void()> drained);
+  // Nudges the draining listeners' connections (idle ones close), closes them at the deadline, and
+  // reports listeners with nothing left.
+  void checkDraining();
+
+  // Declared before io_ so they outlive it: handlers destroyed with the loop release connections and
+  // pending sockets that unregister from ctx_ and reach index_ (hand-off) until the end.
+  ListenerIndex index_;  // every listener, bound or not
+  WorkerContext ctx_;
+  asio::io_context io_{1};
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::vector<Entry> listeners_;  // acceptors use io_: released in ~Worker before it
+  std::vector<Draining> draining_;
   asio::steady_timer housekeeping_timer_;
+  asio::steady_timer drain_timer_;
+  bool drain_timer_armed_ = false;
+  bool inbound_stopped_ = false;  // /drain_listeners?inboundonly: INBOUND listeners stay stopped
   std::atomic<size_t> active_connections_{0};
   std::atomic<uint64_t> drains_done_{0};
   std::thread thread_;

@@ -12,6 +12,8 @@
 
 namespace skiff::server {
 
+struct ListenerConfig;
+
 class DownstreamConnection {
  public:
   virtual ~DownstreamConnection() = default;
@@ -19,6 +21,10 @@ class DownstreamConnection {
   virtual void drain() = 0;
   // Close now.
   virtual void close() = 0;
+
+  // The listener whose socket accepted it (identity only, never dereferenced): lets a worker drain the
+  // connections of one removed or replaced listener.
+  const ListenerConfig* accepted_by = nullptr;
 };
 
 struct WorkerContext {
@@ -28,6 +34,7 @@ struct WorkerContext {
   uint32_t index;  // 0-based worker index (stats slab index - 1)
   upstream::ThreadLocalClusterManager clusters;
   upstream::ConnPoolMap pools;
+  // Connections, and sockets still in listener filters; each registers itself while it lives.
   std::unordered_set<DownstreamConnection*> connections;
   bool draining = false;
 

@@ -1,6 +1,7 @@
 // Cluster config → ClusterInfo: validation, defaults and the options workers and pools read.
 #include "skiff/upstream/cluster_info.h"
 
+#include <cctype>
 #include <stdexcept>
 
 #include "skiff/common/logging.h"
@@ -98,6 +99,7 @@ void validate(const Cluster& cfg) {
     const auto& sa = cfg.upstream_bind_config().source_address();
     asio::ip::make_address(sa.address(), ec);
     if (ec) fail(name, "upstream_bind_config.source_address: '" + sa.address() + "' is not an IP address");
+    if (sa.port_value() > 65535) fail(name, "upstream_bind_config.source_address.port_value: out of range");
   }
   if (cfg.has_dns_refresh_rate() && toMs(cfg.dns_refresh_rate()).count() < 1) {
     fail(name, "dns_refresh_rate: must be at least 1ms");
@@ -119,6 +121,24 @@ void validate(const Cluster& cfg) {
   }
   if (type == Cluster::ORIGINAL_DST && la.endpoints_size() > 0) {
     fail(name, "load_assignment: ORIGINAL_DST clusters must have no load assignment configured");
+  }
+  if (type == Cluster::ORIGINAL_DST && cfg.lb_policy() != Cluster::CLUSTER_PROVIDED) {
+    fail(name, "lb_policy: " + Cluster::LbPolicy_Name(cfg.lb_policy()) +
+                   " is not valid for cluster type ORIGINAL_DST; only CLUSTER_PROVIDED is allowed");
+  }
+  if (type != Cluster::ORIGINAL_DST && cfg.lb_policy() == Cluster::CLUSTER_PROVIDED) {
+    fail(name, "lb_policy: CLUSTER_PROVIDED is only valid with cluster type ORIGINAL_DST (type is " +
+                   Cluster::DiscoveryType_Name(type) + ")");
+  }
+  if (type != Cluster::ORIGINAL_DST && cfg.has_original_dst_lb_config()) {
+    fail(name, "original_dst_lb_config: only valid with cluster type ORIGINAL_DST");
+  }
+  if (cfg.has_cleanup_interval() && toMs(cfg.cleanup_interval()).count() <= 0) {
+    fail(name, "cleanup_interval: must be greater than 0");
+  }
+  if (cfg.original_dst_lb_config().has_upstream_port_override() &&
+      cfg.original_dst_lb_config().upstream_port_override().value() > 65535) {
+    fail(name, "original_dst_lb_config.upstream_port_override: must be <= 65535");
   }
   if (type != Cluster::STATIC && type != Cluster::STRICT_DNS && type != Cluster::LOGICAL_DNS) return;
   for (int i = 0; i < la.endpoints_size(); ++i) {
@@ -175,6 +195,9 @@ ClusterInfo::ClusterInfo(const Cluster& cfg, stats::Store& store, bool added_via
     case Cluster::RANDOM:
       lb_policy = LbPolicy::kRandom;
       break;
+    case Cluster::CLUSTER_PROVIDED:  // validate() tied it to ORIGINAL_DST
+      lb_policy = LbPolicy::kClusterProvided;
+      break;
     default:
       SKIFF_LOG(kUpstream, warn, "cluster '{}': lb_policy {} is not implemented; using ROUND_ROBIN", name,
                 Cluster::LbPolicy_Name(cfg.lb_policy()));
@@ -200,6 +223,21 @@ ClusterInfo::ClusterInfo(const Cluster& cfg, stats::Store& store, bool added_via
 #endif
   if (cfg.has_upstream_bind_config() && cfg.upstream_bind_config().has_source_address()) {
     source_address = asio::ip::make_address(cfg.upstream_bind_config().source_address().address());
+    source_port = static_cast<uint16_t>(cfg.upstream_bind_config().source_address().port_value());
+  }
+  if (type == Cluster::ORIGINAL_DST) {
+    OriginalDst od;
+    const auto& lb = cfg.original_dst_lb_config();
+    od.use_http_header = lb.use_http_header();
+    if (!lb.http_header_name().empty()) {
+      od.http_header_name = lb.http_header_name();
+      for (auto& c : od.http_header_name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    if (lb.has_upstream_port_override()) {
+      od.port_override = static_cast<uint16_t>(lb.upstream_port_override().value());
+    }
+    if (cfg.has_cleanup_interval()) od.cleanup_interval = toMs(cfg.cleanup_interval());
+    original_dst = std::move(od);
   }
 
   switch (cfg.dns_lookup_family()) {

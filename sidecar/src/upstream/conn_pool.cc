@@ -53,6 +53,8 @@ struct ConnPool::PendingRequest : public ConnPool::Pending {
 
   Callback cb;
   HostSharedPtr host;
+  UpstreamSource source;
+  std::string pool_key;
   ClusterInfoConstSharedPtr cluster;
   asio::steady_timer timer;
   bool cancelled = false;
@@ -75,8 +77,29 @@ bool ConnPool::isAlive(UpstreamConnection& conn) const {
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-ConnPool::Acquired ConnPool::acquire(const HostSharedPtr& host, Callback cb) {
-  HostPool& hp = hosts_[host->address];
+// The cluster's own upstream_bind_config needs no key of its own: every connection of this pool has it.
+bool ConnPool::isClusterDefault(const UpstreamSource& source) const {
+  return source.empty() || (!source.transparent && source.mark == 0 && source.port == cluster_->source_port &&
+                            source.address == cluster_->source_address);
+}
+
+void ConnPool::updateCluster(ClusterInfoConstSharedPtr cluster) {
+  const bool source_changed =
+      cluster->source_address != cluster_->source_address || cluster->source_port != cluster_->source_port;
+  cluster_ = std::move(cluster);
+  if (source_changed) closeIdle(true);  // their keys no longer say which source they were made from
+}
+
+void ConnPool::eraseIfEmpty(HostMap::iterator it) {
+  if (it->second.idle.empty() && it->second.waiting.empty()) hosts_.erase(it);
+}
+
+ConnPool::Acquired ConnPool::acquire(const HostSharedPtr& host, Callback cb, const UpstreamSource& source) {
+  const bool cluster_default = isClusterDefault(source);
+  std::string key = host->address;
+  if (!cluster_default) key += "|" + source.key();
+  auto it = hosts_.try_emplace(key).first;
+  HostPool& hp = it->second;
   const auto now = std::chrono::steady_clock::now();
   while (!hp.idle.empty()) {
     UpstreamConnectionPtr conn = std::move(hp.idle.back());
@@ -90,20 +113,25 @@ ConnPool::Acquired ConnPool::acquire(const HostSharedPtr& host, Callback cb) {
       cluster_->stats.upstream_cx_destroy_remote.inc();
       continue;
     }
+    eraseIfEmpty(it);
     return Acquired{std::move(conn), nullptr, PoolFailure::kNone};
   }
 
   auto request = std::make_shared<PendingRequest>(io_);
   request->cb = std::move(cb);
   request->host = host;
+  request->source = cluster_default ? upstreamSourceFor(*cluster_, nullptr) : source;
+  request->pool_key = std::move(key);
   request->cluster = cluster_;
   if (cluster_->resources.tryAcquireConnection()) {
-    connect(host, request);
+    eraseIfEmpty(it);
+    connect(request);
     return Acquired{nullptr, request, PoolFailure::kNone};
   }
   cluster_->stats.upstream_cx_overflow.inc();
   if (!cluster_->resources.tryAcquirePending()) {
     cluster_->stats.upstream_rq_pending_overflow.inc();
+    eraseIfEmpty(it);
     return Acquired{nullptr, nullptr, PoolFailure::kOverflow};
   }
   request->queued = true;
@@ -113,9 +141,11 @@ ConnPool::Acquired ConnPool::acquire(const HostSharedPtr& host, Callback cb) {
   return Acquired{nullptr, request, PoolFailure::kNone};
 }
 
-void ConnPool::connect(const HostSharedPtr& host, const std::shared_ptr<PendingRequest>& request) {
+void ConnPool::connect(const std::shared_ptr<PendingRequest>& request) {
+  const HostSharedPtr& host = request->host;
   auto conn = std::make_unique<UpstreamConnection>(io_);
   conn->host = host;
+  conn->pool_key = request->pool_key;
   conn->cluster = cluster_;
   cluster_->stats.upstream_cx_total.inc();
   cluster_->stats.upstream_cx_http1_total.inc();
@@ -123,13 +153,9 @@ void ConnPool::connect(const HostSharedPtr& host, const std::shared_ptr<PendingR
   host->stats.cx_total.fetch_add(1, std::memory_order_relaxed);
   host->stats.cx_active.fetch_add(1, std::memory_order_relaxed);
 
-  std::error_code ec;
-  conn->socket.open(host->endpoint.protocol(), ec);
-  if (!ec && cluster_->source_address) {
-    conn->socket.bind(asio::ip::tcp::endpoint(*cluster_->source_address, 0), ec);
-    if (ec) cluster_->stats.bind_errors.inc();
-  }
-  if (!ec) conn->socket.set_option(asio::ip::tcp::no_delay(true), ec);
+  std::string open_failure;
+  const bool opened = openUpstreamSocket(conn->socket, host->endpoint, request->source, &open_failure);
+  if (!opened && open_failure.rfind("bind", 0) == 0) cluster_->stats.bind_errors.inc();
   auto* raw = conn.get();
   auto shared_conn = std::make_shared<UpstreamConnectionPtr>(std::move(conn));
   const auto started = std::chrono::steady_clock::now();
@@ -143,8 +169,8 @@ void ConnPool::connect(const HostSharedPtr& host, const std::shared_ptr<PendingR
     request->finish(nullptr, failure, reason);
     serveWaiting();
   };
-  if (ec) {
-    asio::post(io_, [fail, ec] { fail(PoolFailure::kConnectFailure, ec.message()); });
+  if (!opened) {
+    asio::post(io_, [fail, open_failure] { fail(PoolFailure::kConnectFailure, open_failure); });
     return;
   }
 
@@ -194,12 +220,14 @@ void ConnPool::release(UpstreamConnectionPtr conn, bool reusable) {
     serveWaiting();
     return;
   }
-  HostPool& hp = hosts_[conn->host->address];
+  auto it = hosts_.try_emplace(conn->pool_key).first;
+  HostPool& hp = it->second;
   // Someone is waiting for a connection to this host: hand it over directly.
   while (!hp.waiting.empty()) {
     auto waiter = std::move(hp.waiting.front());
     hp.waiting.pop_front();
     if (waiter->cancelled) continue;
+    eraseIfEmpty(it);  // before finish(): the callback may acquire again
     waiter->finish(std::move(conn), PoolFailure::kNone, {});
     return;
   }
@@ -207,27 +235,29 @@ void ConnPool::release(UpstreamConnectionPtr conn, bool reusable) {
   hp.idle.push_back(std::move(conn));
 }
 
-// A connection slot was freed: start a connection for the oldest waiter of any host.
+// A connection slot was freed: start a connection for the oldest waiter of any host. Host entries left
+// with nothing idle or waiting are dropped on the way, so the map holds only live keys.
 void ConnPool::serveWaiting() {
-  for (auto& [address, hp] : hosts_) {
-    while (!hp.waiting.empty()) {
-      auto waiter = hp.waiting.front();
-      if (waiter->cancelled) {
-        hp.waiting.pop_front();
-        continue;
-      }
-      if (!cluster_->resources.tryAcquireConnection()) return;
-      hp.waiting.pop_front();
-      connect(waiter->host, waiter);
-      return;
+  for (auto it = hosts_.begin(); it != hosts_.end();) {
+    HostPool& hp = it->second;
+    while (!hp.waiting.empty() && hp.waiting.front()->cancelled) hp.waiting.pop_front();
+    if (hp.waiting.empty()) {
+      it = hp.idle.empty() ? hosts_.erase(it) : std::next(it);
+      continue;
     }
+    if (!cluster_->resources.tryAcquireConnection()) return;
+    auto waiter = std::move(hp.waiting.front());
+    hp.waiting.pop_front();
+    eraseIfEmpty(it);
+    connect(waiter);
+    return;
   }
 }
 
 void ConnPool::closeIdle(bool all) {
   const auto now = std::chrono::steady_clock::now();
-  for (auto& [address, hp] : hosts_) {
-    auto& idle = hp.idle;
+  for (auto it = hosts_.begin(); it != hosts_.end();) {
+    auto& idle = it->second.idle;
     for (size_t i = 0; i < idle.size();) {
       const bool expired = !all && now - idle[i]->idle_since > cluster_->idle_timeout;
       // Upstreams close idle keep-alive connections on their own timers; without this sweep such a socket
@@ -241,6 +271,8 @@ void ConnPool::closeIdle(bool all) {
         ++i;
       }
     }
+    const bool empty = idle.empty() && it->second.waiting.empty();
+    it = empty ? hosts_.erase(it) : std::next(it);
   }
   if (all) serveWaiting();
 }

@@ -187,9 +187,77 @@ class RandomLb : public BaseLb {
 
 }  // namespace
 
+std::optional<asio::ip::tcp::endpoint> parseIpPort(std::string_view text) {
+  const size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon + 1 >= text.size()) return std::nullopt;
+  std::string_view host = text.substr(0, colon);
+  const std::string_view port_text = text.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  } else if (host.find(':') != std::string_view::npos) {
+    return std::nullopt;  // an IPv6 literal must be bracketed
+  }
+  uint32_t port = 0;
+  for (char c : port_text) {
+    if (c < '0' || c > '9' || port > 65535) return std::nullopt;
+    port = port * 10 + static_cast<uint32_t>(c - '0');
+  }
+  if (port > 65535) return std::nullopt;
+  std::error_code ec;
+  const auto address = asio::ip::make_address(std::string(host), ec);
+  if (ec) return std::nullopt;
+  return asio::ip::tcp::endpoint(address, static_cast<uint16_t>(port));
+}
+
+OriginalDstLoadBalancer::OriginalDstLoadBalancer(const ClusterInfo& info) : info_(info) {}
+
+HostSharedPtr OriginalDstLoadBalancer::chooseHost(const LbContext& ctx) {
+  const auto now = std::chrono::steady_clock::now();
+  const auto* od = info_.original_dst ? &*info_.original_dst : nullptr;
+  if (od != nullptr && now - last_cleanup_ >= od->cleanup_interval) cleanup(now);
+
+  std::optional<asio::ip::tcp::endpoint> destination;
+  if (od != nullptr && od->use_http_header && !ctx.override_host.empty()) {
+    destination = parseIpPort(ctx.override_host);
+  }
+  if (!destination && ctx.connection != nullptr && ctx.connection->local_restored) {
+    destination = ctx.connection->local;
+  }
+  if (!destination) return nullptr;
+  if (od != nullptr && od->port_override) destination->port(*od->port_override);
+
+  std::string key = formatEndpoint(*destination);
+  auto it = hosts_.find(key);
+  if (it != hosts_.end()) {
+    it->second.used = true;
+    return it->second.host;
+  }
+  auto host = std::make_shared<Host>();
+  host->endpoint = *destination;
+  host->address = key;
+  HostSharedPtr shared = host;
+  hosts_.emplace(std::move(key), Entry{shared, true});
+  return shared;
+}
+
+void OriginalDstLoadBalancer::cleanup(std::chrono::steady_clock::time_point now) {
+  last_cleanup_ = now;
+  for (auto it = hosts_.begin(); it != hosts_.end();) {
+    if (!it->second.used) {
+      it = hosts_.erase(it);  // connections still using the host keep it alive through their shared_ptr
+    } else {
+      it->second.used = false;
+      ++it;
+    }
+  }
+}
+
 std::unique_ptr<LoadBalancer> createLoadBalancer(const ClusterInfo& info, const HostSetConstSharedPtr& hosts,
                                                  uint64_t seed) {
   static const HostSet kEmpty;
+  if (info.lb_policy == LbPolicy::kClusterProvided || info.original_dst) {
+    return std::make_unique<OriginalDstLoadBalancer>(info);
+  }
   const HostSet& set = hosts ? *hosts : kEmpty;
   switch (info.lb_policy) {
     case LbPolicy::kLeastRequest:
@@ -197,6 +265,7 @@ std::unique_ptr<LoadBalancer> createLoadBalancer(const ClusterInfo& info, const 
     case LbPolicy::kRandom:
       return std::make_unique<RandomLb>(info, set, seed);
     case LbPolicy::kRoundRobin:
+    case LbPolicy::kClusterProvided:
       break;
   }
   return std::make_unique<RoundRobinLb>(info, set, seed);

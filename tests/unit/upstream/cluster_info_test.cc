@@ -82,7 +82,7 @@ TEST(ClusterInfoTest, ParsesOptions) {
 
 TEST(ClusterInfoTest, UnimplementedLbPoliciesFallBackToRoundRobin) {
   stats::Store store(1);
-  for (const char* policy : {"RING_HASH", "MAGLEV", "CLUSTER_PROVIDED"}) {
+  for (const char* policy : {"RING_HASH", "MAGLEV"}) {
     ClusterInfo info(clusterFromJson(std::string(R"({"name": "c", "lb_policy": ")") + policy + "\"}"), store,
                      false, "");
     EXPECT_EQ(info.lb_policy, LbPolicy::kRoundRobin) << policy;

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "skiff/http/header_map.h"
+#include "skiff/network/connection_info.h"
 
 namespace skiff::http {
 
@@ -83,6 +84,8 @@ struct StreamInfo {
   std::string http1_reason_phrase;
   uint32_t attempt_count = 0;
   uint64_t connection_id = 0;
+  // The downstream connection (addresses as restored by original_dst, SNI, original_src); null in tests.
+  network::ConnectionInfoConstSharedPtr connection;
 
   // Set by the connection manager for the formatter; owned by the stream.
   const HeaderMap* request_headers = nullptr;

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -17,6 +18,12 @@
 namespace envoy::config::bootstrap::v3 {
 class Bootstrap;
 }
+namespace envoy::admin::v3 {
+class ClustersConfigDump;
+class EndpointsConfigDump;
+class ListenersConfigDump;
+class RoutesConfigDump;
+}  // namespace envoy::admin::v3
 namespace skiff::stats {
 class Store;
 }
@@ -43,6 +50,12 @@ class AdminContext {
   virtual std::vector<std::pair<std::string, std::string>> listenerAddresses() const = 0;
   // Static listeners/clusters/route configs and the node for /config_dump and /server_info come from it.
   virtual const envoy::config::bootstrap::v3::Bootstrap& bootstrap() const = 0;
+  // Adds the xDS-delivered resources whose names pass `match` to the /config_dump sections. Default: none.
+  virtual void dumpDynamicConfig(const std::function<bool(const std::string&)>& /*match*/,
+                                 envoy::admin::v3::ClustersConfigDump& /*clusters*/,
+                                 envoy::admin::v3::EndpointsConfigDump& /*endpoints*/,
+                                 envoy::admin::v3::ListenersConfigDump& /*listeners*/,
+                                 envoy::admin::v3::RoutesConfigDump& /*routes*/) const {}
   // JSON object of admin.v3.CommandLineOptions (concurrency, log_level, drain_time, service_cluster, ...).
   virtual std::string serverInfoCommandLine() const = 0;
   virtual std::chrono::system_clock::time_point startTime() const = 0;

@@ -16,7 +16,7 @@
 
 namespace skiff::upstream {
 
-enum class LbPolicy { kRoundRobin, kLeastRequest, kRandom };
+enum class LbPolicy { kRoundRobin, kLeastRequest, kRandom, kClusterProvided };
 enum class DnsLookupFamily { kAuto, kV4Only, kV6Only, kV4Preferred, kAll };
 
 struct ClusterInfo {
@@ -31,8 +31,8 @@ struct ClusterInfo {
   std::string stat_name;           // observability_name with ':' -> '_'
   envoy::config::cluster::v3::Cluster::DiscoveryType type = envoy::config::cluster::v3::Cluster::STATIC;
   std::chrono::milliseconds connect_timeout{5000};
-  // Effective policy; RING_HASH/MAGLEV/CLUSTER_PROVIDED/LOAD_BALANCING_POLICY_CONFIG map to round robin
-  // (a warning is logged) until those balancers exist.
+  // Effective policy; RING_HASH/MAGLEV/LOAD_BALANCING_POLICY_CONFIG map to round robin (a warning is
+  // logged) until those balancers exist. CLUSTER_PROVIDED is required by (and only valid for) ORIGINAL_DST.
   LbPolicy lb_policy = LbPolicy::kRoundRobin;
   uint32_t least_request_choice_count = 2;
   uint32_t healthy_panic_threshold = 50;  // percent; 0 disables panic mode
@@ -40,7 +40,17 @@ struct ClusterInfo {
   uint32_t max_requests_per_connection = 0;  // 0 = unlimited
   std::chrono::milliseconds idle_timeout{3600000};
   std::optional<std::chrono::milliseconds> max_connection_duration;
-  std::optional<asio::ip::address> source_address;  // upstream_bind_config
+  std::optional<asio::ip::address> source_address;  // upstream_bind_config.source_address
+  uint16_t source_port = 0;                         // upstream_bind_config.source_address.port_value
+
+  // ORIGINAL_DST: hosts are the downstream connection's original destination (or a request header).
+  struct OriginalDst {
+    bool use_http_header = false;
+    std::string http_header_name = "x-envoy-original-dst-host";  // lower case
+    std::optional<uint16_t> port_override;                       // upstream_port_override
+    std::chrono::milliseconds cleanup_interval{5000};            // Cluster.cleanup_interval
+  };
+  std::optional<OriginalDst> original_dst;  // set iff type == ORIGINAL_DST
 
   // DNS (STRICT_DNS / LOGICAL_DNS).
   DnsLookupFamily dns_lookup_family = DnsLookupFamily::kAuto;

@@ -15,6 +15,7 @@
 
 #include "skiff/upstream/cluster_info.h"
 #include "skiff/upstream/host.h"
+#include "skiff/upstream/upstream_socket.h"
 
 namespace skiff::upstream {
 
@@ -30,6 +31,7 @@ struct UpstreamConnection {
   std::chrono::steady_clock::time_point created = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point idle_since;
   std::string local_address;
+  std::string pool_key;  // host address + source key: which idle list it returns to
   // The response read buffer, kept with the connection so a reused connection reuses its memory.
   std::string read_buffer;
 };
@@ -62,15 +64,20 @@ class ConnPool {
   ConnPool(const ConnPool&) = delete;
   ConnPool& operator=(const ConnPool&) = delete;
 
-  Acquired acquire(const HostSharedPtr& host, Callback cb);
+  // `source` (see upstreamSourceFor) is part of the pool key: connections made from different source
+  // addresses or marks are never handed to each other. Empty = the cluster's upstream_bind_config.
+  Acquired acquire(const HostSharedPtr& host, Callback cb, const UpstreamSource& source = {});
   // Hands a connection back. `reusable` when the exchange ended cleanly on a keep-alive connection.
   void release(UpstreamConnectionPtr conn, bool reusable);
   // Closes idle connections older than the cluster's idle timeout (called from a periodic worker timer),
   // or every idle one when `all`.
   void closeIdle(bool all);
   // A new cluster version (e.g. changed limits): idle connections stay, new ones use the new info.
-  void updateCluster(ClusterInfoConstSharedPtr cluster) { cluster_ = std::move(cluster); }
+  // A changed upstream_bind_config closes the idle connections made from the old source.
+  void updateCluster(ClusterInfoConstSharedPtr cluster);
   size_t idleCount() const;
+  // Host (+ source) keys with idle connections or waiting requests.
+  size_t hostKeyCount() const { return hosts_.size(); }
 
  private:
   struct PendingRequest;
@@ -79,14 +86,17 @@ class ConnPool {
     std::deque<std::shared_ptr<PendingRequest>> waiting;  // over the connection limit
   };
 
-  void connect(const HostSharedPtr& host, const std::shared_ptr<PendingRequest>& request);
+  using HostMap = std::unordered_map<std::string, HostPool>;
+  bool isClusterDefault(const UpstreamSource& source) const;
+  void eraseIfEmpty(HostMap::iterator it);
+  void connect(const std::shared_ptr<PendingRequest>& request);
   void onConnectionClosed();
   void serveWaiting();
   bool isAlive(UpstreamConnection& conn) const;
 
   asio::io_context& io_;
   ClusterInfoConstSharedPtr cluster_;
-  std::unordered_map<std::string, HostPool> hosts_;  // by host address
+  HostMap hosts_;  // by host address (+ '|' + source key); entries with nothing idle or waiting are erased
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -1,6 +1,7 @@
 // Worker-side view of the clusters: the lead posts updates from the main thread; requests read without locks.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -24,6 +25,8 @@ class ThreadLocalCluster {
   using LbContext = upstream::LbContext;
   // nullptr when no usable host (caller: 503 UH, upstream_cx_none_healthy).
   HostSharedPtr chooseHost(const LbContext& ctx) { return lb_->chooseHost(ctx); }
+  // Balancer housekeeping (ORIGINAL_DST host cleanup); a worker timer may call it, chooseHost also does.
+  void cleanup(std::chrono::steady_clock::time_point now) { lb_->cleanup(now); }
 
   // New cluster version and/or host set: rebuilds the balancer.
   void update(ClusterInfoConstSharedPtr info, HostSetConstSharedPtr hosts);
@@ -47,6 +50,11 @@ class ThreadLocalClusterManager {
   // nullptr if unknown (caller: 503 NC).
   ThreadLocalCluster* get(std::string_view name);
   size_t size() const { return clusters_.size(); }
+  // Balancer housekeeping for every cluster (the worker's periodic timer), so ORIGINAL_DST hosts go away
+  // when traffic stops too.
+  void cleanup(std::chrono::steady_clock::time_point now) {
+    for (auto& [name, cluster] : clusters_) cluster->cleanup(now);
+  }
 
  private:
   struct Hash {

@@ -213,8 +213,8 @@ ConnectionManagerConfig::ConnectionManagerConfig(const Proto& proto, const std::
       throw std::invalid_argument(path + ".route_config." + e.what());
     }
   } else if (proto.has_rds()) {
-    throw std::invalid_argument(path +
-                                ".rds: RDS needs an xDS subscription, which this version does not have yet");
+    rds = RouteConfigProviderManager::instance().getOrCreate(proto.rds(), proto.stat_prefix(), store, workers,
+                                                             path + ".rds");
   } else {
     throw std::invalid_argument(path + ": one of route_config or rds must be set");
   }
@@ -245,7 +245,9 @@ ConnectionManagerConfig::ConnectionManagerConfig(const Proto& proto, const std::
       throw std::invalid_argument(fpath + ": the last HTTP filter must be a terminal filter (the router)");
     }
     try {
-      filter_factories.push_back(reg->create(f.typed_config(), context));
+      filters::FactoryContext filter_context = context;
+      filter_context.filter_name = f.name();
+      filter_factories.push_back(reg->create(f.typed_config(), filter_context));
     } catch (const std::invalid_argument& e) {
       throw std::invalid_argument(fpath + ".typed_config: " + e.what());
     }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
+#include "server/xds/route_config_provider.h"
 #include "skiff/accesslog/access_log.h"
 #include "skiff/filters/http_filter_registry.h"
 #include "skiff/http/http1_parser.h"
@@ -67,7 +68,12 @@ struct ConnectionManagerConfig {
 
   std::string stat_prefix;
   HcmStats stats;
-  std::shared_ptr<const router::RouteTable> route_table;
+  std::shared_ptr<const router::RouteTable> route_table;  // route_config (static)
+  RouteConfigProviderSharedPtr rds;                       // rds: the table comes from RDS
+  // The table a new stream on worker `worker` routes with (nullptr before the first RDS config).
+  std::shared_ptr<const router::RouteTable> routeTable(uint32_t worker) const {
+    return rds ? rds->current(worker) : route_table;
+  }
   std::vector<http::FilterFactorySharedPtr> filter_factories;
   std::unique_ptr<WorkerAccessLogs> access_logs;
 

@@ -30,8 +30,10 @@ class Http1ServerConnection::ActiveStream : public http::StreamCallbacks {
   const router::RouteEntry* route() override {
     if (!route_cached_) {
       route_cached_ = true;
-      if (fm_.requestHeaders() != nullptr && conn_.config_->route_table) {
-        route_ = conn_.config_->route_table->route(*fm_.requestHeaders(), random64());
+      // The stream keeps the table it first routed with (RDS may publish a new one meanwhile).
+      if (!route_table_) route_table_ = conn_.config_->routeTable(conn_.worker_.index);
+      if (fm_.requestHeaders() != nullptr && route_table_) {
+        route_ = route_table_->route(*fm_.requestHeaders(), random64());
       }
     }
     return route_;
@@ -77,6 +79,8 @@ class Http1ServerConnection::ActiveStream : public http::StreamCallbacks {
 
   Http1ServerConnection& conn_;
   const uint64_t id_;
+  // Declared before fm_ so the filters (which may hold route entries) go first.
+  std::shared_ptr<const router::RouteTable> route_table_;
   http::StreamInfo info_;
   FilterManager fm_;
   const router::RouteEntry* route_ = nullptr;
@@ -88,18 +92,20 @@ class Http1ServerConnection::ActiveStream : public http::StreamCallbacks {
 
 Http1ServerConnection::Http1ServerConnection(WorkerContext& worker, asio::ip::tcp::socket socket,
                                              ConnectionManagerConfigSharedPtr config,
-                                             const ListenerStats& listener_stats, std::string local_address)
+                                             const ListenerStats& listener_stats,
+                                             network::ConnectionInfoConstSharedPtr info)
     : worker_(worker),
       socket_(std::move(socket)),
       config_(std::move(config)),
       listener_scope_(listener_stats),
-      id_(WorkerContext::nextConnectionId()),
-      local_address_(std::move(local_address)),
+      info_(std::move(info)),
+      id_(info_->id != 0 ? info_->id : WorkerContext::nextConnectionId()),
+      local_address_(upstream::formatEndpoint(info_->local)),
+      remote_endpoint_(info_->remote),
+      remote_address_(upstream::formatEndpoint(info_->remote)),
       parser_(config_->limits),
       idle_timer_(worker.io) {
   std::error_code ec;
-  remote_endpoint_ = socket_.remote_endpoint(ec);
-  if (!ec) remote_address_ = upstream::formatEndpoint(remote_endpoint_);
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
   worker_.connections.insert(this);
   config_->stats.downstream_cx_total.inc();
@@ -317,12 +323,13 @@ void Http1ServerConnection::newStream() {
   stream_ = std::make_unique<ActiveStream>(*this, random64());
   ActiveStream& s = *stream_;
   s.info_.connection_id = id_;
+  s.info_.connection = info_;
   s.info_.downstream_local_address = local_address_;
   s.info_.downstream_direct_remote_address = remote_address_;
   s.info_.downstream_remote_address = remote_address_;
   version_minor_ = parser_.versionMinor();
   s.info_.protocol = version_minor_ == 0 ? "HTTP/1.0" : "HTTP/1.1";
-  keep_alive_ = parser_.keepAlive() && !worker_.draining;
+  keep_alive_ = parser_.keepAlive() && !worker_.draining && !drain_requested_;
   if (config_->max_requests_per_connection != 0 && requests_ >= config_->max_requests_per_connection) {
     stats.downstream_cx_max_requests_reached.inc();
     keep_alive_ = false;
@@ -374,6 +381,7 @@ void Http1ServerConnection::protocolError(const http1::ParseError& error) {
     // No stream yet: answer directly, log it the way Envoy logs codec errors (DPE), and close.
     http::StreamInfo info;
     info.connection_id = id_;
+    info.connection = info_;
     info.downstream_local_address = local_address_;
     info.downstream_remote_address = remote_address_;
     info.downstream_direct_remote_address = remote_address_;
@@ -436,7 +444,7 @@ void Http1ServerConnection::writeHeaders(http::HeaderMap& headers, bool end_stre
     config_->stats.downstream_rq_response_before_rq_complete.inc();
     keep_alive_ = false;
   }
-  if (worker_.draining && keep_alive_) {
+  if ((worker_.draining || drain_requested_) && keep_alive_) {
     keep_alive_ = false;
     config_->stats.downstream_cx_drain_close.inc();
   }
@@ -618,6 +626,7 @@ void Http1ServerConnection::closeAfterFlush() {
 
 void Http1ServerConnection::drain() {
   if (state_ == State::kClosed) return;
+  drain_requested_ = true;  // also when only this connection's listener drains (LDS update/removal)
   if (!stream_ && state_ == State::kHead && in_start_ == in_end_) {
     config_->stats.downstream_cx_drain_close.inc();
     close();

@@ -14,6 +14,7 @@
 #include "server/listener_stats.h"
 #include "server/worker_context.h"
 #include "skiff/http/http1_parser.h"
+#include "skiff/network/connection_info.h"
 
 namespace skiff::server {
 
@@ -23,7 +24,7 @@ class Http1ServerConnection : public std::enable_shared_from_this<Http1ServerCon
  public:
   Http1ServerConnection(WorkerContext& worker, asio::ip::tcp::socket socket,
                         ConnectionManagerConfigSharedPtr config, const ListenerStats& listener_stats,
-                        std::string local_address);
+                        network::ConnectionInfoConstSharedPtr info);
   ~Http1ServerConnection() override;
 
   void start();
@@ -63,6 +64,7 @@ class Http1ServerConnection : public std::enable_shared_from_this<Http1ServerCon
   asio::ip::tcp::socket socket_;
   ConnectionManagerConfigSharedPtr config_;
   ListenerStats::ConnectionScope listener_scope_;
+  const network::ConnectionInfoConstSharedPtr info_;  // never null
   const uint64_t id_;
   const std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
   std::string local_address_;
@@ -82,6 +84,7 @@ class Http1ServerConnection : public std::enable_shared_from_this<Http1ServerCon
   uint32_t requests_ = 0;
   int version_minor_ = 1;
   bool keep_alive_ = true;
+  bool drain_requested_ = false;  // drain() was called: the next response closes the connection
   bool head_request_ = false;
   bool chunked_response_ = false;
   bool close_delimited_response_ = false;

@@ -243,6 +243,10 @@ void RouterFilter::startAttempt() {
   holds_request_resource_ = true;
   upstream::LbContext lb;
   lb.avoid = previous_host_.get();
+  lb.connection = info.connection.get();
+  if (cluster.original_dst && cluster.original_dst->use_http_header) {
+    lb.override_host = request_headers_->getOr(cluster.original_dst->http_header_name);
+  }
   upstream::HostSharedPtr host = cluster_->chooseHost(lb);
   if (!host) {
     cluster.stats.upstream_cx_none_healthy.inc();
@@ -262,7 +266,8 @@ void RouterFilter::startAttempt() {
   const bool head = request_headers_->getOr(http::headers::kMethod) == "HEAD";
   auto& pool = callbacks_->connPools().get(cluster_info_);
   upstream_ = std::make_shared<UpstreamRequest>(*this, callbacks_->dispatcher(), pool, host, head,
-                                                callbacks_->bufferLimit());
+                                                callbacks_->bufferLimit(),
+                                                upstream::upstreamSourceFor(cluster, info.connection.get()));
   auto attempt = upstream_;  // start() may fail synchronously and replace upstream_
   const bool replay = attempt_ > 1;
   attempt->start(*request_headers_, replay ? &retained_body_ : nullptr,

@@ -14,11 +14,13 @@ constexpr size_t kReadChunk = 16 * 1024;
 }
 
 UpstreamRequest::UpstreamRequest(Owner& owner, asio::io_context& io, upstream::ConnPool& pool,
-                                 upstream::HostSharedPtr host, bool head_request, uint32_t buffer_limit)
+                                 upstream::HostSharedPtr host, bool head_request, uint32_t buffer_limit,
+                                 upstream::UpstreamSource source)
     : owner_(&owner),
       io_(io),
       pool_(pool),
       host_(std::move(host)),
+      source_(std::move(source)),
       head_request_(head_request),
       buffer_limit_(buffer_limit) {
   parser_.setRequestMethodHead(head_request_);
@@ -45,19 +47,21 @@ void UpstreamRequest::start(const http::HeaderMap& headers, const http::Buffer* 
   }
 
   std::weak_ptr<UpstreamRequest> weak = weak_from_this();
-  auto acquired = pool_.acquire(host_, [weak](upstream::UpstreamConnectionPtr conn,
-                                              upstream::PoolFailure failure, std::string_view reason) {
-    auto self = weak.lock();
-    if (!self) return;  // the connection (if any) goes back through its destructor
-    self->pending_.reset();
-    if (failure == upstream::PoolFailure::kNone) {
-      self->onPoolReady(std::move(conn));
-      return;
-    }
-    self->fail(failure == upstream::PoolFailure::kTimeout ? ResetReason::kConnectTimeout
-                                                          : ResetReason::kConnectFailure,
-               reason);
-  });
+  auto acquired = pool_.acquire(
+      host_,
+      [weak](upstream::UpstreamConnectionPtr conn, upstream::PoolFailure failure, std::string_view reason) {
+        auto self = weak.lock();
+        if (!self) return;  // the connection (if any) goes back through its destructor
+        self->pending_.reset();
+        if (failure == upstream::PoolFailure::kNone) {
+          self->onPoolReady(std::move(conn));
+          return;
+        }
+        self->fail(failure == upstream::PoolFailure::kTimeout ? ResetReason::kConnectTimeout
+                                                              : ResetReason::kConnectFailure,
+                   reason);
+      },
+      source_);
   if (acquired.conn) {
     reused_ = true;
     onPoolReady(std::move(acquired.conn));

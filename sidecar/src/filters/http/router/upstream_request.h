@@ -37,7 +37,7 @@ class UpstreamRequest : public std::enable_shared_from_this<UpstreamRequest> {
   };
 
   UpstreamRequest(Owner& owner, asio::io_context& io, upstream::ConnPool& pool, upstream::HostSharedPtr host,
-                  bool head_request, uint32_t buffer_limit);
+                  bool head_request, uint32_t buffer_limit, upstream::UpstreamSource source = {});
   ~UpstreamRequest();
 
   // Sends the head (and `body`, if any); `end_stream` when the request is complete.
@@ -67,6 +67,7 @@ class UpstreamRequest : public std::enable_shared_from_this<UpstreamRequest> {
   asio::io_context& io_;
   upstream::ConnPool& pool_;
   upstream::HostSharedPtr host_;
+  upstream::UpstreamSource source_;  // pool key part: never share connections across sources
   upstream::UpstreamConnectionPtr conn_;
   upstream::ConnPool::PendingPtr pending_;
   const bool head_request_;

@@ -1,0 +1,367 @@
+// TcpProxySession: upstream selection and connect, the two copy loops with half-close and flow control,
+// timeouts, stats and the access log of one proxied TCP connection.
+#include "server/tcp/tcp_proxy.h"
+
+#include <asio/write.hpp>
+
+#include <algorithm>
+#include <cstring>
+
+#include "skiff/common/logging.h"
+#include "skiff/common/random.h"
+#include "skiff/upstream/host.h"
+#include "skiff/upstream/upstream_socket.h"
+
+namespace skiff::server {
+
+namespace {
+constexpr size_t kInitialChunk = 16 * 1024;
+constexpr size_t kMaxChunk = 64 * 1024;
+constexpr size_t kDownstreamBufferLimit = 1024 * 1024;  // Envoy's listener per_connection_buffer_limit
+
+std::string endpointText(const asio::ip::tcp::endpoint& e) {
+  return e.port() == 0 && e.address().is_unspecified() ? std::string() : upstream::formatEndpoint(e);
+}
+}  // namespace
+
+TcpProxySession::TcpProxySession(WorkerContext& worker, asio::ip::tcp::socket socket,
+                                 TcpProxyConfigSharedPtr config, const ListenerStats& listener_stats,
+                                 network::ConnectionInfoConstSharedPtr info)
+    : worker_(worker),
+      downstream_(std::move(socket)),
+      upstream_(worker.io),
+      config_(std::move(config)),
+      listener_scope_(listener_stats),
+      connection_(std::move(info)),
+      connect_timer_(worker.io),
+      idle_timer_(worker.io),
+      duration_timer_(worker.io) {
+  info_.protocol = "-";
+  info_.connection = connection_;
+  if (connection_) {
+    info_.connection_id = connection_->id;
+    info_.downstream_local_address = endpointText(connection_->local);
+    info_.downstream_remote_address = endpointText(connection_->remote);
+    info_.requested_server_name = connection_->server_name;
+  } else {
+    std::error_code ec;
+    info_.connection_id = WorkerContext::nextConnectionId();
+    const auto local = downstream_.local_endpoint(ec);
+    if (!ec) info_.downstream_local_address = endpointText(local);
+    const auto remote = downstream_.remote_endpoint(ec);
+    if (!ec) info_.downstream_remote_address = endpointText(remote);
+  }
+  info_.downstream_direct_remote_address = info_.downstream_remote_address;
+  down_to_up_.upstream = true;
+  worker_.connections.insert(this);
+  config_->stats.downstream_cx_total.inc();
+}
+
+TcpProxySession::~TcpProxySession() {
+  worker_.connections.erase(this);
+  releaseUpstream();
+}
+
+void TcpProxySession::start() {
+  std::error_code ec;
+  downstream_.set_option(asio::ip::tcp::no_delay(true), ec);
+  if (config_->max_downstream_connection_duration) {
+    duration_timer_.expires_after(*config_->max_downstream_connection_duration);
+    duration_timer_.async_wait([self = shared_from_this()](std::error_code wait_ec) {
+      if (wait_ec || self->closed_) return;
+      self->config_->stats.max_downstream_connection_duration.inc();
+      self->terminate("max_downstream_connection_duration_reached");
+    });
+  }
+  cluster_name_ = config_->pickCluster(random64());
+  info_.upstream_cluster = cluster_name_;
+  connectAttempt();
+}
+
+void TcpProxySession::connectAttempt() {
+  // Looked up per attempt: the cluster may have been updated or removed since the previous one.
+  upstream::ThreadLocalCluster* cluster = worker_.clusters.get(cluster_name_);
+  if (cluster == nullptr) {
+    config_->stats.downstream_cx_no_route.inc();
+    fail(http::ResponseFlag::kNoClusterFound, "cluster_not_found");
+    return;
+  }
+  cluster_ = cluster->infoPtr();
+  info_.upstream_cluster = cluster_->observability_name;
+  const upstream::ClusterInfo& ci = *cluster_;
+  ++attempts_;
+  info_.attempt_count = attempts_;
+
+  upstream::LbContext lb;
+  lb.avoid = previous_host_.get();
+  lb.connection = connection_.get();
+  host_ = cluster->chooseHost(lb);
+  if (!host_) {
+    ci.stats.upstream_cx_none_healthy.inc();
+    fail(http::ResponseFlag::kNoHealthyUpstream, "no_healthy_upstream");
+    return;
+  }
+  info_.upstream_host = host_->address;
+  if (!ci.resources.tryAcquireConnection()) {
+    ci.stats.upstream_cx_overflow.inc();
+    fail(http::ResponseFlag::kUpstreamOverflow, "overflow");
+    return;
+  }
+  holds_cx_resource_ = true;
+  upstream_counted_ = true;
+  upstream_start_ = std::chrono::steady_clock::now();
+  ci.stats.upstream_cx_total.inc();
+  ci.stats.upstream_cx_active.inc();
+  host_->stats.cx_total.fetch_add(1, std::memory_order_relaxed);
+  host_->stats.cx_active.fetch_add(1, std::memory_order_relaxed);
+
+  std::string reason;
+  const auto source = upstream::upstreamSourceFor(ci, connection_.get());
+  if (!upstream::openUpstreamSocket(upstream_, host_->endpoint, source, &reason)) {
+    if (reason.rfind("bind", 0) == 0) ci.stats.bind_errors.inc();
+    onConnectFailure(reason, false);
+    return;
+  }
+  connect_timer_.expires_after(ci.connect_timeout);
+  // A timer that fired just before its attempt failed must not close the next attempt's socket.
+  connect_timer_.async_wait([self = shared_from_this(), attempt = attempts_](std::error_code ec) {
+    if (ec || self->closed_ || self->connected_ || attempt != self->attempts_) return;
+    std::error_code ignored;
+    self->upstream_.close(ignored);  // the connect handler sees operation_aborted
+  });
+  upstream_.async_connect(host_->endpoint,
+                          [self = shared_from_this()](std::error_code ec) { self->onConnectResult(ec); });
+}
+
+void TcpProxySession::onConnectResult(std::error_code ec) {
+  if (closed_) return;
+  const bool timed_out =
+      ec == asio::error::operation_aborted && connect_timer_.expiry() <= std::chrono::steady_clock::now();
+  connect_timer_.cancel();
+  if (ec) {
+    onConnectFailure(timed_out ? "connection timeout" : "connection failure: " + ec.message(), timed_out);
+    return;
+  }
+  onConnected();
+}
+
+void TcpProxySession::onConnectFailure(const std::string& reason, bool timeout) {
+  const upstream::ClusterInfo& ci = *cluster_;
+  ci.stats.upstream_cx_connect_fail.inc();
+  if (timeout) ci.stats.upstream_cx_connect_timeout.inc();
+  host_->stats.cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
+  SKIFF_LOG(kConnection, debug, "[C{}] tcp_proxy: connect to {} failed: {}", info_.connection_id,
+            host_->address, reason);
+  std::error_code ignored;
+  upstream_.close(ignored);
+  releaseUpstream();
+  previous_host_ = std::move(host_);
+  if (attempts_ < config_->max_connect_attempts) {
+    connectAttempt();
+    return;
+  }
+  if (config_->max_connect_attempts > 1) ci.stats.upstream_cx_connect_attempts_exceeded.inc();
+  info_.upstream_transport_failure_reason = reason;
+  fail(http::ResponseFlag::kUpstreamConnectionFailure, "upstream_connect_failure");
+}
+
+void TcpProxySession::onConnected() {
+  connected_ = true;
+  const upstream::ClusterInfo& ci = *cluster_;
+  const auto now = std::chrono::steady_clock::now();
+  ci.stats.upstream_cx_connect_ms.record(static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(now - upstream_start_).count()));
+  std::error_code ec;
+  const auto local = upstream_.local_endpoint(ec);
+  if (!ec) info_.upstream_local_address = upstream::formatEndpoint(local);
+  info_.first_upstream_rx = now - info_.start;  // "connected" is the TCP analogue of the first byte
+
+  down_to_up_.limit = std::max<size_t>(ci.per_connection_buffer_limit, 1);
+  up_to_down_.limit = kDownstreamBufferLimit;
+  for (Direction* dir : {&down_to_up_, &up_to_down_}) {
+    // Most sessions move little data: start small, grow when a read fills the buffer.
+    dir->max_capacity = std::min(dir->limit, kMaxChunk);
+    dir->capacity = std::min(dir->max_capacity, kInitialChunk);
+    dir->buffer = std::make_unique_for_overwrite<char[]>(dir->capacity);
+  }
+  last_activity_ = now;
+  if (config_->idle_timeout.count() > 0) armIdleTimer(config_->idle_timeout);
+  pump(down_to_up_);
+  pump(up_to_down_);
+}
+
+// Starts whatever the direction can do now: a read into free space, a write of pending bytes, or
+// passing on the FIN once everything read has been written.
+void TcpProxySession::pump(Direction& dir) {
+  if (closed_) return;
+  if (!dir.reading && !dir.eof) {
+    if (dir.grow && !dir.writing) grow(dir);
+    if (dir.end == dir.capacity && dir.start > 0 && !dir.writing) {
+      std::memmove(dir.buffer.get(), dir.buffer.get() + dir.start, dir.end - dir.start);
+      dir.end -= dir.start;
+      dir.start = 0;
+    }
+    if (dir.end < dir.capacity) {
+      if (dir.paused) {
+        dir.paused = false;
+        if (dir.upstream) {
+          config_->stats.downstream_flow_control_resumed_reading_total.inc();
+        } else {
+          cluster_->stats.upstream_flow_control_resumed_reading_total.inc();
+        }
+      }
+      dir.reading = true;
+      readSocket(dir).async_read_some(
+          asio::buffer(dir.buffer.get() + dir.end, dir.capacity - dir.end),
+          [self = shared_from_this(), &dir](std::error_code ec, size_t n) { self->onRead(dir, ec, n); });
+    } else if (!dir.paused && dir.end - dir.start >= dir.limit) {
+      // The writing side holds a full connection buffer: the reading side waits (Envoy's watermark).
+      dir.paused = true;
+      if (dir.upstream) {
+        config_->stats.downstream_flow_control_paused_reading_total.inc();
+      } else {
+        cluster_->stats.upstream_flow_control_paused_reading_total.inc();
+      }
+    }
+  }
+  if (!dir.writing && dir.end > dir.start) {
+    dir.writing = true;
+    asio::async_write(
+        writeSocket(dir), asio::buffer(dir.buffer.get() + dir.start, dir.end - dir.start),
+        [self = shared_from_this(), &dir](std::error_code ec, size_t n) { self->onWrite(dir, ec, n); });
+  }
+  if (dir.eof && !dir.writing && dir.start == dir.end && !dir.shut) {
+    dir.shut = true;
+    std::error_code ec;
+    writeSocket(dir).shutdown(asio::socket_base::shutdown_send, ec);
+    if (ec) {
+      terminate("shutdown failed");
+      return;
+    }
+    if (down_to_up_.shut && up_to_down_.shut) terminate("");
+  }
+}
+
+void TcpProxySession::onRead(Direction& dir, std::error_code ec, size_t n) {
+  dir.reading = false;
+  if (closed_) return;
+  if (n > 0) {
+    dir.end += n;
+    if (dir.end == dir.capacity && dir.capacity < dir.max_capacity) dir.grow = true;
+    last_activity_ = std::chrono::steady_clock::now();
+    if (dir.upstream) {
+      info_.bytes_received += n;
+      config_->stats.downstream_cx_rx_bytes_total.inc(n);
+    } else {
+      cluster_->stats.upstream_cx_rx_bytes_total.inc(n);
+    }
+  }
+  if (ec) {
+    if (ec != asio::error::eof) {
+      terminate(dir.upstream ? "downstream_remote_reset" : "upstream_remote_reset");
+      return;
+    }
+    dir.eof = true;
+  }
+  pump(dir);
+}
+
+void TcpProxySession::onWrite(Direction& dir, std::error_code ec, size_t n) {
+  dir.writing = false;
+  if (closed_) return;
+  dir.start += n;
+  if (dir.start == dir.end && !dir.reading) dir.start = dir.end = 0;
+  if (n > 0) {
+    last_activity_ = std::chrono::steady_clock::now();
+    if (dir.upstream) {
+      cluster_->stats.upstream_cx_tx_bytes_total.inc(n);
+    } else {
+      info_.bytes_sent += n;
+      config_->stats.downstream_cx_tx_bytes_total.inc(n);
+    }
+  }
+  if (ec) {
+    terminate(dir.upstream ? "upstream_write_failed" : "downstream_write_failed");
+    return;
+  }
+  pump(dir);
+}
+
+// Moves the pending bytes into a buffer four times larger (up to max_capacity). Only while no write
+// holds a pointer into the old one.
+void TcpProxySession::grow(Direction& dir) {
+  dir.grow = false;
+  const size_t capacity = std::min(dir.max_capacity, dir.capacity * 4);
+  auto buffer = std::make_unique_for_overwrite<char[]>(capacity);
+  std::memcpy(buffer.get(), dir.buffer.get() + dir.start, dir.end - dir.start);
+  dir.end -= dir.start;
+  dir.start = 0;
+  dir.buffer = std::move(buffer);
+  dir.capacity = capacity;
+}
+
+// One timer per session: activity only records a time stamp, and the timer re-arms itself for the rest
+// of the period when it fires early.
+void TcpProxySession::armIdleTimer(std::chrono::milliseconds after) {
+  idle_timer_.expires_after(after);
+  idle_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+    if (!ec && !self->closed_) self->onIdleTimer();
+  });
+}
+
+void TcpProxySession::onIdleTimer() {
+  const auto idle_for = std::chrono::steady_clock::now() - last_activity_;
+  if (idle_for < config_->idle_timeout) {
+    armIdleTimer(std::chrono::duration_cast<std::chrono::milliseconds>(config_->idle_timeout - idle_for) +
+                 std::chrono::milliseconds(1));
+    return;
+  }
+  config_->stats.idle_timeout.inc();
+  terminate("idle_timeout");
+}
+
+void TcpProxySession::fail(http::ResponseFlag flag, std::string details) {
+  info_.setFlag(flag);
+  info_.response_code_details = std::move(details);
+  terminate("");
+}
+
+void TcpProxySession::releaseUpstream() {
+  if (upstream_counted_) {
+    upstream_counted_ = false;
+    const upstream::ClusterInfo& ci = *cluster_;
+    ci.stats.upstream_cx_active.dec();
+    ci.stats.upstream_cx_destroy.inc();
+    if (connected_) {
+      ci.stats.upstream_cx_length_ms.record(
+          static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    std::chrono::steady_clock::now() - upstream_start_)
+                                    .count()));
+    }
+    if (host_) host_->stats.cx_active.fetch_sub(1, std::memory_order_relaxed);
+  }
+  if (holds_cx_resource_) {
+    holds_cx_resource_ = false;
+    cluster_->resources.releaseConnection();
+  }
+}
+
+void TcpProxySession::terminate(std::string_view details) {
+  if (closed_) return;
+  closed_ = true;
+  if (!details.empty() && info_.connection_termination_details.empty()) {
+    info_.connection_termination_details = std::string(details);
+  }
+  std::error_code ignored;
+  connect_timer_.cancel();
+  idle_timer_.cancel();
+  duration_timer_.cancel();
+  upstream_.close(ignored);
+  downstream_.close(ignored);
+  releaseUpstream();
+  info_.last_downstream_tx = info_.elapsed();
+  config_->log(worker_.index, info_);
+  worker_.connections.erase(this);
+}
+
+}  // namespace skiff::server

@@ -1,0 +1,70 @@
+// The process's listeners, static and from LDS: builds their configs, binds their sockets, hands them to
+// every worker, replaces and removes them with Envoy's drain, and keeps listener_manager.* stats.
+// Main thread only.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "server/listener.h"
+#include "server/worker.h"
+#include "server/xds/listener_sink.h"
+#include "skiff/stats/stats.h"
+
+namespace skiff::server {
+
+class ListenerManager : public ListenerSink {
+ public:
+  // `workers` outlive the manager; `drain_time` bounds the drain of a replaced or removed listener.
+  ListenerManager(stats::Store& store, const std::vector<std::unique_ptr<Worker>>& workers,
+                  std::chrono::milliseconds drain_time);
+
+  // Before the workers start; throws std::invalid_argument / std::system_error naming `path` or the
+  // address.
+  void addStatic(const envoy::config::listener::v3::Listener& proto, const std::string& path);
+  // Once the server drains for shutdown: LDS changes are refused from then on.
+  void stopUpdates() { updates_stopped_ = true; }
+  // After /drain_listeners?inboundonly: INBOUND listeners cannot be added or modified any more (Envoy).
+  void stopInboundUpdates() { inbound_stopped_ = true; }
+
+  // ListenerSink
+  std::string addOrUpdateListener(const envoy::config::listener::v3::Listener& listener,
+                                  const std::string& version) override;
+  bool removeListener(const std::string& name) override;
+
+  // (name, bound address) of every active listener, in the order they were added.
+  std::vector<std::pair<std::string, std::string>> addresses() const;
+  size_t activeCount() const { return listeners_.size(); }
+
+ private:
+  struct Active {
+    ListenerConfigSharedPtr config;
+    std::string hash;               // the serialized proto: an identical update is a no-op
+    asio::ip::tcp::endpoint bound;  // the port the kernel chose for port 0
+    std::string address;            // bound (or configured, for bind_to_port: false)
+    bool is_static = false;
+    uint64_t order = 0;
+  };
+
+  // Builds, binds and hands `proto` to the workers (replacing the listener of the same name); throws.
+  void install(const envoy::config::listener::v3::Listener& proto, const std::string& path, bool is_static);
+  // One total_listeners_draining per listener, done when every worker has drained it.
+  std::function<void()> drainTracker();
+  void updateGauges();
+
+  stats::Store& store_;
+  const std::vector<std::unique_ptr<Worker>>& workers_;
+  const std::chrono::milliseconds drain_time_;
+  std::map<std::string, Active> listeners_;
+  uint64_t next_order_ = 0;
+  bool updates_stopped_ = false;
+  bool inbound_stopped_ = false;
+  stats::Counter added_, modified_, removed_, create_success_, create_failure_;
+  stats::Gauge total_active_, total_draining_;
+};
+
+}  // namespace skiff::server

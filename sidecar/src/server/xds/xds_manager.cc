@@ -1,0 +1,744 @@
+// XdsManager: bootstrap dynamic_resources -> ADS subscriptions; CDS/EDS into the ClusterManager, RDS into
+// route providers, LDS into a ListenerSink; Envoy's xDS stats, warming timers and readiness.
+#include "server/xds/xds_manager.h"
+
+#include <google/protobuf/util/message_differencer.h>
+#include <google/protobuf/util/time_util.h>
+
+#include <algorithm>
+#include <asio/post.hpp>
+#include <stdexcept>
+
+#include "server/xds/route_config_provider.h"
+#include "server/xds/version_hash.h"
+#include "skiff/common/logging.h"
+#include "skiff/xds/node.h"
+
+namespace skiff::server {
+
+namespace {
+
+using envoy::config::bootstrap::v3::Bootstrap;
+using envoy::config::cluster::v3::Cluster;
+using envoy::config::core::v3::ApiConfigSource;
+using envoy::config::core::v3::ConfigSource;
+using google::protobuf::util::MessageDifferencer;
+using google::protobuf::util::TimeUtil;
+
+constexpr std::chrono::milliseconds kDefaultInitialFetchTimeout{15000};
+
+std::chrono::milliseconds timeoutOf(const ConfigSource& source) {
+  if (!source.has_initial_fetch_timeout()) return kDefaultInitialFetchTimeout;
+  return std::chrono::milliseconds(TimeUtil::DurationToMilliseconds(source.initial_fetch_timeout()));
+}
+
+// A ConfigSource Skiff can follow: `ads: {}` (resource_api_version V3 or unset).
+void checkAdsSource(const ConfigSource& source, const std::string& path) {
+  if (source.has_path_config_source() || !source.path().empty()) {
+    throw std::invalid_argument(path + ".path: file-based config sources are not supported; use ads: {}");
+  }
+  if (source.has_api_config_source()) {
+    throw std::invalid_argument(
+        path + ".api_config_source: per-type gRPC/REST sources are not supported; use ads: {}");
+  }
+  if (source.has_self()) throw std::invalid_argument(path + ".self: not supported; use ads: {}");
+  if (!source.has_ads()) throw std::invalid_argument(path + ": must be ads: {}");
+  if (source.resource_api_version() == envoy::config::core::v3::V2) {
+    throw std::invalid_argument(path + ".resource_api_version: V2 is not supported (use V3)");
+  }
+}
+
+google::protobuf::Timestamp toTimestamp(std::chrono::system_clock::time_point t) {
+  return TimeUtil::NanosecondsToTimestamp(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
+}
+
+std::string joinErrors(const std::string& head, const std::vector<std::string>& errors) {
+  std::string out = head;
+  for (size_t i = 0; i < errors.size(); ++i) out += (i ? ", " : " ") + errors[i];
+  return out;
+}
+
+int64_t nowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+bool XdsManager::configured(const Bootstrap& bootstrap) {
+  return bootstrap.has_dynamic_resources() && bootstrap.dynamic_resources().ByteSizeLong() > 0;
+}
+
+void XdsManager::validate(const Bootstrap& bootstrap) {
+  const auto& dr = bootstrap.dynamic_resources();
+  const std::string p = "dynamic_resources";
+  if (!dr.lds_resources_locator().empty())
+    throw std::invalid_argument(p + ".lds_resources_locator: xdstp resource locators are not supported");
+  if (!dr.cds_resources_locator().empty())
+    throw std::invalid_argument(p + ".cds_resources_locator: xdstp resource locators are not supported");
+  if (dr.has_cds_config()) checkAdsSource(dr.cds_config(), p + ".cds_config");
+  if (dr.has_lds_config()) checkAdsSource(dr.lds_config(), p + ".lds_config");
+  if (!dr.has_ads_config()) {
+    throw std::invalid_argument(p + ".ads_config: must be set (Skiff speaks xDS over ADS only)");
+  }
+  const auto& ads = dr.ads_config();
+  switch (ads.api_type()) {
+    case ApiConfigSource::GRPC:
+    case ApiConfigSource::DELTA_GRPC:
+    case ApiConfigSource::AGGREGATED_GRPC:
+    case ApiConfigSource::AGGREGATED_DELTA_GRPC:
+      break;
+    default:
+      throw std::invalid_argument(p +
+                                  ".ads_config.api_type: " + ApiConfigSource::ApiType_Name(ads.api_type()) +
+                                  " is not supported (use GRPC or DELTA_GRPC)");
+  }
+  if (ads.transport_api_version() == envoy::config::core::v3::V2) {
+    throw std::invalid_argument(p + ".ads_config.transport_api_version: V2 is not supported (use V3)");
+  }
+  if (ads.cluster_names_size() > 0) {
+    throw std::invalid_argument(p + ".ads_config.cluster_names: only grpc_services is supported for gRPC");
+  }
+  adsTarget(bootstrap);
+}
+
+std::string XdsManager::adsTarget(const Bootstrap& bootstrap) {
+  const auto& ads = bootstrap.dynamic_resources().ads_config();
+  const std::string p = "dynamic_resources.ads_config.grpc_services";
+  if (ads.grpc_services_size() == 0) throw std::invalid_argument(p + ": must name one gRPC service");
+  if (ads.grpc_services_size() > 1) {
+    SKIFF_LOG(kConfig, warn, "{}: only the first of {} gRPC services is used", p, ads.grpc_services_size());
+  }
+  const auto& service = ads.grpc_services(0);
+  std::string error;
+  auto resolve = [&](const std::string& name) -> std::optional<std::string> {
+    const Cluster* found = nullptr;
+    for (const auto& c : bootstrap.static_resources().clusters()) {
+      if (c.name() == name) found = &c;
+    }
+    const std::string where = p + "[0].envoy_grpc.cluster_name";
+    if (found == nullptr) {
+      error = where + ": '" + name + "' is not a static cluster";
+      return std::nullopt;
+    }
+    if (found->has_transport_socket() &&
+        found->transport_socket().name() != "envoy.transport_sockets.raw_buffer") {
+      error = where + ": cluster '" + name +
+              "' has a transport_socket; TLS to the control plane is not supported yet";
+      return std::nullopt;
+    }
+    for (const auto& locality : found->load_assignment().endpoints()) {
+      for (const auto& ep : locality.lb_endpoints()) {
+        const auto& address = ep.endpoint().address();
+        if (address.has_pipe()) return "unix:" + address.pipe().path();
+        if (address.has_socket_address()) {
+          const auto& sa = address.socket_address();
+          const bool v6 = sa.address().find(':') != std::string::npos;
+          return (v6 ? "[" + sa.address() + "]" : sa.address()) + ":" + std::to_string(sa.port_value());
+        }
+      }
+    }
+    error = where + ": cluster '" + name + "' has no endpoint address";
+    return std::nullopt;
+  };
+  auto target = xds::targetOf(service, resolve);
+  if (!target) {
+    if (error.empty()) error = p + "[0]: needs envoy_grpc.cluster_name or google_grpc.target_uri";
+    throw std::invalid_argument(error);
+  }
+  return *target;
+}
+
+XdsManager::TypeCounters XdsManager::makeCounters(const std::string& p) {
+  return TypeCounters{store_.counter(p + "update_attempt"),
+                      store_.counter(p + "update_success"),
+                      store_.counter(p + "update_rejected"),
+                      store_.counter(p + "update_failure"),
+                      store_.counter(p + "init_fetch_timeout"),
+                      store_.counter(p + "config_reload"),
+                      store_.gauge(p + "version"),
+                      store_.gauge(p + "update_time"),
+                      {}};
+}
+
+XdsManager::XdsManager(asio::io_context& main, stats::Store& store, upstream::ClusterManager& clusters,
+                       const Bootstrap& bootstrap)
+    : main_(main),
+      store_(store),
+      clusters_(clusters),
+      ads_cds_(bootstrap.dynamic_resources().has_cds_config()),
+      ads_lds_(bootstrap.dynamic_resources().has_lds_config()),
+      cds_stats_(makeCounters("cluster_manager.cds.")),
+      lds_stats_(makeCounters("listener_manager.lds.")),
+      connected_state_(store.gauge("control_plane.connected_state")),
+      rate_limit_enforced_(store.counter("control_plane.rate_limit_enforced")),
+      housekeeping_timer_(main) {
+  validate(bootstrap);
+  const auto& dr = bootstrap.dynamic_resources();
+  if (ads_cds_) cds_timeout_ = timeoutOf(dr.cds_config());
+  if (ads_lds_) lds_timeout_ = timeoutOf(dr.lds_config());
+
+  xds::AdsClientOptions options;
+  options.target = adsTarget(bootstrap);
+  const auto api_type = dr.ads_config().api_type();
+  options.delta =
+      api_type == ApiConfigSource::DELTA_GRPC || api_type == ApiConfigSource::AGGREGATED_DELTA_GRPC;
+  options.node = bootstrap.node();
+  xds::foldIstioMetaEnv(xds::processEnvironment(), *options.node.mutable_metadata());
+  xds::setSkiffIdentity(options.node);
+  options.set_node_on_first_message_only = dr.ads_config().set_node_on_first_message_only();
+  options.executor = [&main](std::function<void()> fn) { asio::post(main, std::move(fn)); };
+  std::weak_ptr<bool> alive = alive_;
+  options.on_connection_state = [this, alive](bool connected) {
+    if (!alive.expired()) onConnectionState(connected);
+  };
+  SKIFF_LOG(kConfig, info, "xds: ADS ({}) to {}", options.delta ? "delta" : "state of the world",
+            options.target);
+  client_ = std::make_unique<xds::AdsClient>(std::move(options));
+
+  for (const auto& c : bootstrap.static_resources().clusters()) {
+    static_clusters_.insert(c.name());
+    if (c.type() == Cluster::EDS) trackEdsCluster(c);
+  }
+
+  auto& rds = RouteConfigProviderManager::instance();
+  rds.setOnCreated([this, alive](const std::shared_ptr<RouteConfigProvider>& provider) {
+    if (alive.expired()) return;
+    startRdsTimer(provider);
+    refreshRdsSubscription();
+  });
+
+  if (ads_cds_) {
+    cds_initial_done_ = false;
+    xds::SubscriptionCallbacks callbacks;
+    callbacks.on_update = [this](const xds::ConfigUpdate& u) { return onClusters(u); };
+    callbacks.on_initial_fetch_timeout = [this] {
+      SKIFF_LOG(kConfig, warn, "xds: CDS initial fetch timed out");
+      cds_initial_done_ = true;
+      scheduleSync();
+      checkInitialized();
+    };
+    callbacks.initial_fetch_timeout = cds_timeout_;
+    client_->subscribe(std::string(xds::kClusterType), {}, std::move(callbacks));
+  }
+  if (ads_lds_) {
+    lds_initial_done_ = false;
+    xds::SubscriptionCallbacks callbacks;
+    callbacks.on_update = [this](const xds::ConfigUpdate& u) { return onListeners(u); };
+    callbacks.on_initial_fetch_timeout = [this] {
+      SKIFF_LOG(kConfig, warn, "xds: LDS initial fetch timed out");
+      lds_initial_done_ = true;
+      scheduleSync();
+      checkInitialized();
+    };
+    callbacks.initial_fetch_timeout = lds_timeout_;
+    client_->subscribe(std::string(xds::kListenerType), {}, std::move(callbacks));
+  }
+}
+
+XdsManager::~XdsManager() {
+  *alive_ = false;
+  alive_.reset();
+  RouteConfigProviderManager::instance().setOnCreated(nullptr);
+  client_.reset();  // waits for gRPC; queued callbacks become no-ops
+}
+
+void XdsManager::start() {
+  refreshEdsSubscription();
+  for (const auto& [cluster, entry] : eds_cluster_names_) {
+    if (!endpoints_.count(entry.first)) startWarmTimer(cluster, entry.second);
+  }
+  for (const auto& provider : RouteConfigProviderManager::instance().live()) startRdsTimer(provider);
+  refreshRdsSubscription();
+  client_->start();
+  housekeeping();
+  checkInitialized();
+}
+
+std::string XdsManager::edsNameOf(const Cluster& cluster) {
+  return cluster.eds_cluster_config().service_name().empty() ? cluster.name()
+                                                             : cluster.eds_cluster_config().service_name();
+}
+
+stats::Counter XdsManager::clusterCounter(const std::string& cluster, const std::string& name) {
+  auto info = clusters_.info(cluster);
+  std::string stat = info ? info->stat_name : cluster;
+  std::replace(stat.begin(), stat.end(), ':', '_');
+  return store_.counter("cluster." + stat + "." + name);
+}
+
+void XdsManager::trackEdsCluster(const Cluster& cluster) {
+  const std::string service = edsNameOf(cluster);
+  auto known = eds_cluster_names_.find(cluster.name());
+  if (known != eds_cluster_names_.end() && known->second.first != service) untrackEdsCluster(cluster.name());
+  eds_clusters_[service].insert(cluster.name());
+  eds_cluster_names_[cluster.name()] = {service, timeoutOf(cluster.eds_cluster_config().eds_config())};
+}
+
+void XdsManager::untrackEdsCluster(const std::string& cluster) {
+  auto it = eds_cluster_names_.find(cluster);
+  if (it == eds_cluster_names_.end()) return;
+  auto users = eds_clusters_.find(it->second.first);
+  if (users != eds_clusters_.end()) {
+    users->second.erase(cluster);
+    if (users->second.empty()) {
+      eds_clusters_.erase(users);
+      endpoints_.erase(it->second.first);
+    }
+  }
+  eds_cluster_names_.erase(it);
+  warm_timers_.erase(cluster);
+  initial_eds_pending_.erase(cluster);
+}
+
+void XdsManager::startWarmTimer(const std::string& cluster, std::chrono::milliseconds timeout) {
+  if (timeout.count() <= 0) {
+    warm_timers_.erase(cluster);
+    return;  // 0 = wait for EDS forever
+  }
+  auto timer = std::make_unique<asio::steady_timer>(main_, timeout);
+  std::weak_ptr<bool> alive = alive_;
+  timer->async_wait([this, alive, cluster](std::error_code ec) {
+    if (ec || alive.expired()) return;
+    warm_timers_.erase(cluster);
+    SKIFF_LOG(kUpstream, warn, "eds: cluster '{}' got no endpoints within initial_fetch_timeout", cluster);
+    clusterCounter(cluster, "init_fetch_timeout").inc();
+    clusters_.markInitialized(cluster);
+    initial_eds_pending_.erase(cluster);
+    checkInitialized();
+  });
+  warm_timers_[cluster] = std::move(timer);
+}
+
+std::string XdsManager::onClusters(const xds::ConfigUpdate& update) {
+  std::vector<std::string> errors;
+  std::set<std::string> names;
+  bool any_applied = false;
+  const bool first = !cds_initial_done_;
+  for (const auto& r : update.resources) {
+    names.insert(r.name);
+    Cluster cluster;
+    if (!r.resource.UnpackTo(&cluster)) {
+      errors.push_back(r.name + ": the Cluster does not decode");
+      continue;
+    }
+    if (cluster.name() != r.name) {
+      errors.push_back(r.name + ": name: the resource name and Cluster.name ('" + cluster.name() +
+                       "') differ");
+      continue;
+    }
+    if (static_clusters_.count(cluster.name())) {
+      SKIFF_LOG(kConfig, warn, "cds: cluster '{}' is static; the CDS version is ignored", cluster.name());
+      continue;
+    }
+    auto existing = dynamic_clusters_.find(cluster.name());
+    Cluster previous;
+    const bool changed = existing == dynamic_clusters_.end() ||
+                         !existing->second.resource.UnpackTo(&previous) ||
+                         !MessageDifferencer::Equals(previous, cluster);
+    try {
+      if (cluster.type() == Cluster::EDS && cluster.eds_cluster_config().has_eds_config()) {
+        checkAdsSource(cluster.eds_cluster_config().eds_config(), "eds_cluster_config.eds_config");
+      }
+      if (changed) clusters_.addOrUpdateCluster(cluster, true, r.version);
+    } catch (const std::invalid_argument& e) {
+      errors.push_back(cluster.name() + ": " + e.what());
+      cluster_errors_[cluster.name()] = {e.what(), std::chrono::system_clock::now()};
+      continue;
+    }
+    cluster_errors_.erase(cluster.name());
+    if (!changed) {
+      existing->second.version = r.version;
+      continue;
+    }
+    any_applied = true;
+    dynamic_clusters_[cluster.name()] = {r.resource, r.version, std::chrono::system_clock::now()};
+    if (cluster.type() == Cluster::EDS) {
+      trackEdsCluster(cluster);
+      const std::string service = edsNameOf(cluster);
+      auto cached = endpoints_.find(service);
+      envoy::config::endpoint::v3::ClusterLoadAssignment cla;
+      if (cached != endpoints_.end() && cached->second.resource.UnpackTo(&cla)) {
+        try {
+          clusters_.updateEndpoints(cluster.name(), cla);
+        } catch (const std::invalid_argument& e) {
+          SKIFF_LOG(kUpstream, warn, "eds: cached endpoints for '{}' rejected: {}", cluster.name(), e.what());
+        }
+      } else {
+        startWarmTimer(cluster.name(), timeoutOf(cluster.eds_cluster_config().eds_config()));
+        if (first) initial_eds_pending_.insert(cluster.name());
+      }
+    } else {
+      untrackEdsCluster(cluster.name());
+    }
+  }
+  std::vector<std::string> removed;
+  if (update.state_of_the_world) {
+    for (const auto& [name, _] : dynamic_clusters_) {
+      if (!names.count(name)) removed.push_back(name);
+    }
+  } else {
+    removed = update.removed;
+  }
+  for (const auto& name : removed) {
+    if (!dynamic_clusters_.erase(name)) continue;
+    untrackEdsCluster(name);
+    clusters_.removeCluster(name);
+    any_applied = true;
+  }
+  if (any_applied) {
+    clusters_.setCdsVersionInfo(update.system_version);
+    cds_stats_.config_reload.inc();
+  }
+  SKIFF_LOG(kConfig, info, "cds: version '{}': {} cluster(s), {} removed, {} rejected", update.system_version,
+            update.resources.size(), removed.size(), errors.size());
+  cds_initial_done_ = true;
+  // After the ACK goes out: the EDS request then carries the new names (Envoy pauses EDS during CDS).
+  refreshEdsSubscription();
+  scheduleSync();
+  std::weak_ptr<bool> alive = alive_;
+  asio::post(main_, [this, alive] {
+    if (!alive.expired()) checkInitialized();
+  });
+  if (errors.empty()) return "";
+  return joinErrors("Error adding/updating cluster(s)", errors);
+}
+
+std::string XdsManager::onEndpoints(const xds::ConfigUpdate& update) {
+  std::vector<std::string> errors;
+  for (const auto& r : update.resources) {
+    envoy::config::endpoint::v3::ClusterLoadAssignment cla;
+    if (!r.resource.UnpackTo(&cla)) {
+      errors.push_back(r.name + ": the ClusterLoadAssignment does not decode");
+      continue;
+    }
+    auto users = eds_clusters_.find(r.name);
+    if (users == eds_clusters_.end()) continue;  // not (or no longer) subscribed
+    bool ok = true;
+    for (const auto& cluster : users->second) {
+      try {
+        clusters_.updateEndpoints(cluster, cla);
+        warm_timers_.erase(cluster);
+        initial_eds_pending_.erase(cluster);
+      } catch (const std::invalid_argument& e) {
+        ok = false;
+        clusterCounter(cluster, "update_rejected").inc();
+        errors.push_back(r.name + ": " + e.what());
+      }
+    }
+    if (ok) endpoints_[r.name] = {r.resource, r.version, std::chrono::system_clock::now()};
+  }
+  for (const auto& name : update.removed) {
+    // Envoy keeps the last assignment when one is removed; it counts an empty update.
+    auto users = eds_clusters_.find(name);
+    if (users == eds_clusters_.end()) continue;
+    for (const auto& cluster : users->second) {
+      if (auto info = clusters_.info(cluster)) info->stats.update_empty.inc();
+    }
+  }
+  std::weak_ptr<bool> alive = alive_;
+  asio::post(main_, [this, alive] {
+    if (!alive.expired()) checkInitialized();
+  });
+  if (errors.empty()) return "";
+  return joinErrors("Error updating endpoints of", errors);
+}
+
+std::string XdsManager::onRoutes(const xds::ConfigUpdate& update) {
+  std::vector<std::string> errors;
+  auto& manager = RouteConfigProviderManager::instance();
+  for (const auto& r : update.resources) {
+    envoy::config::route::v3::RouteConfiguration config;
+    if (!r.resource.UnpackTo(&config)) {
+      errors.push_back(r.name + ": the RouteConfiguration does not decode");
+      continue;
+    }
+    auto provider = manager.find(r.name);
+    if (!provider) continue;  // nobody asked for it (any more)
+    std::string error = provider->update(config, r.version);
+    if (!error.empty()) {
+      errors.push_back(r.name + ": " + error);
+    } else {
+      rds_timers_.erase(r.name);
+    }
+  }
+  std::weak_ptr<bool> alive = alive_;
+  asio::post(main_, [this, alive] {
+    if (!alive.expired()) checkInitialized();
+  });
+  if (errors.empty()) return "";
+  return joinErrors("Error updating route configuration(s)", errors);
+}
+
+std::string XdsManager::onListeners(const xds::ConfigUpdate& update) {
+  std::vector<std::string> errors;
+  std::set<std::string> names;
+  bool any_applied = false;
+  for (const auto& r : update.resources) {
+    names.insert(r.name);
+    envoy::config::listener::v3::Listener listener;
+    if (!r.resource.UnpackTo(&listener)) {
+      errors.push_back(r.name + ": the Listener does not decode");
+      continue;
+    }
+    if (listener_sink_ == nullptr) {
+      errors.push_back(r.name + ": dynamic listeners (LDS) are not wired into the server in this build");
+      continue;
+    }
+    auto existing = dynamic_listeners_.find(r.name);
+    if (existing != dynamic_listeners_.end() &&
+        MessageDifferencer::Equals(existing->second.resource, r.resource)) {
+      existing->second.version = r.version;
+      continue;
+    }
+    std::string error = listener_sink_->addOrUpdateListener(listener, r.version);
+    if (!error.empty()) {
+      errors.push_back(r.name + ": " + error);
+      continue;
+    }
+    any_applied = true;
+    dynamic_listeners_[r.name] = {r.resource, r.version, std::chrono::system_clock::now()};
+  }
+  std::vector<std::string> removed;
+  if (update.state_of_the_world) {
+    for (const auto& [name, _] : dynamic_listeners_) {
+      if (!names.count(name)) removed.push_back(name);
+    }
+  } else {
+    removed = update.removed;
+  }
+  for (const auto& name : removed) {
+    if (!dynamic_listeners_.erase(name)) continue;
+    if (listener_sink_) listener_sink_->removeListener(name);
+    any_applied = true;
+  }
+  if (any_applied) lds_stats_.config_reload.inc();
+  lds_initial_done_ = true;
+  refreshRdsSubscription();
+  scheduleSync();
+  std::weak_ptr<bool> alive = alive_;
+  asio::post(main_, [this, alive] {
+    if (!alive.expired()) checkInitialized();
+  });
+  if (errors.empty()) return "";
+  return joinErrors("Error adding/updating listener(s)", errors);
+}
+
+std::vector<std::string> XdsManager::edsNames() const {
+  std::vector<std::string> out;
+  for (const auto& [name, _] : eds_clusters_) out.push_back(name);
+  return out;
+}
+
+std::vector<std::string> XdsManager::rdsNames() const {
+  std::vector<std::string> out;
+  for (const auto& provider : RouteConfigProviderManager::instance().live()) out.push_back(provider->name());
+  return out;
+}
+
+void XdsManager::refreshEdsSubscription() {
+  if (refresh_eds_scheduled_) return;
+  refresh_eds_scheduled_ = true;
+  std::weak_ptr<bool> alive = alive_;
+  asio::post(main_, [this, alive] {
+    if (alive.expired()) return;
+    refresh_eds_scheduled_ = false;
+    auto names = edsNames();
+    if (!eds_subscribed_) {
+      if (names.empty()) return;
+      eds_subscribed_ = true;
+      eds_sent_ = names;
+      xds::SubscriptionCallbacks callbacks;
+      callbacks.on_update = [this](const xds::ConfigUpdate& u) { return onEndpoints(u); };
+      callbacks.initial_fetch_timeout = std::chrono::milliseconds(0);  // per-cluster timers instead
+      client_->subscribe(std::string(xds::kEndpointType), std::move(names), std::move(callbacks));
+      return;
+    }
+    if (names == eds_sent_) return;
+    eds_sent_ = names;
+    client_->updateSubscription(std::string(xds::kEndpointType), std::move(names));
+  });
+}
+
+void XdsManager::refreshRdsSubscription() {
+  if (refresh_rds_scheduled_) return;
+  refresh_rds_scheduled_ = true;
+  std::weak_ptr<bool> alive = alive_;
+  asio::post(main_, [this, alive] {
+    if (alive.expired()) return;
+    refresh_rds_scheduled_ = false;
+    auto names = rdsNames();
+    if (!rds_subscribed_) {
+      if (names.empty()) return;
+      rds_subscribed_ = true;
+      rds_sent_ = names;
+      xds::SubscriptionCallbacks callbacks;
+      callbacks.on_update = [this](const xds::ConfigUpdate& u) { return onRoutes(u); };
+      callbacks.initial_fetch_timeout = std::chrono::milliseconds(0);  // per-provider timers instead
+      client_->subscribe(std::string(xds::kRouteType), std::move(names), std::move(callbacks));
+      return;
+    }
+    if (names == rds_sent_) return;
+    // Forget timers of providers that are gone.
+    for (auto it = rds_timers_.begin(); it != rds_timers_.end();) {
+      it = std::find(names.begin(), names.end(), it->first) == names.end() ? rds_timers_.erase(it) : ++it;
+    }
+    rds_sent_ = names;
+    client_->updateSubscription(std::string(xds::kRouteType), std::move(names));
+  });
+}
+
+void XdsManager::startRdsTimer(const std::shared_ptr<RouteConfigProvider>& provider) {
+  if (provider->initialized() || rds_timers_.count(provider->name())) return;
+  if (provider->initialFetchTimeout().count() <= 0) return;
+  auto timer = std::make_unique<asio::steady_timer>(main_, provider->initialFetchTimeout());
+  std::weak_ptr<bool> alive = alive_;
+  std::weak_ptr<RouteConfigProvider> weak = provider;
+  const std::string name = provider->name();
+  timer->async_wait([this, alive, weak, name](std::error_code ec) {
+    if (ec || alive.expired()) return;
+    rds_timers_.erase(name);
+    if (auto p = weak.lock()) p->initialFetchTimedOut();
+    checkInitialized();
+  });
+  rds_timers_[name] = std::move(timer);
+}
+
+void XdsManager::onConnectionState(bool connected) {
+  connected_state_.set(connected ? 1 : 0);
+  if (!connected) {
+    SKIFF_LOG(kConfig, warn, "xds: lost the ADS stream; serving the last good config while reconnecting");
+    for (const auto& provider : RouteConfigProviderManager::instance().live()) provider->connectionFailed();
+    for (const auto& [cluster, _] : eds_cluster_names_) {
+      if (auto info = clusters_.info(cluster)) info->stats.update_failure.inc();
+    }
+  } else {
+    SKIFF_LOG(kConfig, info, "xds: ADS stream connected");
+  }
+  scheduleSync();
+}
+
+void XdsManager::scheduleSync() {
+  if (sync_scheduled_) return;
+  sync_scheduled_ = true;
+  std::weak_ptr<bool> alive = alive_;
+  // Runs after the client has counted the response it is handling (it counts after our callback returns).
+  asio::post(main_, [this, alive] {
+    if (alive.expired()) return;
+    sync_scheduled_ = false;
+    syncStats();
+  });
+}
+
+void XdsManager::syncStats() {
+  const auto& types = client_->stats().types;
+  auto sync = [&](const std::string& type_url, TypeCounters& c) {
+    auto it = types.find(type_url);
+    if (it == types.end()) return;
+    const xds::TypeStats& now = it->second;
+    auto add = [](const stats::Counter& counter, uint64_t now_value, uint64_t& seen) {
+      if (now_value > seen) counter.inc(now_value - seen);
+      seen = now_value;
+    };
+    add(c.update_attempt, now.update_attempt, c.synced.update_attempt);
+    add(c.update_success, now.update_success, c.synced.update_success);
+    add(c.update_rejected, now.update_rejected, c.synced.update_rejected);
+    add(c.update_failure, now.update_failure, c.synced.update_failure);
+    add(c.init_fetch_timeout, now.init_fetch_timeout, c.synced.init_fetch_timeout);
+    if (now.version_info != c.synced.version_info || now.update_success != 0) {
+      c.version.set(static_cast<int64_t>(xxHash64(now.version_info)));
+    }
+    if (now.version_info != c.synced.version_info) c.update_time.set(nowMs());
+    c.synced.version_info = now.version_info;
+  };
+  sync(std::string(xds::kClusterType), cds_stats_);
+  sync(std::string(xds::kListenerType), lds_stats_);
+}
+
+void XdsManager::housekeeping() {
+  // Providers die with their last HCM (a removed listener's connections drained): drop their names.
+  refreshRdsSubscription();
+  syncStats();
+  housekeeping_timer_.expires_after(std::chrono::seconds(2));
+  std::weak_ptr<bool> alive = alive_;
+  housekeeping_timer_.async_wait([this, alive](std::error_code ec) {
+    if (!ec && !alive.expired()) housekeeping();
+  });
+}
+
+void XdsManager::checkInitialized() {
+  if (initialized_) return;
+  if (!cds_initial_done_ || !lds_initial_done_ || !initial_eds_pending_.empty()) return;
+  if (refresh_eds_scheduled_ || refresh_rds_scheduled_) return;
+  for (const auto& provider : RouteConfigProviderManager::instance().live()) {
+    if (!provider->initialized()) return;
+  }
+  initialized_ = true;
+  SKIFF_LOG(kConfig, info, "xds: initial configuration fetched");
+  if (initialized_cb_) initialized_cb_();
+}
+
+void XdsManager::dumpConfig(const std::function<bool(const std::string&)>& match,
+                            envoy::admin::v3::ClustersConfigDump& clusters,
+                            envoy::admin::v3::EndpointsConfigDump& endpoints,
+                            envoy::admin::v3::ListenersConfigDump& listeners,
+                            envoy::admin::v3::RoutesConfigDump& routes) const {
+  clusters.set_version_info(clusters_.cdsVersionInfo());
+  std::map<std::string, upstream::ClusterInfoConstSharedPtr> latest;
+  for (const auto& info : clusters_.allClusters()) latest[info->name] = info;
+  for (const auto& [name, resource] : dynamic_clusters_) {
+    if (!match(name)) continue;
+    auto active = clusters_.info(name);
+    auto it = latest.find(name);
+    const bool warming = !active || it == latest.end() || it->second != active;
+    auto* entry = warming ? clusters.add_dynamic_warming_clusters() : clusters.add_dynamic_active_clusters();
+    entry->set_version_info(resource.version);
+    *entry->mutable_cluster() = resource.resource;
+    *entry->mutable_last_updated() = toTimestamp(resource.last_updated);
+    entry->set_client_status(envoy::admin::v3::ACKED);
+  }
+  for (const auto& [name, error] : cluster_errors_) {
+    if (!match(name)) continue;
+    auto* entry = clusters.add_dynamic_warming_clusters();
+    auto* state = entry->mutable_error_state();
+    state->set_details(error.first);
+    *state->mutable_last_update_attempt() = toTimestamp(error.second);
+    entry->set_client_status(envoy::admin::v3::NACKED);
+    envoy::config::cluster::v3::Cluster named;
+    named.set_name(name);
+    state->mutable_failed_configuration()->PackFrom(named);
+  }
+  for (const auto& [name, resource] : endpoints_) {
+    if (!match(name)) continue;
+    auto* entry = endpoints.add_dynamic_endpoint_configs();
+    entry->set_version_info(resource.version);
+    *entry->mutable_endpoint_config() = resource.resource;
+    *entry->mutable_last_updated() = toTimestamp(resource.last_updated);
+    entry->set_client_status(envoy::admin::v3::ACKED);
+  }
+  listeners.set_version_info(client_->stats().types.count(std::string(xds::kListenerType))
+                                 ? client_->stats().types.at(std::string(xds::kListenerType)).version_info
+                                 : "");
+  for (const auto& [name, resource] : dynamic_listeners_) {
+    if (!match(name)) continue;
+    auto* entry = listeners.add_dynamic_listeners();
+    entry->set_name(name);
+    auto* state = entry->mutable_active_state();
+    state->set_version_info(resource.version);
+    *state->mutable_listener() = resource.resource;
+    *state->mutable_last_updated() = toTimestamp(resource.last_updated);
+    entry->set_client_status(envoy::admin::v3::ACKED);
+  }
+  for (const auto& provider : RouteConfigProviderManager::instance().live()) {
+    if (!provider->config() || !match(provider->name())) continue;
+    auto* entry = routes.add_dynamic_route_configs();
+    entry->set_version_info(provider->version());
+    entry->mutable_route_config()->PackFrom(*provider->config());
+    *entry->mutable_last_updated() = toTimestamp(provider->lastUpdated());
+    entry->set_client_status(envoy::admin::v3::ACKED);
+  }
+}
+
+}  // namespace skiff::server

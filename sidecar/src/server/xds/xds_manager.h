@@ -1,0 +1,150 @@
+// The sidecar's side of ADS: owns the AdsClient, turns bootstrap dynamic_resources into subscriptions
+// (CDS wildcard, EDS for the EDS clusters known, RDS for the route configs HCMs name, LDS into a
+// ListenerSink), applies updates to the ClusterManager and the RDS providers, keeps Envoy's stats, and
+// tells the server when the first full configuration is in. Main thread only.
+#pragma once
+
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "envoy/admin/v3/config_dump_shared.pb.h"
+#include "envoy/config/bootstrap/v3/bootstrap.pb.h"
+#include "server/xds/listener_sink.h"
+#include "skiff/stats/stats.h"
+#include "skiff/upstream/cluster_manager.h"
+#include "skiff/xds/ads_client.h"
+
+namespace skiff::server {
+
+class XdsManager {
+ public:
+  // Whether the bootstrap asks for xDS at all (dynamic_resources has any field set).
+  static bool configured(const envoy::config::bootstrap::v3::Bootstrap& bootstrap);
+  // Checks dynamic_resources; throws std::invalid_argument naming the field for what Skiff does not do
+  // (REST, per-type gRPC sources, path configs, resource locators, TLS to the control plane, V2).
+  static void validate(const envoy::config::bootstrap::v3::Bootstrap& bootstrap);
+  // The ADS target ("ip:port", "host:port" or "unix:/path") of the bootstrap's ads_config; throws like
+  // validate().
+  static std::string adsTarget(const envoy::config::bootstrap::v3::Bootstrap& bootstrap);
+
+  // Validates (throws) and records the subscriptions; nothing is sent before start().
+  XdsManager(asio::io_context& main, stats::Store& store, upstream::ClusterManager& clusters,
+             const envoy::config::bootstrap::v3::Bootstrap& bootstrap);
+  ~XdsManager();
+  XdsManager(const XdsManager&) = delete;
+  XdsManager& operator=(const XdsManager&) = delete;
+
+  // Opens the ADS stream and starts the warming timers of static EDS clusters and RDS providers. Call after
+  // ClusterManager::start().
+  void start();
+
+  // True once the initial CDS (and the EDS of its clusters), LDS and RDS fetches are done or timed out.
+  bool initialized() const { return initialized_; }
+  // Called once, when initialized() becomes true.
+  void setInitializedCallback(std::function<void()> cb) { initialized_cb_ = std::move(cb); }
+  // LDS target; without one, LDS responses are NACKed ("dynamic listeners are not wired").
+  void setListenerSink(ListenerSink* sink) { listener_sink_ = sink; }
+
+  // /config_dump: dynamic clusters (active/warming), endpoints, listeners and route configs whose names
+  // pass `match`.
+  void dumpConfig(const std::function<bool(const std::string&)>& match,
+                  envoy::admin::v3::ClustersConfigDump& clusters,
+                  envoy::admin::v3::EndpointsConfigDump& endpoints,
+                  envoy::admin::v3::ListenersConfigDump& listeners,
+                  envoy::admin::v3::RoutesConfigDump& routes) const;
+
+  // Update handlers, public for tests. Each returns "" (ACK) or the NACK text naming resources and fields.
+  // As Envoy does, the valid resources of a response are applied even when others are rejected.
+  std::string onClusters(const xds::ConfigUpdate& update);
+  std::string onEndpoints(const xds::ConfigUpdate& update);
+  std::string onRoutes(const xds::ConfigUpdate& update);
+  std::string onListeners(const xds::ConfigUpdate& update);
+
+  // Current named subscriptions (sorted).
+  std::vector<std::string> edsNames() const;
+  std::vector<std::string> rdsNames() const;
+  const xds::AdsClient& client() const { return *client_; }
+
+ private:
+  struct DynamicResource {
+    google::protobuf::Any resource;
+    std::string version;
+    std::chrono::system_clock::time_point last_updated;
+  };
+  struct TypeCounters {
+    stats::Counter update_attempt, update_success, update_rejected, update_failure, init_fetch_timeout,
+        config_reload;
+    stats::Gauge version, update_time;
+    xds::TypeStats synced;  // library counters already added
+  };
+
+  static std::string edsNameOf(const envoy::config::cluster::v3::Cluster& cluster);
+  TypeCounters makeCounters(const std::string& prefix);
+  void trackEdsCluster(const envoy::config::cluster::v3::Cluster& cluster);
+  void untrackEdsCluster(const std::string& cluster);
+  void startWarmTimer(const std::string& cluster, std::chrono::milliseconds timeout);
+  void refreshEdsSubscription();
+  void refreshRdsSubscription();
+  void startRdsTimer(const std::shared_ptr<class RouteConfigProvider>& provider);
+  void onConnectionState(bool connected);
+  void syncStats();
+  void scheduleSync();
+  void checkInitialized();
+  void housekeeping();
+  stats::Counter clusterCounter(const std::string& cluster, const std::string& name);
+
+  asio::io_context& main_;
+  stats::Store& store_;
+  upstream::ClusterManager& clusters_;
+  const bool ads_cds_;
+  const bool ads_lds_;
+  std::chrono::milliseconds cds_timeout_{15000};
+  std::chrono::milliseconds lds_timeout_{15000};
+  std::unique_ptr<xds::AdsClient> client_;
+  ListenerSink* listener_sink_ = nullptr;
+
+  // CDS
+  std::set<std::string> static_clusters_;
+  std::map<std::string, DynamicResource> dynamic_clusters_;
+  std::map<std::string, std::pair<std::string, std::chrono::system_clock::time_point>> cluster_errors_;
+  // EDS: service name -> clusters; cluster -> (service name, initial_fetch_timeout); last accepted CLA.
+  std::map<std::string, std::set<std::string>> eds_clusters_;
+  std::map<std::string, std::pair<std::string, std::chrono::milliseconds>> eds_cluster_names_;
+  std::map<std::string, DynamicResource> endpoints_;
+  std::map<std::string, std::unique_ptr<asio::steady_timer>> warm_timers_;
+  bool eds_subscribed_ = false;
+  std::vector<std::string> eds_sent_;
+  // RDS
+  bool rds_subscribed_ = false;
+  std::vector<std::string> rds_sent_;
+  std::map<std::string, std::unique_ptr<asio::steady_timer>> rds_timers_;
+  // LDS
+  std::map<std::string, DynamicResource> dynamic_listeners_;
+
+  // Readiness.
+  bool cds_initial_done_ = true;
+  bool lds_initial_done_ = true;
+  std::set<std::string> initial_eds_pending_;
+  bool initialized_ = false;
+  std::function<void()> initialized_cb_;
+
+  TypeCounters cds_stats_, lds_stats_;
+  stats::Gauge connected_state_;
+  stats::Counter rate_limit_enforced_;
+  bool sync_scheduled_ = false;
+  bool refresh_eds_scheduled_ = false;
+  bool refresh_rds_scheduled_ = false;
+  asio::steady_timer housekeeping_timer_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace skiff::server
