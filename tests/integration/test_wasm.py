@@ -4,6 +4,7 @@ on traps. The test modules are C sources built by CMake into <build>/wasm."""
 
 import json
 import os
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -188,3 +189,86 @@ def test_unknown_runtime_is_a_config_error(skiff_factory, tmp_path, skiff_bin):
     code, out = run_validate(skiff_bin, json.dumps(config), tmp_path, name="bad.json")
     assert code != 0
     assert "config.vm_config.runtime" in out
+
+
+# ---- the V8 engine is a module loaded on demand ----------------------------------------------------------
+
+def mapped_libraries(pid):
+    """The file names of the shared objects mapped into a process."""
+    names = set()
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        parts = line.split(None, 5)
+        if len(parts) == 6 and parts[5].startswith("/"):
+            names.add(Path(parts[5]).name)
+    return names
+
+
+def has_lib(names, prefix):
+    return any(name.startswith(prefix) for name in names)
+
+
+def test_without_wasm_filters_libnode_is_not_mapped(skiff_factory, skiff_bin):
+    backend = CountingBackend()
+    try:
+        routes = [{"match": {"prefix": "/"}, "route": {"cluster": "backend"}}]
+        listener = http_listener("plain", routes, http_filters=[{"name": "envoy.filters.http.router"}])
+        skiff = skiff_factory(bootstrap([listener], [static_cluster("backend", backend.port)]), concurrency=1)
+        status, _, _ = request(skiff.listener_port(), "/plain")
+        assert status == 200
+        names = mapped_libraries(skiff.pid)
+        assert has_lib(names, "libstdc++"), names  # the listing itself works
+        assert not has_lib(names, "libnode"), names
+        assert not has_lib(names, "libicu"), names
+        assert not has_lib(names, "libskiff_wasm_v8"), names
+    finally:
+        backend.close()
+
+
+def test_wasm_filter_loads_the_engine_module_and_works(skiff_factory):
+    backend, config = trap_config(False)
+    try:
+        skiff = skiff_factory(config, concurrency=1)
+        status, headers, _ = request(skiff.listener_port(), "/ok")
+        assert status == 200
+        assert headers["x-trap-module"] == "ok"
+        names = mapped_libraries(skiff.pid)
+        assert has_lib(names, "libskiff_wasm_v8.so"), names
+        assert has_lib(names, "libnode.so"), names
+    finally:
+        backend.close()
+
+
+def missing_engine_config(fail_open):
+    wasm = {"name": "w", "typed_config": {"@type": WASM_TYPE, "config": {
+        "name": "w", "fail_open": fail_open,
+        "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"inline_string": "x"}}}}}}
+    routes = [{"match": {"prefix": "/"}, "route": {"cluster": "backend"}}]
+    return [http_listener("w", routes, http_filters=[wasm, {"name": "envoy.filters.http.router"}])]
+
+
+def test_engine_that_cannot_be_loaded_is_a_config_error(tmp_path, skiff_bin):
+    missing = tmp_path / "nowhere" / "libskiff_wasm_v8.so"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bootstrap(missing_engine_config(False), [static_cluster("backend", 1)])))
+    env = dict(os.environ, SKIFF_WASM_ENGINE=str(missing))
+    proc = subprocess.run([str(skiff_bin), "--mode", "validate", "-c", str(path)], capture_output=True, text=True,
+                          timeout=30, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "config.vm_config.runtime" in out
+    assert str(missing) in out  # dlerror() names the file it could not open
+
+
+def test_engine_that_cannot_be_loaded_fail_open_bypasses_the_filter(skiff_factory, tmp_path, monkeypatch):
+    backend = CountingBackend()
+    try:
+        monkeypatch.setenv("SKIFF_WASM_ENGINE", str(tmp_path / "nowhere.so"))
+        skiff = skiff_factory(bootstrap(missing_engine_config(True), [static_cluster("backend", backend.port)]),
+                              concurrency=1)
+        status, _, _ = request(skiff.listener_port(), "/open")
+        assert status == 200
+        assert backend.hits["/open"] == 1
+        assert "config.vm_config.runtime" in skiff.logs
+        assert not has_lib(mapped_libraries(skiff.pid), "libnode")
+    finally:
+        backend.close()

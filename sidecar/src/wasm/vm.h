@@ -1,5 +1,6 @@
-// One instantiated Wasm module on V8: an isolate of its own, the module's linear memory with bounds-checked
-// access, calls into its exports with traps caught. A Vm is used by one thread at a time (its worker).
+// One instantiated Wasm module: the engine's instance (V8, loaded on demand from libskiff_wasm_v8.so), the
+// module's linear memory with bounds-checked access, calls into its exports with traps caught. A Vm is used
+// by one thread at a time (its worker).
 #pragma once
 
 #include <cstdint>
@@ -10,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "wasm/engine.h"
 #include "wasm/types.h"
 
 namespace skiff::wasm {
@@ -43,12 +45,12 @@ enum class Export : uint32_t {
 // The ABI a module declares through its `proxy_abi_version_*` export (first match in export order).
 AbiVersion detectAbi(const std::vector<std::string>& export_names);
 
-class Vm {
+class Vm final : private engine::Host {
  public:
   // Compiles `code` (once per process per code hash; later VMs reuse the compiled code), instantiates it
   // in a new isolate with the proxy-wasm host functions bound to `host`, and resolves exports. Returns
-  // nullptr and sets `error` when the module cannot be compiled, lacks an ABI marker or an allocator, or
-  // imports something the host does not provide.
+  // nullptr and sets `error` when the engine cannot be loaded, the module cannot be compiled, lacks an ABI
+  // marker or an allocator, or imports something the host does not provide.
   static std::unique_ptr<Vm> create(std::string_view code, PluginVm* host, std::string* error);
   ~Vm();
   Vm(const Vm&) = delete;
@@ -89,11 +91,11 @@ class Vm {
   void leaveHost() { --host_depth_; }
 
  private:
-  struct Impl;
-  Vm();
+  Vm() = default;
   bool refreshMemory();
+  const std::string* callImport(uint32_t index, const uint64_t* args, uint64_t* result) override;
 
-  std::unique_ptr<Impl> impl_;
+  std::unique_ptr<engine::Instance> instance_;
   PluginVm* host_ = nullptr;
   AbiVersion abi_ = AbiVersion::kUnknown;
   bool failed_ = false;
