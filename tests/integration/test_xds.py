@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not SERVER.exists(), reason=f"build skiff-xds-se
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 
 
-def skiff_config(xds_port, delta, rds_timeout="10s", cds_timeout="10s"):
+def skiff_config(xds_port, delta, rds_timeout="10s", cds_timeout="10s", port=0):
     return {
         "node": {"id": "sidecar~127.0.0.1~xds-test.default~default.svc.cluster.local", "cluster": "xds-test"},
         "dynamic_resources": {
@@ -39,7 +39,7 @@ def skiff_config(xds_port, delta, rds_timeout="10s", cds_timeout="10s"):
             }],
             "listeners": [{
                 "name": "ingress",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
                 "filter_chains": [{"filters": [{
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": {
@@ -66,8 +66,8 @@ def snapshot(httpbin_port, route_tag="v1", endpoints=None):
     })
 
 
-def route_config(tag):
-    return {"name": "local_route", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{
+def route_config(tag, name="local_route"):
+    return {"name": name, "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{
         "match": {"prefix": "/"}, "route": {"cluster": "httpbin"},
         "response_headers_to_add": [{"header": {"key": "x-route-tag", "value": tag}}]}]}]}
 
@@ -212,13 +212,15 @@ def test_control_plane_loss_and_reconnect(xds_server, httpbin, skiff_factory, tm
 
 def test_not_ready_before_first_fetch(xds_server, httpbin, skiff_factory, tmp_path):
     # Nothing to serve yet: CDS has no response; /ready stays 503 until the control plane answers.
-    skiff = skiff_factory(skiff_config(xds_server.port, False, cds_timeout="0s", rds_timeout="0s"),
+    port = free_port()
+    skiff = skiff_factory(skiff_config(xds_server.port, False, cds_timeout="0s", rds_timeout="0s", port=port),
                           wait_ready=False)
     assert wait_until(lambda: skiff.running() and skiff.admin_get("/ready")[0] in (200, 503))
     assert wait_until(lambda: len(requests_of(xds_server, CDS)) > 0)
     assert skiff.admin_get("/ready")[0] == 503
-    port = skiff.listener_port("ingress")
-    assert request(port, "/get")[0] == 404  # no route config yet: 404 NR
+    # The listener warms on its route config (initial_fetch_timeout 0s: no timeout): not bound yet.
+    assert skiff.stats()["listener_manager.total_listeners_warming"] == 1
+    assert refused(port)
     load(xds_server, tmp_path / "v1.json", snapshot(httpbin))
     assert wait_until(lambda: skiff.admin_get("/ready")[0] == 200)
     # Workers apply the cluster a moment after the main thread goes LIVE (posted to their loops).
@@ -226,12 +228,24 @@ def test_not_ready_before_first_fetch(xds_server, httpbin, skiff_factory, tmp_pa
 
 
 def test_rds_initial_fetch_timeout_makes_ready(xds_server, httpbin, skiff_factory, tmp_path):
-    # The route config never comes: after initial_fetch_timeout the server goes LIVE and answers 404.
+    # The route config never comes: the listener warms (connections refused) until initial_fetch_timeout,
+    # then the server goes LIVE and the listener answers 404 NR.
     load(xds_server, tmp_path / "v1.json", json.dumps({"clusters": []}))
-    skiff = skiff_factory(skiff_config(xds_server.port, False, rds_timeout="1s"), wait_ready=False)
-    assert wait_until(lambda: skiff.running() and skiff.admin_get("/ready")[0] == 200, timeout=15)
-    assert skiff.stats()["http.ingress.rds.local_route.init_fetch_timeout"] == 1
-    assert request(skiff.listener_port("ingress"), "/get")[0] == 404
+    port = free_port()
+    started = time.monotonic()
+    skiff = skiff_factory(skiff_config(xds_server.port, False, rds_timeout="3s", port=port), wait_ready=False)
+    assert wait_until(lambda: skiff.running() and skiff.admin_get("/ready")[0] == 503)
+    assert skiff.stats()["listener_manager.total_listeners_warming"] == 1
+    assert refused(port)
+    assert wait_until(lambda: not refused(port), timeout=15)
+    assert time.monotonic() - started >= 2.5  # not before the timeout
+    assert wait_until(lambda: skiff.admin_get("/ready")[0] == 200)
+    stats = skiff.stats()
+    assert stats["http.ingress.rds.local_route.init_fetch_timeout"] == 1
+    assert stats["listener_manager.total_listeners_warming"] == 0
+    assert stats["listener_manager.total_listeners_active"] == 1
+    status, headers, _ = request(port, "/get")
+    assert status == 404
 
 
 def test_churn_under_load(xds_server, httpbin, skiff_factory, tmp_path):
@@ -466,3 +480,45 @@ def test_lds_inbound_only_drain_keeps_inbound_listeners_stopped(xds_server, http
     assert skiff.stats()["listener_manager.listener_modified"] == 0
     assert refused(inbound_port)
     assert get_tag(outbound_port) == (200, "v1")
+
+
+def dynamic_listeners(skiff):
+    status, body = skiff.admin_get("/config_dump")
+    assert status == 200
+    by_type = {c["@type"].rsplit(".", 1)[-1]: c for c in json.loads(body)["configs"]}
+    return {d["name"]: d for d in by_type["ListenersConfigDump"].get("dynamic_listeners", [])}
+
+
+def test_lds_listener_warms_until_its_route_config_arrives(xds_server, httpbin, skiff_factory, tmp_path):
+    port, late_port = free_port(), free_port()
+    load(xds_server, tmp_path / "v1.json", lds_snapshot(httpbin, [lds_listener(port)]))
+    skiff = skiff_factory(lds_config(xds_server.port, False))
+    assert get_tag(port) == (200, "v1")
+
+    # A new listener naming a route config the server does not have: warming, not accepting.
+    late = lds_listener(late_port, name="late", route="late_route", stat_prefix="late")
+    v2 = load(xds_server, tmp_path / "v2.json", json.dumps({"listeners": [lds_listener(port), late]}), "push")
+    assert wait_until(lambda: acked(xds_server, LDS, v2["version"], False))
+    assert wait_until(lambda: skiff.stats()["listener_manager.total_listeners_warming"] == 1)
+    assert refused(late_port)
+    dump = dynamic_listeners(skiff)
+    assert "warming_state" in dump["late"] and "active_state" not in dump["late"], dump["late"]
+    assert "active_state" in dump["dyn"]
+
+    # The replaced listener keeps serving on its old config while the new one warms.
+    moved = lds_listener(port, route="late_route")
+    load(xds_server, tmp_path / "v3.json", json.dumps({"listeners": [moved, late]}), "push")
+    assert wait_until(lambda: skiff.stats()["listener_manager.total_listeners_warming"] == 2)
+    for _ in range(5):
+        assert get_tag(port) == (200, "v1")
+    assert skiff.stats()["listener_manager.listener_modified"] == 0
+
+    # The route config arrives: both go active and serve it.
+    load(xds_server, tmp_path / "v4.json", json.dumps({"routes": [route_config("late", "late_route")]}), "push")
+    assert wait_until(lambda: get_tag(late_port) == (200, "late"))
+    assert wait_until(lambda: get_tag(port) == (200, "late"))
+    stats = skiff.stats()
+    assert stats["listener_manager.total_listeners_warming"] == 0
+    assert stats["listener_manager.total_listeners_active"] == 2
+    assert stats["listener_manager.listener_modified"] == 1
+    assert "active_state" in dynamic_listeners(skiff)["late"]

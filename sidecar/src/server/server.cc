@@ -268,6 +268,7 @@ void Server::drainListeners(bool inbound_only, bool graceful, bool skip_exit) {
       return;
     }
     if (inbound_only && listener_manager_) listener_manager_->stopInboundUpdates();
+    if (!inbound_only && listener_manager_) listener_manager_->releaseSockets(false);
     for (auto& w : workers_) w->drain(inbound_only);
   });
 }

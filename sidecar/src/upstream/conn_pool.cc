@@ -90,15 +90,19 @@ void ConnPool::updateCluster(ClusterInfoConstSharedPtr cluster) {
   if (source_changed) closeIdle(true);  // their keys no longer say which source they were made from
 }
 
+// Only source keys ("addr|source", one per original_src client) go at once; a host's default entry stays
+// until the idle sweep, or every acquire/release pair at low concurrency would re-create it (a map node
+// and a deque: allocations per request).
 void ConnPool::eraseIfEmpty(HostMap::iterator it) {
+  if (it->first.find('|') == std::string::npos) return;
   if (it->second.idle.empty() && it->second.waiting.empty()) hosts_.erase(it);
 }
 
 ConnPool::Acquired ConnPool::acquire(const HostSharedPtr& host, Callback cb, const UpstreamSource& source) {
   const bool cluster_default = isClusterDefault(source);
-  std::string key = host->address;
-  if (!cluster_default) key += "|" + source.key();
-  auto it = hosts_.try_emplace(key).first;
+  std::string key;  // stays empty for the default key: host->address is looked up without a copy
+  if (!cluster_default) key = host->address + "|" + source.key();
+  auto it = hosts_.try_emplace(cluster_default ? host->address : key).first;
   HostPool& hp = it->second;
   const auto now = std::chrono::steady_clock::now();
   while (!hp.idle.empty()) {
@@ -121,7 +125,7 @@ ConnPool::Acquired ConnPool::acquire(const HostSharedPtr& host, Callback cb, con
   request->cb = std::move(cb);
   request->host = host;
   request->source = cluster_default ? upstreamSourceFor(*cluster_, nullptr) : source;
-  request->pool_key = std::move(key);
+  request->pool_key = cluster_default ? host->address : std::move(key);
   request->cluster = cluster_;
   if (cluster_->resources.tryAcquireConnection()) {
     eraseIfEmpty(it);

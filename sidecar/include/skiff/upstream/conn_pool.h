@@ -76,7 +76,7 @@ class ConnPool {
   // A changed upstream_bind_config closes the idle connections made from the old source.
   void updateCluster(ClusterInfoConstSharedPtr cluster);
   size_t idleCount() const;
-  // Host (+ source) keys with idle connections or waiting requests.
+  // Host (+ source) keys in the map (an empty host entry stays until the idle sweep).
   size_t hostKeyCount() const { return hosts_.size(); }
 
  private:
@@ -96,7 +96,9 @@ class ConnPool {
 
   asio::io_context& io_;
   ClusterInfoConstSharedPtr cluster_;
-  HostMap hosts_;  // by host address (+ '|' + source key); entries with nothing idle or waiting are erased
+  // By host address (+ '|' + source key). Empty source-key entries are erased at once, empty host
+  // entries by the idle sweep (closeIdle).
+  HostMap hosts_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

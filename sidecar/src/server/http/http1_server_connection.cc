@@ -142,6 +142,7 @@ std::optional<std::chrono::steady_clock::time_point> Http1ServerConnection::next
   };
   if (!stream_) {
     if (config_->idle_timeout.count() > 0) consider(last_activity_ + config_->idle_timeout);
+    if (drain_deadline_) consider(*drain_deadline_);
     return deadline;
   }
   const auto idle = streamIdleTimeout();
@@ -179,6 +180,11 @@ void Http1ServerConnection::onTimer() {
   if (state_ == State::kClosed) return;
   const auto now = std::chrono::steady_clock::now();
   if (!stream_) {
+    if (drain_deadline_ && now >= *drain_deadline_) {
+      config_->stats.downstream_cx_drain_close.inc();
+      close();
+      return;
+    }
     if (config_->idle_timeout.count() > 0 && now - last_activity_ >= config_->idle_timeout) {
       config_->stats.downstream_cx_idle_timeout.inc();
       close();
@@ -627,12 +633,21 @@ void Http1ServerConnection::closeAfterFlush() {
 void Http1ServerConnection::drain() {
   if (state_ == State::kClosed) return;
   drain_requested_ = true;  // also when only this connection's listener drains (LDS update/removal)
-  if (!stream_ && state_ == State::kHead && in_start_ == in_end_) {
+  // Busy: the response in flight (or the next one) carries "connection: close".
+  if (stream_ || state_ != State::kHead || in_start_ != in_end_) return;
+  if (worker_.draining) {
+    // Server shutdown: the listeners are closed, so an idle connection has nothing more to bring.
     config_->stats.downstream_cx_drain_close.inc();
     close();
     return;
   }
-  // The response in flight (or the next one) carries "connection: close".
+  // A listener drain (its config was replaced or removed): as Envoy, an idle connection stays open for the
+  // HCM's drain_timeout, so a request already on its way (or a fresh connection's first one) is answered
+  // with "connection: close" instead of being reset. Called again on every drain tick: arm once.
+  if (!drain_deadline_) {
+    drain_deadline_ = std::chrono::steady_clock::now() + config_->drain_timeout;
+    armTimer();
+  }
 }
 
 void Http1ServerConnection::close() {

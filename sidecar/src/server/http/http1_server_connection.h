@@ -85,6 +85,8 @@ class Http1ServerConnection : public std::enable_shared_from_this<Http1ServerCon
   int version_minor_ = 1;
   bool keep_alive_ = true;
   bool drain_requested_ = false;  // drain() was called: the next response closes the connection
+  // Listener drain of an idle connection: closed then unless a request arrived (HCM drain_timeout).
+  std::optional<std::chrono::steady_clock::time_point> drain_deadline_;
   bool head_request_ = false;
   bool chunked_response_ = false;
   bool close_delimited_response_ = false;

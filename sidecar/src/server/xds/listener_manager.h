@@ -27,18 +27,31 @@ class ListenerManager : public ListenerSink {
   // address.
   void addStatic(const envoy::config::listener::v3::Listener& proto, const std::string& path);
   // Once the server drains for shutdown: LDS changes are refused from then on.
-  void stopUpdates() { updates_stopped_ = true; }
+  void stopUpdates() {
+    updates_stopped_ = true;
+    releaseSockets(false);
+  }
   // After /drain_listeners?inboundonly: INBOUND listeners cannot be added or modified any more (Envoy).
-  void stopInboundUpdates() { inbound_stopped_ = true; }
+  void stopInboundUpdates() {
+    inbound_stopped_ = true;
+    releaseSockets(true);
+  }
+  // Closes the manager's copies of the listening sockets (of INBOUND listeners only, or of all) once the
+  // workers stop accepting on them, so new connections are refused rather than left in a backlog.
+  void releaseSockets(bool inbound_only);
+  ~ListenerManager();
 
   // ListenerSink
   std::string addOrUpdateListener(const envoy::config::listener::v3::Listener& listener,
                                   const std::string& version) override;
   bool removeListener(const std::string& name) override;
+  void onRouteConfigsChanged() override;
+  bool isWarming(const std::string& name) const override { return warming_.count(name) > 0; }
 
   // (name, bound address) of every active listener, in the order they were added.
   std::vector<std::pair<std::string, std::string>> addresses() const;
   size_t activeCount() const { return listeners_.size(); }
+  size_t warmingCount() const { return warming_.size(); }
 
  private:
   struct Active {
@@ -48,10 +61,29 @@ class ListenerManager : public ListenerSink {
     std::string address;            // bound (or configured, for bind_to_port: false)
     bool is_static = false;
     uint64_t order = 0;
+    // dup()s of the workers' listening sockets: a replacement on the same address takes them over, so
+    // connections in the accept queue survive the swap (a new SO_REUSEPORT socket would reset them).
+    std::vector<int> spare_fds;
+  };
+  static void closeAll(std::vector<int>& fds);
+
+  // A listener whose HCMs wait for RDS (Envoy's warming): built, not bound, until its route configs are in.
+  struct Warming {
+    ListenerConfigSharedPtr config;  // keeps its route config providers alive
+    std::string path;
+    std::string hash;
+    std::vector<std::string> rds;  // route_config_names of its HCMs
+    bool is_static = false;
   };
 
-  // Builds, binds and hands `proto` to the workers (replacing the listener of the same name); throws.
-  void install(const envoy::config::listener::v3::Listener& proto, const std::string& path, bool is_static);
+  // Builds `proto`, then installs it or parks it in warming_; throws.
+  void addOrWarm(const envoy::config::listener::v3::Listener& proto, const std::string& path, bool is_static,
+                 bool before_start);
+  // Binds and hands `config` to the workers (replacing the listener of the same name); throws.
+  void install(const ListenerConfigSharedPtr& config, const std::string& path, bool is_static,
+               bool before_start);
+  // Two listeners on one address would silently share it through SO_REUSEPORT; throws.
+  void checkAddress(const ListenerConfig& config, const std::string& path) const;
   // One total_listeners_draining per listener, done when every worker has drained it.
   std::function<void()> drainTracker();
   void updateGauges();
@@ -60,11 +92,12 @@ class ListenerManager : public ListenerSink {
   const std::vector<std::unique_ptr<Worker>>& workers_;
   const std::chrono::milliseconds drain_time_;
   std::map<std::string, Active> listeners_;
+  std::map<std::string, Warming> warming_;
   uint64_t next_order_ = 0;
   bool updates_stopped_ = false;
   bool inbound_stopped_ = false;
   stats::Counter added_, modified_, removed_, create_success_, create_failure_;
-  stats::Gauge total_active_, total_draining_;
+  stats::Gauge total_active_, total_draining_, total_warming_;
 };
 
 }  // namespace skiff::server

@@ -17,6 +17,10 @@ class ListenerSink {
                                           const std::string& version) = 0;
   // Stops and drains the listener; false when no dynamic listener has that name.
   virtual bool removeListener(const std::string& name) = 0;
+  // A route config arrived or its initial fetch timed out: listeners warming on it may go active.
+  virtual void onRouteConfigsChanged() {}
+  // True while the listener `name` waits for its route configs (not accepting yet).
+  virtual bool isWarming(const std::string& /*name*/) const { return false; }
 };
 
 }  // namespace skiff::server

@@ -9,9 +9,11 @@
 #include <asio/post.hpp>
 #include <stdexcept>
 
+#include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
 #include "server/xds/route_config_provider.h"
 #include "server/xds/version_hash.h"
 #include "skiff/common/logging.h"
+#include "skiff/filters/http_filter_registry.h"
 #include "skiff/xds/node.h"
 
 namespace skiff::server {
@@ -151,6 +153,61 @@ std::string XdsManager::adsTarget(const Bootstrap& bootstrap) {
   return *target;
 }
 
+std::set<std::string> XdsManager::allowedUnknownExtensions(const Bootstrap& bootstrap) {
+  std::set<std::string> out;
+  for (const auto& layer : bootstrap.layered_runtime().layers()) {
+    const auto& fields = layer.static_layer().fields();
+    auto it = fields.find("skiff.allow_unknown_extensions");
+    if (it == fields.end()) continue;
+    std::string list = it->second.string_value();
+    size_t start = 0;
+    while (start <= list.size()) {
+      size_t end = list.find(',', start);
+      if (end == std::string::npos) end = list.size();
+      std::string name = list.substr(start, end - start);
+      name.erase(0, name.find_first_not_of(" \t"));
+      name.erase(name.find_last_not_of(" \t") + 1);
+      if (!name.empty()) out.insert(name);
+      start = end + 1;
+    }
+  }
+  return out;
+}
+
+envoy::config::listener::v3::Listener XdsManager::normalizeListener(envoy::config::listener::v3::Listener l) {
+  // Envoy still honours the v2-era deprecated_v1.bind_to_port (Istio 1.10 sets it on outbound listeners).
+  if (!l.has_bind_to_port() && l.has_deprecated_v1() && l.deprecated_v1().has_bind_to_port()) {
+    *l.mutable_bind_to_port() = l.deprecated_v1().bind_to_port();
+  }
+  if (allowed_unknown_.empty()) return l;
+  auto strip = [&](envoy::config::listener::v3::FilterChain& chain) {
+    for (auto& filter : *chain.mutable_filters()) {
+      envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager hcm;
+      if (!filter.has_typed_config() || !filter.typed_config().UnpackTo(&hcm)) continue;
+      auto* filters = hcm.mutable_http_filters();
+      const int before = filters->size();
+      for (int i = filters->size() - 1; i >= 0; --i) {
+        const auto& f = filters->Get(i);
+        if (!allowed_unknown_.count(f.name())) continue;
+        const std::string& type = f.typed_config().type_url();
+        if (filters::findHttpFilter(type.empty() ? std::string_view() : std::string_view(type), f.name()))
+          continue;
+        if (skipped_logged_.insert({f.name(), l.name()}).second) {
+          SKIFF_LOG(kConfig, warn,
+                    "listener '{}': HTTP filter '{}' is not supported; skipped (allowed by runtime key "
+                    "skiff.allow_unknown_extensions)",
+                    l.name(), f.name());
+        }
+        filters->DeleteSubrange(i, 1);
+      }
+      if (filters->size() != before) filter.mutable_typed_config()->PackFrom(hcm);
+    }
+  };
+  for (auto& chain : *l.mutable_filter_chains()) strip(chain);
+  if (l.has_default_filter_chain()) strip(*l.mutable_default_filter_chain());
+  return l;
+}
+
 XdsManager::TypeCounters XdsManager::makeCounters(const std::string& p) {
   return TypeCounters{store_.counter(p + "update_attempt"),
                       store_.counter(p + "update_success"),
@@ -176,6 +233,11 @@ XdsManager::XdsManager(asio::io_context& main, stats::Store& store, upstream::Cl
       rate_limit_enforced_(store.counter("control_plane.rate_limit_enforced")),
       housekeeping_timer_(main) {
   validate(bootstrap);
+  allowed_unknown_ = allowedUnknownExtensions(bootstrap);
+  for (const auto& name : allowed_unknown_) {
+    SKIFF_LOG(kConfig, info, "xds: unknown HTTP filter '{}' will be skipped (skiff.allow_unknown_extensions)",
+              name);
+  }
   const auto& dr = bootstrap.dynamic_resources();
   if (ads_cds_) cds_timeout_ = timeoutOf(dr.cds_config());
   if (ads_lds_) lds_timeout_ = timeoutOf(dr.lds_config());
@@ -464,6 +526,7 @@ std::string XdsManager::onRoutes(const xds::ConfigUpdate& update) {
       rds_timers_.erase(r.name);
     }
   }
+  if (listener_sink_) listener_sink_->onRouteConfigsChanged();
   std::weak_ptr<bool> alive = alive_;
   asio::post(main_, [this, alive] {
     if (!alive.expired()) checkInitialized();
@@ -493,7 +556,8 @@ std::string XdsManager::onListeners(const xds::ConfigUpdate& update) {
       existing->second.version = r.version;
       continue;
     }
-    std::string error = listener_sink_->addOrUpdateListener(listener, r.version);
+    std::string error =
+        listener_sink_->addOrUpdateListener(normalizeListener(std::move(listener)), r.version);
     if (!error.empty()) {
       errors.push_back(r.name + ": " + error);
       continue;
@@ -601,6 +665,7 @@ void XdsManager::startRdsTimer(const std::shared_ptr<RouteConfigProvider>& provi
     if (ec || alive.expired()) return;
     rds_timers_.erase(name);
     if (auto p = weak.lock()) p->initialFetchTimedOut();
+    if (listener_sink_) listener_sink_->onRouteConfigsChanged();
     checkInitialized();
   });
   rds_timers_[name] = std::move(timer);
@@ -725,7 +790,8 @@ void XdsManager::dumpConfig(const std::function<bool(const std::string&)>& match
     if (!match(name)) continue;
     auto* entry = listeners.add_dynamic_listeners();
     entry->set_name(name);
-    auto* state = entry->mutable_active_state();
+    const bool warming = listener_sink_ && listener_sink_->isWarming(name);
+    auto* state = warming ? entry->mutable_warming_state() : entry->mutable_active_state();
     state->set_version_info(resource.version);
     *state->mutable_listener() = resource.resource;
     *state->mutable_last_updated() = toTimestamp(resource.last_updated);

@@ -87,6 +87,8 @@ class XdsManager {
     xds::TypeStats synced;  // library counters already added
   };
 
+  // The comma-separated `skiff.allow_unknown_extensions` of the bootstrap's static runtime layers.
+  static std::set<std::string> allowedUnknownExtensions(const envoy::config::bootstrap::v3::Bootstrap& b);
   static std::string edsNameOf(const envoy::config::cluster::v3::Cluster& cluster);
   TypeCounters makeCounters(const std::string& prefix);
   void trackEdsCluster(const envoy::config::cluster::v3::Cluster& cluster);
@@ -129,6 +131,12 @@ class XdsManager {
   std::map<std::string, std::unique_ptr<asio::steady_timer>> rds_timers_;
   // LDS
   std::map<std::string, DynamicResource> dynamic_listeners_;
+  // HTTP filters Skiff does not implement that LDS listeners may still name (runtime key
+  // skiff.allow_unknown_extensions): dropped from the listener, logged once per (filter, listener).
+  std::set<std::string> allowed_unknown_;
+  std::set<std::pair<std::string, std::string>> skipped_logged_;
+  // Drops allow-listed unknown HTTP filters and maps deprecated_v1.bind_to_port; returns the listener.
+  envoy::config::listener::v3::Listener normalizeListener(envoy::config::listener::v3::Listener listener);
 
   // Readiness.
   bool cds_initial_done_ = true;
