@@ -9,7 +9,7 @@ SUDO=""
 
 packages=(
   # toolchain
-  build-essential cmake ninja-build ccache pkg-config clang-14 libclang-rt-14-dev clang-format clang-tidy
+  build-essential cmake ninja-build ccache pkg-config clang-14 libclang-rt-14-dev lld-14 clang-format clang-tidy
   # libraries
   libssl-dev libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc libyaml-cpp-dev
   libspdlog-dev libfmt-dev libasio-dev libre2-dev libc-ares-dev libnghttp2-dev libnftnl-dev libmnl-dev
@@ -18,7 +18,7 @@ packages=(
   libicu72 libuv1 libc-ares2 libbrotli1
   # test peers and tools
   python3 python3-pytest python3-yaml python3-httpbin gunicorn haproxy nginx-light wrk curl nghttp2-client
-  openssl nftables iproute2 procps
+  openssl nftables iproute2 procps util-linux
 )
 
 missing=()

@@ -3,6 +3,7 @@
 #include "skiff/xds/ads_client.h"
 
 #include <algorithm>
+#include <mutex>
 #include <random>
 #include <set>
 
@@ -31,6 +32,17 @@ std::chrono::system_clock::time_point deadlineAfter(std::chrono::milliseconds de
   return std::chrono::system_clock::now() + delay;
 }
 
+// gRPC 1.51 drops its shared callback-API completion queue when the last channel that used it goes away,
+// and a later channel's callback calls race with that teardown (ASan: double free in grpc_cq_internal_unref
+// on gRPC's own thread). A sidecar keeps its one ADS channel for the whole process anyway, so channels are
+// kept until exit: the queue is created once and never torn down. Reachable, so not a leak report either.
+void keepForProcessLifetime(std::shared_ptr<grpc::Channel> channel) {
+  static std::mutex mu;
+  static auto* kept = new std::vector<std::shared_ptr<grpc::Channel>>();
+  std::lock_guard<std::mutex> lock(mu);
+  kept->push_back(std::move(channel));
+}
+
 }  // namespace
 
 class AdsClientImpl : public std::enable_shared_from_this<AdsClientImpl> {
@@ -39,6 +51,7 @@ class AdsClientImpl : public std::enable_shared_from_this<AdsClientImpl> {
       : options_(std::move(options)), rng_(std::random_device{}()) {
     auto credentials = options_.credentials ? options_.credentials : grpc::InsecureChannelCredentials();
     channel_ = grpc::CreateChannel(options_.target, credentials);
+    keepForProcessLifetime(channel_);
     stub_ = discovery::AggregatedDiscoveryService::NewStub(channel_);
   }
 

@@ -287,6 +287,9 @@ TEST_F(AdsClientTest, SotwNamedSubscriptionChanges) {
 
   loop_.sync([&] { client->updateSubscription(kEds, {"a", "b"}); });
   ASSERT_TRUE(eventually([&] { return eds.count() == 2; }));
+  // The callback can run before the server has recorded the ACK that follows it: wait for it (ACK 1, the
+  // change, which carries the last nonce, ACK 2), so the subscription change is the request just before it.
+  ASSERT_TRUE(eventually([&] { return requestsOf(server_, kEds, true).size() == 3; }));
   auto all = requestsOf(server_, kEds, false);
   const auto& change = all.at(all.size() - 2);  // the subscription change, before its ACK
   EXPECT_THAT(change.resource_names, ElementsAre("a", "b"));
