@@ -202,6 +202,7 @@ FilterChainMatcher::FilterChainMatcher(
     };
     auto cidr_strings = [](const std::vector<Cidr>& v) {
       std::vector<std::string> s;
+      s.reserve(v.size());
       for (const auto& x : v) s.push_back(x.prefix.to_string() + "/" + std::to_string(x.len));
       return s;
     };

@@ -18,7 +18,8 @@ namespace {
 
 constexpr const char* kHcm = R"({name: envoy.filters.network.http_connection_manager, typed_config: {
     "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager,
-    stat_prefix: s, route_config: {name: r}, http_filters: [{name: envoy.filters.http.router}]}})";
+    stat_prefix: s, drain_timeout: 0.2s, route_config: {name: r},
+    http_filters: [{name: envoy.filters.http.router}]}})";
 
 envoy::config::listener::v3::Listener listenerProto(const std::string& name, uint16_t port,
                                                     const std::string& extra = "") {
@@ -112,7 +113,8 @@ TEST_F(ListenerManagerTest, AddUpdateRemove) {
   EXPECT_EQ(manager_->addOrUpdateListener(listenerProto("dyn", 0), "2"), "");
   EXPECT_EQ(counter("listener_modified"), 0u);
 
-  // A changed listener on the same (now fixed) port: an idle connection of the old one is closed.
+  // A changed listener on the same (now fixed) port: an idle connection of the old one is closed once the
+  // HCM's drain_timeout (0.2 s here) has passed without a request.
   int idle = connectTo(first);
   ASSERT_GE(idle, 0);
   EXPECT_EQ(manager_->addOrUpdateListener(

@@ -272,9 +272,11 @@ void ListenerManager::updateGauges() {
 
 std::vector<std::pair<std::string, std::string>> ListenerManager::addresses() const {
   std::vector<std::pair<uint64_t, const Active*>> ordered;
+  ordered.reserve(listeners_.size());
   for (const auto& [_, active] : listeners_) ordered.emplace_back(active.order, &active);
   std::sort(ordered.begin(), ordered.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   std::vector<std::pair<std::string, std::string>> out;
+  out.reserve(ordered.size());
   for (const auto& [_, active] : ordered) out.emplace_back(active->config->name, active->address);
   return out;
 }

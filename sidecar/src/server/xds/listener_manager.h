@@ -39,7 +39,7 @@ class ListenerManager : public ListenerSink {
   // Closes the manager's copies of the listening sockets (of INBOUND listeners only, or of all) once the
   // workers stop accepting on them, so new connections are refused rather than left in a backlog.
   void releaseSockets(bool inbound_only);
-  ~ListenerManager();
+  ~ListenerManager() override;
 
   // ListenerSink
   std::string addOrUpdateListener(const envoy::config::listener::v3::Listener& listener,
