@@ -60,12 +60,36 @@ int connectTo(uint16_t port) {
   return fd;
 }
 
-// True once the server closed `fd` (EOF) within the timeout.
+// True once the server closed `fd` (EOF or reset) within the timeout; bytes before that are discarded.
 bool closedByPeer(int fd, int timeout_ms) {
-  pollfd p{fd, POLLIN, 0};
-  if (::poll(&p, 1, timeout_ms) != 1) return false;
-  char c;
-  return ::recv(fd, &c, 1, 0) <= 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  char buf[4096];
+  for (;;) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) != 1) return false;
+    if (::recv(fd, buf, sizeof(buf), 0) <= 0) return true;
+  }
+}
+
+// Sends one request on `fd` and waits for the response head: the connection is then known to be served by
+// the listener that accepted it (not still in the kernel's backlog).
+bool roundTrip(int fd) {
+  const std::string request = "GET / HTTP/1.1\r\nhost: a\r\n\r\n";
+  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size()))
+    return false;
+  std::string got;
+  char buf[4096];
+  while (got.find("\r\n\r\n") == std::string::npos) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 5000) != 1) return false;
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) return false;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  return true;
 }
 
 class ListenerManagerTest : public ::testing::Test {
@@ -117,6 +141,7 @@ TEST_F(ListenerManagerTest, AddUpdateRemove) {
   // HCM's drain_timeout (0.2 s here) has passed without a request.
   int idle = connectTo(first);
   ASSERT_GE(idle, 0);
+  ASSERT_TRUE(roundTrip(idle));  // accepted by the old listener, now idle
   EXPECT_EQ(manager_->addOrUpdateListener(
                 listenerProto("dyn", first, ", per_connection_buffer_limit_bytes: 4096"), "3"),
             "");
