@@ -16,7 +16,6 @@
 
 namespace skiff::xds {
 
-
 namespace {
 
 constexpr std::string_view kTypePrefix = "type.googleapis.com/";

@@ -22,8 +22,7 @@
 #include "skiff/xds/ads_client.h"
 #include "skiff/xds/node.h"
 
-namespace skiff::xds {
-}
+namespace skiff::xds {}
 
 namespace {
 
