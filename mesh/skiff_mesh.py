@@ -64,6 +64,7 @@ class Pod:
         self.annotations = {k: str(v) for k, v in (annotations or {}).items()}
         self.user = int(user)
         self.env = {k: str(v) for k, v in (env or {}).items()}
+        self.k8s = None  # the Pod manifest it came from, if any: injected with skiff-inject at start-up
         self.v4 = None
         self.v6 = None
 
@@ -93,8 +94,10 @@ def _pod_from_k8s(doc):
     c = containers[0]
     ports = [(p["containerPort"], _port_protocol(p)) for c2 in containers for p in c2.get("ports") or []]
     env = {e["name"]: e.get("value", "") for e in c.get("env") or [] if "name" in e}
-    return Pod(meta.get("name"), list(c.get("command") or []) + list(c.get("args") or []), ports,
-               meta.get("labels"), meta.get("annotations"), env=env)
+    pod = Pod(meta.get("name"), list(c.get("command") or []) + list(c.get("args") or []), ports,
+              meta.get("labels"), meta.get("annotations"), env=env)
+    pod.k8s = doc
+    return pod
 
 
 def _pod_from_simple(item):
@@ -159,6 +162,55 @@ def init_flags(pod, mode="REDIRECT"):
         if a.get(ANNOTATION + key):
             flags += [flag, a[ANNOTATION + key]]
     return flags
+
+
+def inject_bin():
+    """skiff-inject: SKIFF_INJECT_BIN, else next to SKIFF_BIN, else build/bin."""
+    env = os.environ.get("SKIFF_BIN")
+    base = Path(env).parent if env else REPO / "build" / "bin"
+    return Path(os.environ.get("SKIFF_INJECT_BIN", base / "skiff-inject"))
+
+
+class Injection:
+    """What skiff-inject made of a Pod manifest: the injected pod, skiff-init's args (None: no init container,
+    e.g. interceptionMode NONE) and the skiff container (None: the pod opted out)."""
+
+    def __init__(self, pod_doc, init_args, proxy):
+        self.pod = pod_doc
+        self.init_args = init_args
+        self.proxy = proxy
+
+    @property
+    def proxy_ids(self):
+        sc = (self.proxy or {}).get("securityContext") or {}
+        return sc.get("runAsUser", PROXY_UID), sc.get("runAsGroup", PROXY_UID)
+
+
+def inject_pod(pod, mode="REDIRECT", binary=None):
+    """Runs the pod's manifest (with its current, substituted annotations) through `skiff-inject inject`. The mesh's
+    default mode applies when the pod does not choose one, as a mesh-wide interceptionMode would."""
+    doc = json.loads(json.dumps(pod.k8s))
+    meta = doc.setdefault("metadata", {})
+    meta["annotations"] = dict(pod.annotations)
+    if mode != "REDIRECT":
+        meta["annotations"].setdefault("sidecar.istio.io/interceptionMode", mode)
+    if not meta["annotations"]:
+        del meta["annotations"]
+    binary = binary or inject_bin()
+    proc = subprocess.run([str(binary), "inject", "-f", "-"], input=yaml.safe_dump(doc), capture_output=True,
+                          text=True, timeout=30)
+    if proc.returncode != 0:
+        raise MeshError(f"pod {pod.name}: skiff-inject refused it: {proc.stderr.strip()}")
+    out = next(d for d in yaml.safe_load_all(proc.stdout) if d)
+    spec = out.get("spec") or {}
+    everything = (spec.get("initContainers") or []) + (spec.get("containers") or [])
+    init = next((c for c in everything if c.get("command") == ["skiff-init"]), None)
+    status = (out.get("metadata") or {}).get("annotations", {}).get("sidecar.istio.io/status")
+    proxy = None
+    if status:
+        names = (json.loads(status).get("containers") or []) + (json.loads(status).get("initContainers") or [])
+        proxy = next((c for c in everything if c["name"] in names and c is not init), None)
+    return Injection(out, init["args"] if init else None, proxy)
 
 
 # ------------------------------------------------------------------ namespaces
@@ -252,6 +304,7 @@ class Mesh:
         self.run_id = None
         self.workdir = None
         self.procs = []  # (pod, role, Popen)
+        self.injections = {}  # pod name -> Injection, for pods given as Kubernetes manifests
         self._namespaces = []
         for b in (self.skiff_bin, self.init_bin):
             if not b.exists():
@@ -359,9 +412,16 @@ class Mesh:
         pod.env = {k: sub(v) for k, v in pod.env.items()}
 
     def injected(self, pod):
+        if pod in self.injections:
+            return self.inject and self.injections[pod].proxy is not None
         return self.inject and self.pods[pod].annotations.get("sidecar.istio.io/inject", "true") != "false"
 
     def _start_pod(self, pod):
+        # Kubernetes manifests go through skiff-inject (when built): the init flags and the proxy's ids come from
+        # the injected pod, so interception follows the annotations exactly as in a cluster.
+        if self.inject and pod.k8s is not None and inject_bin().exists():
+            self.injections[pod.name] = inject_pod(pod, self.mode)
+            self.log(f"[{pod.name}] injected by skiff-inject")
         if self.injected(pod.name):
             self._start_sidecar(pod)
         if pod.command:
@@ -369,20 +429,25 @@ class Mesh:
 
     def _start_sidecar(self, pod):
         ns = self.netns(pod.name)
-        flags = init_flags(pod, self.mode)
-        if self.validate:
-            flags += ["--run-validation"]
-        self.log(f"[{pod.name}] skiff-init {shlex.join(flags)}")
-        self._ns_run(ns, self.init_bin, *flags)
-        tproxy = "TPROXY" in flags
+        injection = self.injections.get(pod.name)
+        flags = list(injection.init_args) if injection and injection.init_args is not None else \
+            None if injection else init_flags(pod, self.mode)
+        if flags is not None:
+            if self.validate:
+                flags += ["--run-validation"]
+            self.log(f"[{pod.name}] skiff-init {shlex.join(flags)}")
+            self._ns_run(ns, self.init_bin, *flags)
+        tproxy = flags is not None and "TPROXY" in flags
         if not self.sidecar:
             return
         config = self.workdir / pod.name / "skiff.json"
         config.write_text(json.dumps(sidecar_config.bootstrap(pod, self.pods.values(), tproxy, self.ipv6),
                                      indent=1))
         os.chmod(config, 0o644)
-        # REDIRECT: uid/gid 1337. TPROXY: uid 0 (IP_TRANSPARENT needs it) with gid 1337, as Istio runs it.
-        ids = ["--regid", str(PROXY_UID)] if tproxy else ["--reuid", str(PROXY_UID), "--regid", str(PROXY_UID)]
+        # REDIRECT: uid/gid 1337. TPROXY: uid 0 (IP_TRANSPARENT needs it) with gid 1337, as Istio runs it. An
+        # injected pod says so itself (the skiff container's runAsUser/runAsGroup).
+        uid, gid = injection.proxy_ids if injection else (0 if tproxy else PROXY_UID, PROXY_UID)
+        ids = (["--reuid", str(uid)] if uid != 0 else []) + ["--regid", str(gid)]
         self._spawn(pod, "skiff", ["setpriv", *ids, "--clear-groups", str(self.skiff_bin), "-c", str(config),
                                    "--concurrency", "1", "--service-node", pod.name, *self.skiff_args])
         ready = lambda: self.admin_status(pod.name, "/ready") == 200  # noqa: E731
