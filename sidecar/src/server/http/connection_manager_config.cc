@@ -79,6 +79,9 @@ HcmStats::HcmStats(stats::Store& store, const std::string& p)
       downstream_flow_control_resumed_reading_total(
           store.counter(p + "downstream_flow_control_resumed_reading_total")),
       rs_too_large(store.counter(p + "rs_too_large")),
+      downstream_cx_http2_total(store.counter(p + "downstream_cx_http2_total")),
+      downstream_rq_http2_total(store.counter(p + "downstream_rq_http2_total")),
+      downstream_cx_http2_active(store.gauge(p + "downstream_cx_http2_active")),
       downstream_cx_active(store.gauge(p + "downstream_cx_active")),
       downstream_cx_http1_active(store.gauge(p + "downstream_cx_http1_active")),
       downstream_rq_active(store.gauge(p + "downstream_rq_active")),
@@ -201,10 +204,14 @@ ConnectionManagerConfig::ConnectionManagerConfig(const Proto& proto, const std::
       stats(store, "http." + proto.stat_prefix() + "."),
       buffer_limit(buffer_limit_bytes) {
   if (proto.stat_prefix().empty()) throw std::invalid_argument(path + ".stat_prefix: must be set");
-  if (proto.codec_type() == Proto::HTTP2 || proto.codec_type() == Proto::HTTP3) {
-    throw std::invalid_argument(path +
-                                ".codec_type: only HTTP/1.1 (AUTO or HTTP1) is supported in this version");
+  if (proto.codec_type() == Proto::HTTP3) {
+    throw std::invalid_argument(path + ".codec_type: HTTP3 is not supported");
   }
+  if (proto.codec_type() == Proto::HTTP1) codec_type = CodecType::kHttp1;
+  if (proto.codec_type() == Proto::HTTP2) codec_type = CodecType::kHttp2;
+  http2_stats = std::make_shared<const http2::Http2Stats>(store, "http2.");
+  if (proto.has_http2_protocol_options())
+    http2_settings = http2::Settings::fromProto(proto.http2_protocol_options());
 
   if (proto.has_route_config()) {
     try {
@@ -286,8 +293,11 @@ ConnectionManagerConfig::ConnectionManagerConfig(const Proto& proto, const std::
     if (o.has_max_requests_per_connection())
       max_requests_per_connection = o.max_requests_per_connection().value();
   }
-  if (proto.has_max_request_headers_kb())
+  if (proto.has_max_request_headers_kb()) {
     limits.max_header_bytes = proto.max_request_headers_kb().value() * 1024;
+    http2_settings.max_header_list_size = limits.max_header_bytes;
+  }
+  http2_settings.max_headers_count = limits.max_headers;
   if (proto.has_stream_idle_timeout()) stream_idle_timeout = toMs(proto.stream_idle_timeout());
   if (proto.has_request_timeout()) request_timeout = toMs(proto.request_timeout());
   if (proto.has_request_headers_timeout()) request_headers_timeout = toMs(proto.request_headers_timeout());

@@ -11,8 +11,10 @@
 #include "skiff/accesslog/access_log.h"
 #include "skiff/filters/http_filter_registry.h"
 #include "skiff/http/http1_parser.h"
+#include "skiff/http/http2_codec.h"
 #include "skiff/router/route_table.h"
 #include "skiff/stats/stats.h"
+#include "skiff/tls/xfcc.h"
 
 namespace skiff::server {
 
@@ -30,6 +32,8 @@ struct HcmStats {
       downstream_rq_non_relative_path, downstream_rq_response_before_rq_complete,
       downstream_rq_header_timeout, downstream_flow_control_paused_reading_total,
       downstream_flow_control_resumed_reading_total, rs_too_large;
+  stats::Counter downstream_cx_http2_total, downstream_rq_http2_total;  // HTTP/2 (http2_server_connection)
+  stats::Gauge downstream_cx_http2_active;
   stats::Gauge downstream_cx_active, downstream_cx_http1_active, downstream_rq_active;
   stats::Histogram downstream_cx_length_ms, downstream_rq_time;
   void chargeResponseCode(uint32_t code) const;
@@ -77,6 +81,9 @@ struct ConnectionManagerConfig {
   std::vector<http::FilterFactorySharedPtr> filter_factories;
   std::unique_ptr<WorkerAccessLogs> access_logs;
 
+  // forward_client_cert_details / set_current_client_cert_details (set by buildFilterChain).
+  tls::XfccConfig xfcc;
+
   std::string server_name = "skiff";
   ServerHeader server_header = ServerHeader::kOverwrite;
   bool use_remote_address = false;
@@ -98,6 +105,11 @@ struct ConnectionManagerConfig {
   uint32_t max_requests_per_connection = 0;
   http1::Limits limits;
   uint32_t buffer_limit;
+  // codec_type and http2_protocol_options (see server/http/http_codec_selection.h).
+  enum class CodecType { kAuto, kHttp1, kHttp2 };
+  CodecType codec_type = CodecType::kAuto;
+  http2::Settings http2_settings;
+  std::shared_ptr<const http2::Http2Stats> http2_stats;  // http2.* (root scope, as Envoy's downstream)
 };
 
 using ConnectionManagerConfigSharedPtr = std::shared_ptr<const ConnectionManagerConfig>;

@@ -27,6 +27,49 @@ uint64_t msSince(std::chrono::steady_clock::time_point t) {
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t).count());
 }
 
+bool isGrpcRequest(const http::HeaderMap& headers) {
+  return headers.getOr(http::headers::kContentType).rfind("application/grpc", 0) == 0;
+}
+
+// gRPC's "TimeoutValue TimeoutUnit" (at most 8 digits; H M S m u n) in milliseconds, rounded up.
+std::optional<std::chrono::milliseconds> parseGrpcTimeout(const std::string* v) {
+  if (v == nullptr || v->size() < 2 || v->size() > 9) return std::nullopt;
+  uint64_t n = 0;
+  for (size_t i = 0; i + 1 < v->size(); ++i) {
+    const char c = (*v)[i];
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + static_cast<uint64_t>(c - '0');
+  }
+  switch (v->back()) {
+    case 'H':
+      return std::chrono::milliseconds(n * 3600000);
+    case 'M':
+      return std::chrono::milliseconds(n * 60000);
+    case 'S':
+      return std::chrono::milliseconds(n * 1000);
+    case 'm':
+      return std::chrono::milliseconds(n);
+    case 'u':
+      return std::chrono::milliseconds((n + 999) / 1000);
+    case 'n':
+      return std::chrono::milliseconds((n + 999999) / 1000000);
+    default:
+      return std::nullopt;
+  }
+}
+
+// retry_on's gRPC codes apply to a trailers-only response (grpc-status in the headers), as Envoy's.
+bool grpcRetriable(const RetryPolicy& policy, const http::HeaderMap& headers) {
+  const std::string* status = headers.get("grpc-status");
+  if (status == nullptr) return false;
+  const std::string& s = *status;
+  return (s == "1" && (policy.retry_on & RetryPolicy::kGrpcCancelled)) ||
+         (s == "4" && (policy.retry_on & RetryPolicy::kGrpcDeadlineExceeded)) ||
+         (s == "8" && (policy.retry_on & RetryPolicy::kGrpcResourceExhausted)) ||
+         (s == "14" && (policy.retry_on & RetryPolicy::kGrpcUnavailable)) ||
+         (s == "13" && (policy.retry_on & RetryPolicy::kGrpcInternal));
+}
+
 std::string resetBody(std::string_view reason) {
   std::string body = "upstream connect error or disconnect/reset before headers. reset reason: ";
   body += reason;
@@ -116,6 +159,16 @@ http::HeadersStatus RouterFilter::decodeHeaders(http::HeaderMap& headers, bool e
     if (auto expected = parseUint(headers.get(http::headers::kEnvoyExpectedTimeout))) {
       global_timeout_ = std::chrono::milliseconds(*expected);
     }
+  }
+  if (route_->max_grpc_timeout && isGrpcRequest(headers)) {
+    // grpc_timeout_header_max: a gRPC request's own deadline (none = infinite) replaces the route timeout,
+    // capped by the max (0 = no cap), less the offset. grpc-timeout itself travels on unchanged.
+    std::chrono::milliseconds t{0};
+    if (auto v = parseGrpcTimeout(headers.get("grpc-timeout"))) t = *v;
+    const auto max = *route_->max_grpc_timeout;
+    if (max.count() > 0 && (t.count() == 0 || t > max)) t = max;
+    if (route_->grpc_timeout_offset && t > *route_->grpc_timeout_offset) t -= *route_->grpc_timeout_offset;
+    global_timeout_ = t;
   }
   if (route_->has_retry_policy) retry_policy_ = route_->retry_policy;
   if (const std::string* on = headers.get(http::headers::kEnvoyRetryOn)) {
@@ -264,10 +317,9 @@ void RouterFilter::startAttempt() {
   host->stats.rq_active.fetch_add(1, std::memory_order_relaxed);
 
   const bool head = request_headers_->getOr(http::headers::kMethod) == "HEAD";
-  auto& pool = callbacks_->connPools().get(cluster_info_);
-  upstream_ = std::make_shared<UpstreamRequest>(*this, callbacks_->dispatcher(), pool, host, head,
-                                                callbacks_->bufferLimit(),
-                                                upstream::upstreamSourceFor(cluster, info.connection.get()));
+  upstream_ = makeUpstream(*this, callbacks_->dispatcher(), callbacks_->connPools(), cluster_info_, host,
+                           head, callbacks_->bufferLimit(),
+                           upstream::upstreamSourceFor(cluster, info.connection.get()), info.protocol);
   auto attempt = upstream_;  // start() may fail synchronously and replace upstream_
   const bool replay = attempt_ > 1;
   attempt->start(*request_headers_, replay ? &retained_body_ : nullptr,
@@ -289,7 +341,9 @@ void RouterFilter::onUpstreamHeaders(std::unique_ptr<http::HeaderMap> headers, b
   uint32_t code = 0;
   if (auto v = parseUint(headers->get(http::headers::kStatus))) code = static_cast<uint32_t>(*v);
 
-  const bool retriable_status = retry_policy_.retry_on != 0 && retry_policy_.shouldRetryStatus(code);
+  const bool retriable_status =
+      retry_policy_.retry_on != 0 &&
+      (retry_policy_.shouldRetryStatus(code) || (end_stream && grpcRetriable(retry_policy_, *headers)));
   if (retriable_status && retries_left_ > 0 && request_complete_ && retry_body_complete_) {
     cluster.stats.recordResponse(code, /*is_retry_attempt_result=*/true);
     finishAttemptStats(false);
@@ -384,7 +438,8 @@ void RouterFilter::onUpstreamReset(ResetReason reason, std::string_view details,
   if (reason != ResetReason::kOverflow) {
     const auto trigger = (reason == ResetReason::kConnectFailure || reason == ResetReason::kConnectTimeout)
                              ? RetryTrigger::kConnectFailure
-                             : RetryTrigger::kReset;
+                         : reason == ResetReason::kRefusedStream ? RetryTrigger::kRefusedStream
+                                                                 : RetryTrigger::kReset;
     if (tryRetry(trigger, 0)) return;
   }
   upstream_.reset();
@@ -399,6 +454,11 @@ void RouterFilter::onUpstreamReset(ResetReason reason, std::string_view details,
     case ResetReason::kOverflow:
       sendUpstreamFailure(503, http::ResponseFlag::kUpstreamOverflow, resetBody("overflow"),
                           "upstream_reset_before_response_started{overflow}");
+      break;
+    case ResetReason::kRefusedStream:
+      sendUpstreamFailure(503, http::ResponseFlag::kUpstreamConnectionTermination,
+                          resetBody("remote refused stream reset"),
+                          "upstream_reset_before_response_started{remote_refused_stream_reset}");
       break;
     case ResetReason::kConnectionTermination:
       cluster.stats.upstream_rq_rx_reset.inc();
@@ -436,6 +496,10 @@ bool RouterFilter::tryRetry(RetryTrigger trigger, uint32_t status) {
     case RetryTrigger::kConnectFailure:
       wanted = on & (RetryPolicy::k5xx | RetryPolicy::kGatewayError | RetryPolicy::kReset |
                      RetryPolicy::kConnectFailure);
+      break;
+    case RetryTrigger::kRefusedStream:
+      wanted = on & (RetryPolicy::k5xx | RetryPolicy::kGatewayError | RetryPolicy::kReset |
+                     RetryPolicy::kRefusedStream);
       break;
   }
   if (!wanted || !request_complete_ || !retry_body_complete_) return false;

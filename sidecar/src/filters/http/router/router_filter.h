@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 
+#include "filters/http/router/h2_upstream_request.h"
 #include "filters/http/router/upstream_request.h"
 #include "skiff/filters/http_filter_registry.h"
 #include "skiff/http/filter.h"
@@ -47,7 +48,7 @@ class RouterFilter : public http::StreamDecoderFilter, public UpstreamRequest::O
   void onUpstreamWriteBackedUp(bool backed_up) override;
 
  private:
-  enum class RetryTrigger { kStatus, kReset, kConnectFailure, kPerTryTimeout };
+  enum class RetryTrigger { kStatus, kReset, kConnectFailure, kPerTryTimeout, kRefusedStream };
 
   void startAttempt();
   void onRequestComplete();
@@ -67,7 +68,7 @@ class RouterFilter : public http::StreamDecoderFilter, public UpstreamRequest::O
   upstream::ThreadLocalCluster* cluster_ = nullptr;
   upstream::ClusterInfoConstSharedPtr cluster_info_;  // keeps stats/limits alive across cluster updates
   http::HeaderMap* request_headers_ = nullptr;
-  std::shared_ptr<UpstreamRequest> upstream_;
+  GenericUpstreamPtr upstream_;  // HTTP/1.1 or HTTP/2 attempt (h2_upstream_request.h)
   upstream::HostSharedPtr previous_host_;
 
   RetryPolicy retry_policy_;

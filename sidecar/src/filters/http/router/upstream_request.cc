@@ -119,7 +119,7 @@ void UpstreamRequest::flushWrites() {
   out_.clear();
   conn_->cluster->stats.upstream_cx_tx_bytes_total.inc(writing_.size());
   auto self = shared_from_this();
-  asio::async_write(conn_->socket, asio::buffer(writing_), [self](std::error_code ec, size_t) {
+  conn_->transport.asyncWrite(asio::buffer(writing_), [self](std::error_code ec, size_t) {
     self->write_in_flight_ = false;
     self->writing_.clear();
     if (ec) {
@@ -148,12 +148,12 @@ void UpstreamRequest::doRead() {
   if (in_.size() < in_end_ + kReadChunk) in_.resize(in_end_ + kReadChunk);
   read_in_flight_ = true;
   auto self = shared_from_this();
-  conn_->socket.async_read_some(asio::buffer(in_.data() + in_end_, kReadChunk),
-                                [self](std::error_code ec, size_t n) {
-                                  self->read_in_flight_ = false;
-                                  self->in_end_ += n;
-                                  self->onRead(ec, n);
-                                });
+  conn_->transport.asyncReadSome(asio::buffer(in_.data() + in_end_, kReadChunk),
+                                 [self](std::error_code ec, size_t n) {
+                                   self->read_in_flight_ = false;
+                                   self->in_end_ += n;
+                                   self->onRead(ec, n);
+                                 });
 }
 
 void UpstreamRequest::onRead(std::error_code ec, size_t n) {
@@ -241,6 +241,9 @@ bool UpstreamRequest::processResponse() {
 
 // The response is complete: give the connection back when the exchange ended cleanly.
 void UpstreamRequest::finishResponse() {
+  // The owner has had the whole response and may be gone by the time a request write still in flight
+  // completes or fails: it gets no further callbacks.
+  owner_ = nullptr;
   if (finished_) return;
   if (write_in_flight_) return;  // finish once the request bytes are out (flushWrites calls back)
   finished_ = true;

@@ -18,6 +18,7 @@ enum class ResetReason {
   kOverflow,               // circuit breaker (UO)
   kConnectionTermination,  // the upstream closed or reset the connection (UC)
   kProtocolError,          // the upstream sent something we cannot parse (UPE)
+  kRefusedStream,          // HTTP/2: the server refused the stream (REFUSED_STREAM, GOAWAY); never processed
 };
 
 class UpstreamRequest : public std::enable_shared_from_this<UpstreamRequest> {

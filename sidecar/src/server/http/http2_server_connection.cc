@@ -1,0 +1,447 @@
+// Http2ServerConnection: the downstream HTTP/2 connection, its streams and their filter chains.
+#include "server/http/http2_server_connection.h"
+
+#include <asio/post.hpp>
+
+#include "server/http/forwarding_headers.h"
+#include "skiff/common/logging.h"
+#include "skiff/common/random.h"
+#include "skiff/router/route_table.h"
+#include "skiff/tls/xfcc.h"
+#include "skiff/upstream/host.h"
+
+namespace skiff::server {
+
+namespace {
+constexpr size_t kReadChunk = 16 * 1024;
+}
+
+// One HTTP/2 stream: its filter chain, and the sink that turns the chain's output into frames.
+class Http2ServerConnection::ActiveStream : public http::StreamCallbacks, public FilterManagerSink {
+ public:
+  ActiveStream(Http2ServerConnection& conn, int32_t stream_id)
+      : conn_(conn), stream_id_(stream_id), id_(random64()), fm_(*this, *this, conn.config_->buffer_limit) {}
+
+  // StreamCallbacks
+  http::StreamInfo& streamInfo() override { return info_; }
+  const router::RouteEntry* route() override {
+    if (!route_cached_) {
+      route_cached_ = true;
+      if (!route_table_) route_table_ = conn_.config_->routeTable(conn_.worker_.index);
+      if (fm_.requestHeaders() != nullptr && route_table_) {
+        route_ = route_table_->route(*fm_.requestHeaders(), random64());
+      }
+    }
+    return route_;
+  }
+  void clearRouteCache() override { route_cached_ = false; }
+  asio::io_context& dispatcher() override { return conn_.worker_.io; }
+  upstream::ThreadLocalClusterManager& clusterManager() override { return conn_.worker_.clusters; }
+  upstream::ConnPoolMap& connPools() override { return conn_.worker_.pools; }
+  uint64_t streamId() const override { return id_; }
+
+  void sendLocalReply(uint32_t status, std::string_view body, std::string_view details,
+                      const std::function<void(http::HeaderMap&)>& modify) override {
+    info_.response_code_details = std::string(details);
+    if (fm_.responseStarted()) {
+      resetStream();
+      return;
+    }
+    auto headers = std::make_unique<http::HeaderMap>();
+    headers->add(http::headers::kStatus, std::to_string(status));
+    if (!body.empty()) {
+      headers->add(http::headers::kContentLength, std::to_string(body.size()));
+      headers->add(http::headers::kContentType, "text/plain");
+    }
+    if (modify) modify(*headers);
+    const bool has_body = !body.empty() && !head_request_;
+    fm_.encodeHeaders(std::move(headers), !has_body);
+    if (has_body) {
+      http::Buffer data(body);
+      fm_.encodeData(data, true);
+    }
+  }
+
+  void resetStream() override {
+    if (reset_ || finished_) return;
+    reset_ = true;
+    conn_.config_->stats.downstream_rq_tx_reset.inc();
+    info_.setFlag(http::ResponseFlag::kLocalReset);
+    conn_.codec_.resetStream(stream_id_, http2::kInternalError);
+    conn_.scheduleFlush();
+  }
+
+  // FilterManagerSink
+  void writeHeaders(http::HeaderMap& headers, bool end_stream) override {
+    const ConnectionManagerConfig& c = *conn_.config_;
+    const std::string* status_text = headers.get(http::headers::kStatus);
+    info_.response_code = status_text ? static_cast<uint32_t>(std::atoi(status_text->c_str())) : 500;
+    switch (c.server_header) {
+      case ConnectionManagerConfig::ServerHeader::kOverwrite:
+        headers.set(http::headers::kServer, c.server_name);
+        break;
+      case ConnectionManagerConfig::ServerHeader::kAppendIfAbsent:
+        headers.setIfAbsent(http::headers::kServer, c.server_name);
+        break;
+      case ConnectionManagerConfig::ServerHeader::kPassThrough:
+        break;
+    }
+    if (c.always_set_request_id_in_response && fm_.requestHeaders() != nullptr) {
+      if (const std::string* id = fm_.requestHeaders()->get(http::headers::kRequestId)) {
+        headers.set(http::headers::kRequestId, *id);
+      }
+    }
+    if (reset_) return;
+    const bool end = end_stream || head_request_;
+    conn_.codec_.submitResponse(stream_id_, headers, end);
+    if (end) response_sent_ = true;
+    conn_.scheduleFlush();
+    if (end) onResponseComplete();
+  }
+
+  void writeData(http::Buffer& data, bool end_stream) override {
+    info_.bytes_sent += data.size();
+    if (reset_ || response_sent_) return;
+    conn_.codec_.sendData(stream_id_, data, end_stream);
+    conn_.scheduleFlush();
+    if (end_stream) {
+      response_sent_ = true;
+      onResponseComplete();
+    }
+  }
+
+  void writeTrailers(http::HeaderMap& trailers) override {
+    if (reset_ || response_sent_) return;
+    response_sent_ = true;
+    conn_.codec_.sendTrailers(stream_id_, trailers);
+    conn_.scheduleFlush();
+    onResponseComplete();
+  }
+
+  void onResponseComplete() {
+    info_.last_downstream_tx = info_.elapsed();
+    // The response is done before the request: tell the client to stop sending (RFC 9113 8.1).
+    if (!request_complete_) {
+      conn_.config_->stats.downstream_rq_response_before_rq_complete.inc();
+      conn_.codec_.resetStreamAfterEnd(stream_id_, http2::kNoError);
+    }
+  }
+
+  bool backedUp() const {
+    return conn_.codec_.streamPendingSendBytes(stream_id_) + conn_.out_.size() > conn_.config_->buffer_limit;
+  }
+
+  Http2ServerConnection& conn_;
+  const int32_t stream_id_;
+  const uint64_t id_;
+  std::shared_ptr<const router::RouteTable> route_table_;
+  http::StreamInfo info_;
+  FilterManager fm_;
+  const router::RouteEntry* route_ = nullptr;
+  bool route_cached_ = false;
+  bool request_complete_ = false;
+  bool response_sent_ = false;
+  bool head_request_ = false;
+  bool reset_ = false;
+  bool finished_ = false;
+  std::vector<std::function<void()>> writable_callbacks_;
+};
+
+Http2ServerConnection::Http2ServerConnection(WorkerContext& worker, network::Transport transport,
+                                             ConnectionManagerConfigSharedPtr config,
+                                             const ListenerStats& listener_stats,
+                                             network::ConnectionInfoConstSharedPtr info)
+    : worker_(worker),
+      transport_(std::move(transport)),
+      config_(std::move(config)),
+      listener_scope_(listener_stats),
+      info_(std::move(info)),
+      id_(info_->id != 0 ? info_->id : WorkerContext::nextConnectionId()),
+      local_address_(upstream::formatEndpoint(info_->local)),
+      remote_address_(upstream::formatEndpoint(info_->remote)),
+      codec_(http2::Codec::Role::kServer, config_->http2_settings, *this, config_->http2_stats.get()),
+      idle_timer_(worker.io) {
+  std::error_code ec;
+  transport_.socket().set_option(asio::ip::tcp::no_delay(true), ec);
+  worker_.connections.insert(this);
+  const HcmStats& s = config_->stats;
+  s.downstream_cx_total.inc();
+  s.downstream_cx_http2_total.inc();
+  s.downstream_cx_active.inc();
+  s.downstream_cx_http2_active.inc();
+}
+
+Http2ServerConnection::~Http2ServerConnection() {
+  worker_.connections.erase(this);
+  const HcmStats& s = config_->stats;
+  s.downstream_cx_active.dec();
+  s.downstream_cx_http2_active.dec();
+  s.downstream_cx_destroy.inc();
+  s.downstream_cx_length_ms.record(static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - created_)
+          .count()));
+}
+
+void Http2ServerConnection::start() {
+  scheduleFlush();  // our SETTINGS
+  armIdleTimer();
+  doRead();
+}
+
+Http2ServerConnection::ActiveStream* Http2ServerConnection::find(int32_t id) {
+  auto it = streams_.find(id);
+  return it == streams_.end() ? nullptr : it->second.get();
+}
+
+bool Http2ServerConnection::onNewStream(int32_t) {
+  // After GOAWAY nghttp2 ignores new streams itself; while shutting down refuse them.
+  return !draining_ && !worker_.draining;
+}
+
+void Http2ServerConnection::onHeaders(int32_t stream_id, std::unique_ptr<http::HeaderMap> headers,
+                                      bool end_stream) {
+  const HcmStats& stats = config_->stats;
+  stats.downstream_rq_total.inc();
+  stats.downstream_rq_http2_total.inc();
+  stats.downstream_rq_active.inc();
+  auto owned = std::make_unique<ActiveStream>(*this, stream_id);
+  ActiveStream& s = *owned;
+  streams_.emplace(stream_id, std::move(owned));
+  s.info_.connection_id = id_;
+  s.info_.connection = info_;
+  s.info_.downstream_local_address = local_address_;
+  s.info_.downstream_direct_remote_address = remote_address_;
+  s.info_.downstream_remote_address = remote_address_;
+  s.info_.protocol = "HTTP/2";
+  s.info_.requested_server_name = info_->server_name;  // SNI (tls_inspector or TLS termination)
+  s.request_complete_ = end_stream;
+  if (end_stream) s.info_.last_downstream_rx = s.info_.elapsed();
+
+  // HTTP/2 carries the authority in :authority; a Host header alone is accepted (RFC 9113 8.3.1).
+  if (headers->getOr(http::headers::kAuthority).empty()) {
+    if (const std::string* host = headers->get(http::headers::kHost)) {
+      const std::string value = *host;
+      headers->remove(http::headers::kHost);
+      headers->remove(http::headers::kAuthority);
+      auto& e = headers->mutableEntries();
+      size_t pos = 0;
+      while (pos < e.size() && !e[pos].first.empty() && e[pos].first[0] == ':') ++pos;
+      e.insert(e.begin() + static_cast<std::ptrdiff_t>(pos), {std::string(http::headers::kAuthority), value});
+    }
+  }
+  s.head_request_ = headers->getOr(http::headers::kMethod) == "HEAD";
+  // A body without content-length: an HTTP/1.1 upstream needs it chunked (the h2 codec drops the header).
+  if (!end_stream && headers->get(http::headers::kContentLength) == nullptr) {
+    headers->set(http::headers::kTransferEncoding, "chunked");
+  }
+  s.info_.downstream_remote_address =
+      applyForwardingHeaders(*headers, *config_, info_->remote, remote_address_, info_->tls != nullptr);
+  // Same x-forwarded-client-cert handling as HTTP/1: a plaintext client cannot spoof it.
+  tls::mutateXfcc(*headers, info_->tls.get(), config_->xfcc);
+  s.info_.request_headers = headers.get();
+  for (const auto& factory : config_->filter_factories) factory->createFilters(s.fm_);
+  ActiveStream* sp = &s;
+  s.fm_.setBackpressureHooks(
+      [sp] { return sp->backedUp(); },
+      [sp](std::function<void()> cb) { sp->writable_callbacks_.push_back(std::move(cb)); },
+      [this, stream_id](bool paused) {
+        codec_.readDisable(stream_id, paused);
+        if (!paused) scheduleFlush();  // the window update
+      });
+  s.fm_.decodeHeaders(std::move(headers), end_stream);
+}
+
+void Http2ServerConnection::onData(int32_t stream_id, http::Buffer& data, bool end_stream) {
+  ActiveStream* s = find(stream_id);
+  if (s == nullptr || s->finished_) return;
+  s->info_.bytes_received += data.size();
+  if (end_stream) {
+    s->request_complete_ = true;
+    s->info_.last_downstream_rx = s->info_.elapsed();
+  }
+  s->fm_.decodeData(data, end_stream);
+}
+
+void Http2ServerConnection::onTrailers(int32_t stream_id, std::unique_ptr<http::HeaderMap> trailers) {
+  ActiveStream* s = find(stream_id);
+  if (s == nullptr || s->finished_) return;
+  s->request_complete_ = true;
+  s->info_.last_downstream_rx = s->info_.elapsed();
+  s->fm_.decodeTrailers(std::move(trailers));
+}
+
+void Http2ServerConnection::onStreamClose(int32_t stream_id, uint32_t error_code, bool remote) {
+  auto it = streams_.find(stream_id);
+  if (it == streams_.end()) return;
+  std::unique_ptr<ActiveStream> s = std::move(it->second);
+  streams_.erase(it);
+  s->finished_ = true;
+  const HcmStats& stats = config_->stats;
+  stats.downstream_rq_active.dec();
+  const bool complete = s->response_sent_ && (error_code == 0 || (!remote && !s->reset_));
+  if (!complete) {
+    if (remote) {
+      stats.downstream_rq_rx_reset.inc();
+      s->info_.setFlag(http::ResponseFlag::kDownstreamConnectionTermination);
+    } else {
+      s->info_.setFlag(http::ResponseFlag::kLocalReset);
+    }
+  } else {
+    stats.downstream_rq_completed.inc();
+    stats.chargeResponseCode(s->info_.response_code);
+  }
+  stats.downstream_rq_time.record(static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(s->info_.elapsed()).count()));
+  s->fm_.destroyFilters();
+  config_->access_logs->log(worker_.index, s->info_);
+  finished_streams_.push_back(std::move(s));
+  auto self = shared_from_this();
+  asio::post(worker_.io, [self] {
+    self->finished_streams_.clear();
+    self->maybeClose();
+  });
+  last_activity_ = std::chrono::steady_clock::now();
+}
+
+void Http2ServerConnection::doRead() {
+  if (read_in_flight_ || closed_) return;
+  // Output the peer does not read (PING/SETTINGS ACKs, responses): stop reading until it drains.
+  if (out_.size() + writing_.size() > std::max<size_t>(config_->buffer_limit, 1 << 20)) return;
+  if (in_.size() < kReadChunk) in_.resize(kReadChunk);
+  read_in_flight_ = true;
+  auto self = shared_from_this();
+  transport_.asyncReadSome(asio::buffer(in_.data(), kReadChunk), [self](std::error_code ec, size_t n) {
+    self->read_in_flight_ = false;
+    self->onRead(ec, n);
+  });
+}
+
+void Http2ServerConnection::onRead(std::error_code ec, size_t n) {
+  if (closed_) return;
+  if (ec) {
+    if (!streams_.empty()) config_->stats.downstream_cx_destroy_remote_active_rq.inc();
+    config_->stats.downstream_cx_destroy_remote.inc();
+    close();
+    return;
+  }
+  config_->stats.downstream_cx_rx_bytes_total.inc(n);
+  last_activity_ = std::chrono::steady_clock::now();
+  auto self = shared_from_this();
+  if (!codec_.receive(std::string_view(in_.data(), n))) {
+    SKIFF_LOG(kConnection, debug, "[C{}] HTTP/2 connection error: {}", id_, codec_.error());
+    config_->stats.downstream_cx_protocol_error.inc();
+  }
+  scheduleFlush();
+  if (!codec_.wantsClose()) doRead();
+}
+
+void Http2ServerConnection::scheduleFlush() {
+  if (flush_scheduled_ || closed_) return;
+  flush_scheduled_ = true;
+  auto self = shared_from_this();
+  asio::post(worker_.io, [self] {
+    self->flush_scheduled_ = false;
+    self->flush();
+  });
+}
+
+void Http2ServerConnection::flush() {
+  if (closed_ || write_in_flight_) return;
+  if (!codec_.takeOutput(out_)) {
+    close();
+    return;
+  }
+  if (out_.empty()) {
+    maybeClose();
+    return;
+  }
+  write_in_flight_ = true;
+  writing_.swap(out_);
+  out_.clear();
+  config_->stats.downstream_cx_tx_bytes_total.inc(writing_.size());
+  auto self = shared_from_this();
+  transport_.asyncWrite(asio::buffer(writing_), [self](std::error_code ec, size_t) {
+    self->write_in_flight_ = false;
+    self->writing_.clear();
+    if (ec) {
+      self->close();
+      return;
+    }
+    if (self->out_.empty()) self->codec_.onOutputDrained();
+    self->onWritable();
+    self->flush();
+    self->doRead();
+  });
+}
+
+// Streams waiting for downstream room get their callbacks once their queue is below the limit.
+void Http2ServerConnection::onWritable() {
+  std::vector<int32_t> ids;
+  for (auto& [id, s] : streams_) {
+    if (!s->writable_callbacks_.empty() && !s->backedUp()) ids.push_back(id);
+  }
+  for (int32_t id : ids) {
+    ActiveStream* s = find(id);
+    if (s == nullptr) continue;
+    auto callbacks = std::move(s->writable_callbacks_);
+    s->writable_callbacks_.clear();
+    for (auto& cb : callbacks) cb();
+  }
+}
+
+void Http2ServerConnection::maybeClose() {
+  if (closed_ || write_in_flight_ || !out_.empty()) return;
+  if (codec_.wantsClose() || ((draining_ || worker_.draining) && goaway_sent_ && streams_.empty())) {
+    transport_.shutdownWrite();
+    close();
+  }
+}
+
+void Http2ServerConnection::armIdleTimer() {
+  if (config_->idle_timeout.count() <= 0 || closed_) return;
+  // With streams open the connection is not idle: look again a full timeout later (last_activity_ may be
+  // long past, and re-arming there would fire at once, over and over).
+  if (streams_.empty()) {
+    idle_timer_.expires_at(last_activity_ + config_->idle_timeout);
+  } else {
+    idle_timer_.expires_after(config_->idle_timeout);
+  }
+  std::weak_ptr<Http2ServerConnection> weak = weak_from_this();
+  idle_timer_.async_wait([weak](std::error_code ec) {
+    auto self = weak.lock();
+    if (ec || !self || self->closed_) return;
+    if (self->streams_.empty() &&
+        std::chrono::steady_clock::now() - self->last_activity_ >= self->config_->idle_timeout) {
+      self->config_->stats.downstream_cx_idle_timeout.inc();
+      self->drain();
+      return;
+    }
+    self->armIdleTimer();
+  });
+}
+
+void Http2ServerConnection::drain() {
+  if (closed_) return;
+  draining_ = true;
+  if (!goaway_sent_) {
+    goaway_sent_ = true;
+    config_->stats.downstream_cx_drain_close.inc();
+    codec_.goAway(http2::kNoError, false);
+  }
+  scheduleFlush();
+}
+
+void Http2ServerConnection::close() {
+  if (closed_) return;
+  closed_ = true;
+  auto self = shared_from_this();
+  // Streams still open end as resets (access-logged with their flags).
+  std::vector<int32_t> ids;
+  for (auto& [id, s] : streams_) ids.push_back(id);
+  for (int32_t id : ids) onStreamClose(id, http2::kCancel, false);
+  idle_timer_.cancel();
+  transport_.close();
+  config_->stats.downstream_cx_destroy_local.inc();
+}
+
+}  // namespace skiff::server
