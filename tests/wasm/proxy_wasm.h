@@ -10,7 +10,8 @@
 #define WASI(name) __attribute__((import_module("wasi_snapshot_preview1"), import_name(#name)))
 #define EXPORT(name) __attribute__((export_name(#name)))
 
-enum { kOk = 0, kNotFound = 1, kBadArgument = 2, kInvalidMemoryAccess = 6, kCasMismatch = 8 };
+enum { kOk = 0, kNotFound = 1, kBadArgument = 2, kInvalidMemoryAccess = 6, kEmpty = 7, kCasMismatch = 8 };
+enum { kHttpCallResponseHeaders = 6, kHttpCallResponseTrailers = 7, kHttpCallResponseBody = 4 };
 enum { kRequestHeaders = 0, kRequestTrailers = 1, kResponseHeaders = 2, kResponseTrailers = 3 };
 enum { kRequestBody = 0, kResponseBody = 1, kVmConfiguration = 6, kPluginConfiguration = 7 };
 enum { kTrace = 0, kDebug = 1, kInfo = 2, kWarn = 3, kError = 4, kCritical = 5 };
@@ -64,6 +65,21 @@ uint32_t proxy_define_metric(uint32_t type, const char* name, size_t size, uint3
 IMPORT(proxy_increment_metric) uint32_t proxy_increment_metric(uint32_t id, int64_t offset);
 IMPORT(proxy_record_metric) uint32_t proxy_record_metric(uint32_t id, uint64_t value);
 IMPORT(proxy_get_metric) uint32_t proxy_get_metric(uint32_t id, uint64_t* value);
+IMPORT(proxy_http_call)
+uint32_t proxy_http_call(const char* cluster, size_t cluster_size, const char* headers, size_t headers_size,
+                         const char* body, size_t body_size, const char* trailers, size_t trailers_size,
+                         uint32_t timeout_ms, uint32_t* token);
+IMPORT(proxy_set_effective_context) uint32_t proxy_set_effective_context(uint32_t id);
+IMPORT(proxy_get_status) uint32_t proxy_get_status(uint32_t* code, const char** msg, size_t* msg_size);
+IMPORT(proxy_register_shared_queue)
+uint32_t proxy_register_shared_queue(const char* name, size_t size, uint32_t* id);
+IMPORT(proxy_resolve_shared_queue)
+uint32_t proxy_resolve_shared_queue(const char* vm_id, size_t vm_id_size, const char* name, size_t size,
+                                    uint32_t* id);
+IMPORT(proxy_enqueue_shared_queue)
+uint32_t proxy_enqueue_shared_queue(uint32_t id, const char* data, size_t size);
+IMPORT(proxy_dequeue_shared_queue)
+uint32_t proxy_dequeue_shared_queue(uint32_t id, const char** data, size_t* size);
 WASI(fd_write) uint32_t wasi_fd_write(uint32_t fd, const void* iovs, size_t count, size_t* written);
 WASI(clock_time_get) uint32_t wasi_clock_time_get(uint32_t id, uint64_t precision, uint64_t* time);
 WASI(random_get) uint32_t wasi_random_get(void* buf, size_t len);
@@ -124,6 +140,22 @@ static void append_u64(char* buf, size_t* pos, uint64_t v) {
     v /= 10;
   } while (v);
   while (n) buf[(*pos)++] = tmp[--n];
+}
+
+/* Serialized pairs of up to 8 entries (NUL-terminated C strings) into buf; returns the size. */
+static size_t make_pairs(char* buf, const char* const* kv, uint32_t count) {
+  size_t pos = 4;
+  *(uint32_t*)buf = count;
+  for (uint32_t i = 0; i < count; ++i) {
+    *(uint32_t*)(buf + pos) = (uint32_t)str_len(kv[2 * i]);
+    *(uint32_t*)(buf + pos + 4) = (uint32_t)str_len(kv[2 * i + 1]);
+    pos += 8;
+  }
+  for (uint32_t i = 0; i < 2 * count; ++i) {
+    append_str(buf, &pos, kv[i]);
+    buf[pos++] = 0;
+  }
+  return pos;
 }
 
 #endif

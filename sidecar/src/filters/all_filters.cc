@@ -1,5 +1,7 @@
 // Every HTTP filter compiled into skiff, registered in one place (static registrars would be dropped by
 // the linker from a static library).
+#include "filters/http/ext_authz/ext_authz.h"
+#include "filters/http/ext_proc/ext_proc_config.h"
 #include "filters/http/lua/lua_filter.h"
 #include "filters/http/router/router_filter.h"
 #include "filters/http/wasm/wasm_filter.h"
@@ -11,6 +13,8 @@ void registerAllHttpFilters() {
   router::registerRouterFilter();
   lua::registerLuaFilter();
   wasm::registerWasmFilter();
+  ext_proc::registerExtProcFilter();
+  ext_authz::registerExtAuthzFilter();
 }
 
 }  // namespace skiff::filters

@@ -15,7 +15,7 @@
 namespace skiff::wasm::engine {
 
 // Bumped whenever anything below changes; the module refuses a host built against another version.
-inline constexpr uint32_t kInterfaceVersion = 1;
+inline constexpr uint32_t kInterfaceVersion = 2;
 // extern "C" Engine* skiff_wasm_engine(uint32_t interface_version): nullptr on a version mismatch.
 inline constexpr const char* kEntryPoint = "skiff_wasm_engine";
 using EntryPoint = void* (*)(uint32_t interface_version);
@@ -66,6 +66,11 @@ class Instance {
                           bool* found, std::string* error) = 0;
   // The current linear memory; valid until the next call into the guest (memory may grow).
   virtual Memory memory() = 0;
+  // Stops the guest code running now (or the next that runs) with an uncatchable trap. The only method
+  // that may be called from another thread (the watchdog).
+  virtual void terminate() = 0;
+  // On the owning thread, after a terminate(): lets later calls run again.
+  virtual void cancelTerminate() = 0;
 };
 
 class Engine {

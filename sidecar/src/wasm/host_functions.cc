@@ -14,6 +14,7 @@
 #include "wasm/pairs.h"
 #include "wasm/plugin.h"
 #include "wasm/shared_data.h"
+#include "wasm/shared_queue.h"
 #include "wasm/vm.h"
 
 namespace skiff::wasm {
@@ -39,6 +40,13 @@ std::optional<std::string> guestString(Vm& vm, uint64_t ptr, uint64_t size) {
 }
 
 http::HeaderMap* headerMap(Vm& vm, uint32_t type) {
+  const auto t = static_cast<MapType>(type);
+  if (t == MapType::kHttpCallResponseHeaders || t == MapType::kHttpCallResponseTrailers) {
+    // Readable only inside proxy_on_http_call_response.
+    const HttpCallResponse* response = plugin(vm).httpCallResponse();
+    if (response == nullptr) return nullptr;
+    return t == MapType::kHttpCallResponseHeaders ? response->headers.get() : response->trailers.get();
+  }
   StreamContext* stream = plugin(vm).currentStream();
   if (stream == nullptr) return nullptr;
   return stream->headerMap(static_cast<MapType>(type));
@@ -191,6 +199,10 @@ const std::string* readableBuffer(Vm& vm, uint32_t type) {
   const auto t = static_cast<BufferType>(type);
   if (t == BufferType::kVmConfiguration || t == BufferType::kPluginConfiguration) {
     return plugin(vm).configurationBuffer(t);
+  }
+  if (t == BufferType::kHttpCallResponseBody) {
+    const HttpCallResponse* response = plugin(vm).httpCallResponse();
+    return response == nullptr ? nullptr : &response->body;
   }
   StreamContext* stream = plugin(vm).currentStream();
   return stream == nullptr ? nullptr : stream->buffer(t);
@@ -347,9 +359,78 @@ uint64_t proxyGetMetric(Vm& vm, const uint64_t* a) {
 // ---- contexts and the not-yet-implemented ----
 
 uint64_t proxySetEffectiveContext(Vm& vm, const uint64_t* a) {
+  return r(plugin(vm).setEffectiveContext(u32(a[0])));
+}
+
+// ---- HTTP callouts ----
+
+uint64_t proxyHttpCall(Vm& vm, const uint64_t* a) {
+  auto cluster = guestString(vm, a[0], a[1]);
+  auto headers_data = vm.view(u32(a[2]), u32(a[3]));
+  if (!cluster || !headers_data) return r(R::kInvalidMemoryAccess);
+  auto pairs = parsePairs(*headers_data);
+  if (!pairs) return r(R::kBadArgument);
+  http::HeaderMap headers;
+  for (const auto& [k, v] : *pairs) headers.add(k, v);
+  auto body = guestString(vm, a[4], a[5]);
+  auto trailers = vm.view(u32(a[6]), u32(a[7]));
+  if (!body || !trailers || !vm.view(u32(a[9]), 4)) return r(R::kInvalidMemoryAccess);
+  if (!parsePairs(*trailers)) return r(R::kBadArgument);
+  // Envoy needs the three pseudo-headers it builds the request line from.
+  if (headers.get(":path") == nullptr || headers.get(":method") == nullptr ||
+      (headers.get(":authority") == nullptr && headers.get("host") == nullptr)) {
+    return r(R::kBadArgument);
+  }
+  uint32_t token = 0;
+  const WasmResult result =
+      plugin(vm).httpCall(*cluster, std::move(headers), std::move(*body), u32(a[8]), &token);
+  if (result != R::kOk) return r(result);
+  return r(vm.writeU32(u32(a[9]), token) ? R::kOk : R::kInvalidMemoryAccess);
+}
+
+uint64_t proxyGetStatus(Vm& vm, const uint64_t* a) {
+  if (!vm.view(u32(a[0]), 4) || !vm.view(u32(a[1]), 4) || !vm.view(u32(a[2]), 4)) {
+    return r(R::kInvalidMemoryAccess);
+  }
+  const std::string message = plugin(vm).statusMessage();
+  vm.writeU32(u32(a[0]), plugin(vm).statusCode());
+  return r(vm.copyOut(message, u32(a[1]), u32(a[2])));
+}
+
+// ---- shared queues ----
+
+uint64_t proxyRegisterSharedQueue(Vm& vm, const uint64_t* a) {
+  auto name = vm.view(u32(a[0]), u32(a[1]));
+  if (!name || !vm.view(u32(a[2]), 4)) return r(R::kInvalidMemoryAccess);
   PluginVm& p = plugin(vm);
-  const uint32_t id = u32(a[0]);
-  return r(id == p.rootId() || id == p.currentContextId() ? R::kOk : R::kBadArgument);
+  const uint32_t id =
+      SharedQueues::instance().registerQueue(p.spec().vm_id, *name, p.dispatcher(), p.aliveToken(), &p);
+  if (p.dispatcher() != nullptr) p.markQueueOwner();
+  return r(vm.writeU32(u32(a[2]), id) ? R::kOk : R::kInvalidMemoryAccess);
+}
+
+uint64_t proxyResolveSharedQueue(Vm& vm, const uint64_t* a) {
+  auto vm_id = vm.view(u32(a[0]), u32(a[1]));
+  auto name = vm.view(u32(a[2]), u32(a[3]));
+  if (!vm_id || !name || !vm.view(u32(a[4]), 4)) return r(R::kInvalidMemoryAccess);
+  const std::string_view owner = vm_id->empty() ? std::string_view(plugin(vm).spec().vm_id) : *vm_id;
+  auto id = SharedQueues::instance().resolve(owner, *name);
+  if (!id) return r(R::kNotFound);
+  return r(vm.writeU32(u32(a[4]), *id) ? R::kOk : R::kInvalidMemoryAccess);
+}
+
+uint64_t proxyEnqueueSharedQueue(Vm& vm, const uint64_t* a) {
+  auto data = vm.view(u32(a[1]), u32(a[2]));
+  if (!data) return r(R::kInvalidMemoryAccess);
+  return r(SharedQueues::instance().enqueue(u32(a[0]), *data));
+}
+
+uint64_t proxyDequeueSharedQueue(Vm& vm, const uint64_t* a) {
+  if (!vm.view(u32(a[1]), 4) || !vm.view(u32(a[2]), 4)) return r(R::kInvalidMemoryAccess);
+  std::string data;
+  const WasmResult result = SharedQueues::instance().dequeue(u32(a[0]), &data);
+  if (result != R::kOk) return r(result);
+  return r(vm.copyOut(data, u32(a[1]), u32(a[2])));
 }
 uint64_t proxyDone(Vm&, const uint64_t*) {
   return r(R::kNotFound);
@@ -358,7 +439,7 @@ uint64_t proxyCallForeignFunction(Vm& vm, const uint64_t* a) {
   if (!vm.view(u32(a[0]), u32(a[1])) || !vm.view(u32(a[2]), u32(a[3]))) return r(R::kInvalidMemoryAccess);
   return r(R::kNotFound);
 }
-// http_call, gRPC and shared queues: linked so SDK modules load, answered Unimplemented for now.
+// gRPC callouts: linked so SDK modules load, answered Unimplemented for now.
 uint64_t unimplemented(Vm&, const uint64_t*) {
   return r(R::kUnimplemented);
 }
@@ -538,17 +619,17 @@ const HostFunction kHostFunctions[] = {
     {kEnv, "proxy_set_effective_context", proxySetEffectiveContext, 1, 0, true, 0},
     {kEnv, "proxy_done", proxyDone, 0, 0, true, 0},
     {kEnv, "proxy_call_foreign_function", proxyCallForeignFunction, 6, 0, true, 0},
-    {kEnv, "proxy_http_call", unimplemented, 10, 0, true, 0},
+    {kEnv, "proxy_http_call", proxyHttpCall, 10, 0, true, 0},
     {kEnv, "proxy_grpc_call", unimplemented, 12, 0, true, 0},
     {kEnv, "proxy_grpc_stream", unimplemented, 9, 0, true, 0},
     {kEnv, "proxy_grpc_send", unimplemented, 4, 0, true, 0},
     {kEnv, "proxy_grpc_cancel", unimplemented, 1, 0, true, 0},
     {kEnv, "proxy_grpc_close", unimplemented, 1, 0, true, 0},
-    {kEnv, "proxy_get_status", unimplemented, 3, 0, true, 0},
-    {kEnv, "proxy_register_shared_queue", unimplemented, 3, 0, true, 0},
-    {kEnv, "proxy_resolve_shared_queue", unimplemented, 5, 0, true, 0},
-    {kEnv, "proxy_enqueue_shared_queue", unimplemented, 3, 0, true, 0},
-    {kEnv, "proxy_dequeue_shared_queue", unimplemented, 3, 0, true, 0},
+    {kEnv, "proxy_get_status", proxyGetStatus, 3, 0, true, 0},
+    {kEnv, "proxy_register_shared_queue", proxyRegisterSharedQueue, 3, 0, true, 0},
+    {kEnv, "proxy_resolve_shared_queue", proxyResolveSharedQueue, 5, 0, true, 0},
+    {kEnv, "proxy_enqueue_shared_queue", proxyEnqueueSharedQueue, 3, 0, true, 0},
+    {kEnv, "proxy_dequeue_shared_queue", proxyDequeueSharedQueue, 3, 0, true, 0},
     {kEnv, "pthread_equal", pthreadEqual, 2, 0, true, 0},
     {kEnv, "emscripten_notify_memory_growth", noop, 1, 0, false, 0},
     {kWasi, "fd_write", fdWrite, 4, 0, true, 0},

@@ -48,14 +48,27 @@ std::string encodeValue(const google::protobuf::Value& v) {
   }
 }
 
+// Flips a flag when its io_context is destroyed (services shut down first), so that a VM outliving its
+// worker's loop (shutdown: listener configs are released after the loop) is not posted to a dead loop.
+class LoopLifetime : public asio::execution_context::service {
+ public:
+  static inline asio::execution_context::id id;
+  explicit LoopLifetime(asio::execution_context& ctx) : service(ctx) {}
+  void shutdown() override { *alive = false; }
+  const std::shared_ptr<bool> alive = std::make_shared<bool>(true);
+};
+
 }  // namespace
 
 std::unique_ptr<PluginVm> PluginVm::create(std::shared_ptr<const PluginSpec> spec, stats::Store* stats,
-                                           asio::io_context* dispatcher, std::string* error) {
+                                           asio::io_context* dispatcher, std::string* error,
+                                           std::unique_ptr<CalloutSender> sender) {
   std::unique_ptr<PluginVm> p(new PluginVm());
+  p->sender_ = std::move(sender);
   p->spec_ = std::move(spec);
   p->stats_ = stats;
   p->dispatcher_ = dispatcher;
+  if (dispatcher != nullptr) p->dispatcher_alive_ = asio::use_service<LoopLifetime>(*dispatcher).alive;
   p->vm_ = Vm::create(p->spec_->code, p.get(), error);
   if (!p->vm_) return nullptr;
   Vm& vm = *p->vm_;
@@ -92,8 +105,11 @@ std::unique_ptr<PluginVm> PluginVm::create(std::shared_ptr<const PluginSpec> spe
 }
 
 PluginVm::~PluginVm() {
-  // A pending tick handler holds its timer; it sees alive_ expire and does not re-arm.
+  // A pending tick handler holds its timer; it sees alive_ expire and does not re-arm. Queue-ready
+  // handlers posted to this thread check it too.
   *alive_ = false;
+  auto pending = std::move(pending_calls_);
+  for (auto& [token, cancel] : pending) cancel();
   if (vm_ && !vm_->failed()) {
     callRoot(Export::kOnDone, {root_id_});
     callRoot(Export::kOnDelete, {root_id_});
@@ -111,13 +127,115 @@ std::optional<uint32_t> PluginVm::callRoot(Export e, std::initializer_list<uint3
   return r;
 }
 
-uint32_t PluginVm::createStreamContext() {
+uint32_t PluginVm::createStreamContext(StreamContext* stream) {
   if (vm_->failed()) return 0;
   const uint32_t id = next_context_id_++;
   if (next_context_id_ == 0) next_context_id_ = 2;
   auto r = callStream(nullptr, Export::kOnContextCreate, {id, root_id_});
   if (!r && vm_->failed()) return 0;
+  if (stream != nullptr) streams_.emplace_back(id, stream);
   return id;
+}
+
+void PluginVm::detachStream(uint32_t id) {
+  for (size_t i = 0; i < streams_.size(); ++i) {
+    if (streams_[i].first == id) {
+      streams_[i] = streams_.back();
+      streams_.pop_back();
+      return;
+    }
+  }
+}
+
+StreamContext* PluginVm::findStream(uint32_t id) const {
+  for (const auto& [sid, stream] : streams_) {
+    if (sid == id) return stream;
+  }
+  return nullptr;
+}
+
+WasmResult PluginVm::setEffectiveContext(uint32_t id) {
+  if (id == root_id_) {
+    current_stream_ = nullptr;
+    current_id_ = id;
+    return WasmResult::kOk;
+  }
+  if (id == current_id_) return WasmResult::kOk;
+  StreamContext* stream = findStream(id);
+  if (stream == nullptr) return WasmResult::kBadArgument;
+  current_stream_ = stream;
+  current_id_ = id;
+  if (in_root_async_) touched_.push_back(id);
+  return WasmResult::kOk;
+}
+
+void PluginVm::callRootAsync(Export e, std::initializer_list<uint32_t> args) {
+  in_root_async_ = true;
+  touched_.clear();
+  callRoot(e, args);
+  in_root_async_ = false;
+  if (vm_->failed()) {
+    SKIFF_LOG(kWasm, err, "wasm plugin {}: {}", spec_->name, vm_->error());
+    // Streams waiting on this VM get the failure policy (copied: a stream may detach while handling it).
+    auto streams = streams_;
+    for (const auto& [id, stream] : streams) {
+      if (findStream(id) == stream) stream->onVmFailure();
+    }
+    return;
+  }
+  auto touched = std::move(touched_);
+  touched_.clear();
+  for (uint32_t id : touched) {
+    if (StreamContext* stream = findStream(id)) stream->afterRootCall();
+  }
+}
+
+WasmResult PluginVm::httpCall(const std::string& cluster, http::HeaderMap headers, std::string body,
+                              uint32_t timeout_ms, uint32_t* token) {
+  if (sender_ == nullptr) return WasmResult::kInternalFailure;  // config-time VM: no worker to send from
+  const uint32_t t = next_token_;
+  std::weak_ptr<bool> alive = alive_;
+  std::function<void()> cancel;
+  const WasmResult result = sender_->httpCall(
+      cluster, std::move(headers), std::move(body), std::chrono::milliseconds(timeout_ms),
+      [this, alive, t](HttpCallResponse response) {
+        auto token = alive.lock();
+        if (token && *token) onHttpCallDone(t, std::move(response));
+      },
+      &cancel);
+  if (result != WasmResult::kOk) return result;
+  next_token_ += 4;
+  if (next_token_ == 0) next_token_ = 4;
+  pending_calls_.emplace_back(t, std::move(cancel));
+  *token = t;
+  return WasmResult::kOk;
+}
+
+void PluginVm::onHttpCallDone(uint32_t token, HttpCallResponse response) {
+  bool found = false;
+  for (size_t i = 0; i < pending_calls_.size(); ++i) {
+    if (pending_calls_[i].first == token) {
+      pending_calls_.erase(pending_calls_.begin() + static_cast<ptrdiff_t>(i));
+      found = true;
+      break;
+    }
+  }
+  if (!found || vm_->failed()) return;
+  const bool ok = response.headers != nullptr;
+  status_code_ =
+      ok ? static_cast<uint32_t>(WasmResult::kOk) : static_cast<uint32_t>(WasmResult::kBrokenConnection);
+  status_message_ = ok ? "" : "reset";
+  http_response_ = &response;
+  callRootAsync(Export::kOnHttpCallResponse,
+                {root_id_, token, ok ? static_cast<uint32_t>(response.headers->size()) : 0u,
+                 static_cast<uint32_t>(response.body.size()),
+                 response.trailers ? static_cast<uint32_t>(response.trailers->size()) : 0u});
+  http_response_ = nullptr;
+}
+
+void PluginVm::onQueueReady(uint32_t queue_id) {
+  if (vm_->failed()) return;
+  callRootAsync(Export::kOnQueueReady, {root_id_, queue_id});
 }
 
 std::optional<uint32_t> PluginVm::callStream(StreamContext* stream, Export e,
@@ -169,11 +287,8 @@ void PluginVm::armTick() {
     if (ec || !token || !*token) return;
     tick_armed_ = false;
     if (tick_ms_ == 0 || vm_->failed()) return;
-    callRoot(Export::kOnTick, {root_id_});
-    if (vm_->failed()) {
-      SKIFF_LOG(kWasm, err, "wasm plugin {}: {}", spec_->name, vm_->error());
-      return;
-    }
+    callRootAsync(Export::kOnTick, {root_id_});
+    if (vm_->failed()) return;
     if (tick_ms_ != 0 && !tick_armed_) armTick();
   });
 }
@@ -182,16 +297,18 @@ WasmResult PluginVm::defineMetric(uint32_t type, std::string_view name, uint32_t
   if (type > static_cast<uint32_t>(MetricType::kHistogram)) return WasmResult::kBadArgument;
   if (stats_ == nullptr) return WasmResult::kInternalFailure;
   Metric m{static_cast<MetricType>(type), {}, {}, {}};
-  // Envoy keeps custom metrics under the `wasmcustom.` namespace and shows them without it.
+  // Envoy keeps custom metrics under the `wasmcustom.` namespace: /stats shows them without it, and
+  // Prometheus neither prefixes them with envoy_ nor names the namespace.
+  const std::string full = "wasmcustom." + std::string(name);
   switch (m.type) {
     case MetricType::kCounter:
-      m.counter = stats_->counter(name);
+      m.counter = stats_->counter(full);
       break;
     case MetricType::kGauge:
-      m.gauge = stats_->gauge(name);
+      m.gauge = stats_->gauge(full);
       break;
     case MetricType::kHistogram:
-      m.histogram = stats_->histogram(name, stats::Histogram::Unit::kUnspecified);
+      m.histogram = stats_->histogram(full, stats::Histogram::Unit::kUnspecified);
       break;
   }
   *id = static_cast<uint32_t>(metrics_.size() << 2) | type;

@@ -2,7 +2,9 @@
 // contexts it serves, its tick timer and custom metrics. Host functions reach their state through it.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <optional>
@@ -56,28 +58,70 @@ class StreamContext {
   // proxy_set_property: a value the stream keeps (Envoy's filter state `wasm.<path>`), readable with
   // proxy_get_property under the same path for the rest of the stream.
   virtual WasmResult setProperty(std::string_view path, std::string_view value) = 0;
+  // A root-context callback (http call response, tick, queue) made this stream effective and acted on
+  // it: run what is deferred (local reply, close). Called after that callback returned.
+  virtual void afterRootCall() {}
+  // The VM failed outside this stream's own callbacks (e.g. in an http call response it waits for):
+  // apply the failure policy to the stream.
+  virtual void onVmFailure() {}
+};
+
+// The answer to a proxy_http_call (headers null: the call failed).
+struct HttpCallResponse {
+  std::unique_ptr<http::HeaderMap> headers;
+  std::string body;
+  std::unique_ptr<http::HeaderMap> trailers;
+};
+
+// Outgoing calls of a root context, sent by the filter layer, which knows the worker's clusters and pools.
+class CalloutSender {
+ public:
+  virtual ~CalloutSender() = default;
+  using HttpDone = std::function<void(HttpCallResponse)>;
+  // Ok with `*cancel` set (abandons the call; `done` is then never called). BadArgument for an unknown
+  // cluster, InternalFailure when it cannot be sent. `done` is never called from inside httpCall().
+  virtual WasmResult httpCall(const std::string& cluster, http::HeaderMap headers, std::string body,
+                              std::chrono::milliseconds timeout, HttpDone done,
+                              std::function<void()>* cancel) = 0;
 };
 
 class PluginVm {
  public:
   // Creates the VM and the root context: start (_initialize/main or _start), proxy_on_context_create,
   // proxy_on_vm_start, proxy_on_configure. nullptr and `error` when any of it fails or returns false.
-  // `dispatcher` (may be null at config validation) runs the tick timer.
+  // `dispatcher` (may be null at config validation) runs the tick timer; `sender` (may be null) sends its
+  // proxy_http_call requests.
   static std::unique_ptr<PluginVm> create(std::shared_ptr<const PluginSpec> spec, stats::Store* stats,
-                                          asio::io_context* dispatcher, std::string* error);
+                                          asio::io_context* dispatcher, std::string* error,
+                                          std::unique_ptr<CalloutSender> sender = nullptr);
   ~PluginVm();
 
   const PluginSpec& spec() const { return *spec_; }
   Vm& vm() { return *vm_; }
   bool failed() const { return vm_->failed(); }
+  // Inside a root callback (HTTP call answer, tick, queue): streams it acts on resume after it returns.
+  bool inRootCallback() const { return in_root_async_; }
+  // True the first time it is asked after the VM failed (so a failure is counted once).
+  bool claimFailure() {
+    if (!vm_->failed() || failure_claimed_) return false;
+    failure_claimed_ = true;
+    return true;
+  }
   uint32_t rootId() const { return root_id_; }
   // The worker loop its tick timer runs on (null without one) and whether a tick is pending there; such a
   // VM must be destroyed on that loop's thread.
   asio::io_context* dispatcher() const { return dispatcher_; }
+  // False once that loop has been destroyed (process shutdown): nothing may be posted to it any more.
+  bool dispatcherAlive() const { return dispatcher_alive_ && *dispatcher_alive_; }
   bool tickArmed() const { return tick_armed_; }
+  // Work of this VM is pending on its loop (tick, callouts, a queue it owns): destroy it on that thread.
+  bool bound() const { return tick_armed_ || owns_queue_ || !pending_calls_.empty(); }
+  void markQueueOwner() { owns_queue_ = true; }
 
-  // A new stream context (proxy_on_context_create(id, root)); 0 if the VM failed.
-  uint32_t createStreamContext();
+  // A new stream context (proxy_on_context_create(id, root)); 0 if the VM failed. `stream` can be made
+  // effective by root-context callbacks (proxy_set_effective_context) until detachStream(id).
+  uint32_t createStreamContext(StreamContext* stream = nullptr);
+  void detachStream(uint32_t id);
   // Calls a stream callback with `stream` as the target of host functions.
   std::optional<uint32_t> callStream(StreamContext* stream, Export e, std::initializer_list<uint32_t> args);
 
@@ -92,6 +136,29 @@ class PluginVm {
   const std::string* configurationBuffer(BufferType type) const;
   void logLine(uint32_t level, std::string_view message);
   WasmResult setTickPeriod(uint32_t ms);
+  // proxy_set_effective_context: the root or an attached stream becomes the target of host functions.
+  WasmResult setEffectiveContext(uint32_t id);
+
+  // proxy_http_call (headers already checked). Token in `*token`; the answer comes as
+  // proxy_on_http_call_response on the root context.
+  void setCalloutSender(std::unique_ptr<CalloutSender> sender) { sender_ = std::move(sender); }
+  // The module can take callout answers but has no sender yet (the filter installs one from its worker).
+  bool wantsCalloutSender() const {
+    return sender_ == nullptr && vm_->hasExport(Export::kOnHttpCallResponse);
+  }
+  WasmResult httpCall(const std::string& cluster, http::HeaderMap headers, std::string body,
+                      uint32_t timeout_ms, uint32_t* token);
+  // The response being delivered to proxy_on_http_call_response (maps 6/7, buffer 4), else nullptr.
+  const HttpCallResponse* httpCallResponse() const { return http_response_; }
+  // proxy_get_status: the status of the last callout answered.
+  uint32_t statusCode() const { return status_code_; }
+  const std::string& statusMessage() const { return status_message_; }
+  size_t pendingCalls() const { return pending_calls_.size(); }
+
+  // Shared queues: proxy_on_queue_ready for a queue this VM registered (on this VM's thread).
+  void onQueueReady(uint32_t queue_id);
+  // A weak handle that expires with this PluginVm (for work posted to its thread).
+  std::weak_ptr<bool> aliveToken() const { return alive_; }
   WasmResult defineMetric(uint32_t type, std::string_view name, uint32_t* id);
   WasmResult incrementMetric(uint32_t id, int64_t offset);
   WasmResult recordMetric(uint32_t id, uint64_t value);
@@ -103,6 +170,11 @@ class PluginVm {
   PluginVm() = default;
   void armTick();
   std::optional<uint32_t> callRoot(Export e, std::initializer_list<uint32_t> args);
+  // A root callback from the event loop (http response, tick, queue): afterwards the streams it acted on
+  // run their deferred work; when it failed the VM, every attached stream gets the failure policy.
+  void callRootAsync(Export e, std::initializer_list<uint32_t> args);
+  void onHttpCallDone(uint32_t token, HttpCallResponse response);
+  StreamContext* findStream(uint32_t id) const;
 
   struct Metric {
     MetricType type;
@@ -115,6 +187,7 @@ class PluginVm {
   std::unique_ptr<Vm> vm_;
   stats::Store* stats_ = nullptr;
   asio::io_context* dispatcher_ = nullptr;
+  std::shared_ptr<const bool> dispatcher_alive_;
   uint32_t root_id_ = 1;
   uint32_t next_context_id_ = 2;
   StreamContext* current_stream_ = nullptr;
@@ -125,6 +198,17 @@ class PluginVm {
   uint32_t tick_ms_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // tick handlers check it (same thread)
   bool tick_armed_ = false;  // a timer is pending on the dispatcher (it owns the timer)
+  std::vector<std::pair<uint32_t, StreamContext*>> streams_;  // attached stream contexts (few per worker)
+  std::vector<uint32_t> touched_;  // streams made effective during the current root callback
+  bool in_root_async_ = false;
+  bool owns_queue_ = false;
+  bool failure_claimed_ = false;
+  std::unique_ptr<CalloutSender> sender_;
+  uint32_t next_token_ = 4;  // tokens step by 4; low 2 bits 0 = HTTP call
+  std::vector<std::pair<uint32_t, std::function<void()>>> pending_calls_;  // token → cancel
+  const HttpCallResponse* http_response_ = nullptr;
+  uint32_t status_code_ = 0;
+  std::string status_message_;
 };
 
 // The bootstrap node, for the `node` / `xds.node` properties (set by the server at start-up).

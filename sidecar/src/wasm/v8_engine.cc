@@ -345,8 +345,9 @@ class V8Instance final : public Instance {
     v8::HandleScope hscope(isolate_);
     v8::Local<v8::Object> memory = memory_.Get(isolate_);
     v8::Local<v8::ArrayBuffer> buffer = v8::WasmMemoryObject::Cast(*memory)->Buffer();
-    backing_ = buffer->GetBackingStore();  // keeps the current memory alive while the host points into it
-    return Memory{static_cast<uint8_t*>(backing_->Data()), backing_->ByteLength()};
+    // The memory object owns its backing store and it only changes while guest code runs (memory.grow),
+    // after which the host re-reads it: no BackingStore reference (an atomic pair) per host call.
+    return Memory{static_cast<uint8_t*>(buffer->Data()), buffer->ByteLength()};
   }
 
  private:
@@ -358,7 +359,7 @@ class V8Instance final : public Instance {
               std::string* error) {
     v8::Local<v8::Value> value;
     if (!ret.ToLocal(&value)) {
-      *error = exceptionText(isolate_, tc);
+      *error = tc.HasTerminated() ? std::string("execution terminated") : exceptionText(isolate_, tc);
       return false;
     }
     if (depth_ == 0) runner_->runPending();
@@ -374,6 +375,12 @@ class V8Instance final : public Instance {
   v8::Global<v8::Object> memory_;
   std::vector<v8::Global<v8::Function>> exports_;
   std::shared_ptr<v8::BackingStore> backing_;
+  void terminate() override { isolate_->TerminateExecution(); }
+  void cancelTerminate() override {
+    v8::Isolate::Scope iscope(isolate_);
+    isolate_->CancelTerminateExecution();
+  }
+
   int depth_ = 0;  // nested guest calls (the allocator inside a host function)
   std::vector<std::string> export_names_;
   std::vector<Import> imports_;

@@ -38,6 +38,8 @@ constexpr const char* kExportNames[] = {
     "proxy_on_log",
     "proxy_on_done",
     "proxy_on_delete",
+    "proxy_on_http_call_response",
+    "proxy_on_queue_ready",
 };
 static_assert(std::size(kExportNames) == static_cast<size_t>(Export::kCount));
 
@@ -52,7 +54,20 @@ AbiVersion detectAbi(const std::vector<std::string>& export_names) {
   return AbiVersion::kUnknown;
 }
 
-Vm::~Vm() = default;
+Vm::~Vm() {
+  // The watchdog must be done with the instance before it goes.
+  if (watched_registered_) unwatch(&watched_);
+}
+
+bool Vm::endCall(bool outer, std::string_view what) {
+  --call_depth_;
+  if (!outer || !watched_.leave(*instance_)) return true;
+  timed_out_ = true;
+  failed_ = true;
+  error_ = std::string(what) + " exceeded the execution time limit of " +
+           std::to_string(executionTimeLimit().count()) + " ms";
+  return false;
+}
 
 std::unique_ptr<Vm> Vm::create(std::string_view code, PluginVm* host, std::string* error) {
   engine::Engine* eng = loadEngine(error);
@@ -77,6 +92,8 @@ std::unique_ptr<Vm> Vm::create(std::string_view code, PluginVm* host, std::strin
     imports.push_back(
         engine::Import{fn.module, fn.name, static_cast<uint32_t>(i), fn.arity, fn.i64_args, fn.returns});
   }
+  watch(&vm->watched_, vm->instance_.get());
+  vm->watched_registered_ = true;
   if (!vm->instance_->instantiate(imports, vm.get(), kExportNames, error)) return nullptr;
   if (!vm->hasExport(Export::kMalloc) && !vm->hasExport(Export::kMemoryAllocate)) {
     *error = "Wasm module is missing malloc function (export proxy_on_memory_allocate or malloc)";
@@ -109,7 +126,9 @@ std::optional<uint32_t> Vm::call(Export e, std::initializer_list<uint32_t> args)
   if (failed_ || !hasExport(e)) return std::nullopt;
   uint32_t result = 0;
   std::string trap;
-  const bool ok = instance_->call(static_cast<uint32_t>(e), args.begin(), args.size(), &result, &trap);
+  const bool outer = beginCall();
+  bool ok = instance_->call(static_cast<uint32_t>(e), args.begin(), args.size(), &result, &trap);
+  if (!endCall(outer, kExportNames[static_cast<size_t>(e)])) return std::nullopt;
   if (host_depth_ > 0) refreshMemory();  // the guest may have grown its memory under a host function
   if (!ok) {
     if (!failed_) {
@@ -126,7 +145,10 @@ std::optional<uint32_t> Vm::callByName(std::string_view name, std::initializer_l
   uint32_t result = 0;
   bool found = false;
   std::string trap;
-  if (instance_->callByName(name, args.begin(), args.size(), &result, &found, &trap)) return result;
+  const bool outer = beginCall();
+  const bool ok = instance_->callByName(name, args.begin(), args.size(), &result, &found, &trap);
+  if (!endCall(outer, name)) return std::nullopt;
+  if (ok) return result;
   if (found && !failed_) {
     failed_ = true;
     error_ = std::string(name) + " trapped: " + trap;

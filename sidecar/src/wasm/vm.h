@@ -13,6 +13,7 @@
 
 #include "wasm/engine.h"
 #include "wasm/types.h"
+#include "wasm/watchdog.h"
 
 namespace skiff::wasm {
 
@@ -39,6 +40,8 @@ enum class Export : uint32_t {
   kOnLog,
   kOnDone,
   kOnDelete,
+  kOnHttpCallResponse,
+  kOnQueueReady,
   kCount,
 };
 
@@ -64,6 +67,8 @@ class Vm final : private engine::Host {
   // Same, by name (tests).
   std::optional<uint32_t> callByName(std::string_view name, std::initializer_list<uint32_t> args);
   bool failed() const { return failed_; }
+  // The VM failed because a guest call ran past the execution-time limit.
+  bool timedOut() const { return timed_out_; }
   const std::string& error() const { return error_; }
   // Marks the VM failed (a host function aborts the guest); the next guest instruction traps.
   void abort(std::string_view why);
@@ -94,6 +99,14 @@ class Vm final : private engine::Host {
   Vm() = default;
   bool refreshMemory();
   const std::string* callImport(uint32_t index, const uint64_t* args, uint64_t* result) override;
+  // Around every guest call: the outermost one is watched by the execution-time limit.
+  bool beginCall() {
+    const bool outer = call_depth_++ == 0;
+    if (outer) watched_.enter();
+    return outer;
+  }
+  // Returns false (and fails the VM) when the watchdog stopped the call.
+  bool endCall(bool outer, std::string_view what);
 
   std::unique_ptr<engine::Instance> instance_;
   PluginVm* host_ = nullptr;
@@ -101,6 +114,10 @@ class Vm final : private engine::Host {
   bool failed_ = false;
   std::string error_;
   int host_depth_ = 0;
+  int call_depth_ = 0;
+  bool timed_out_ = false;
+  bool watched_registered_ = false;
+  WatchedCall watched_;
   uint8_t* mem_ = nullptr;
   uint64_t mem_size_ = 0;
 };

@@ -259,7 +259,7 @@ TEST_F(HostFunctionsTest, MetricsLandInTheStatsStore) {
   EXPECT_EQ(call("t_record", {counter, 3}), 0u);                             // record adds
   EXPECT_EQ(call("t_get_metric", {counter}), 0u);
   EXPECT_EQ(outU64(), 8u);
-  EXPECT_EQ(store.counter(counter_name).value(), 8u);
+  EXPECT_EQ(store.counter("wasmcustom." + counter_name).value(), 8u);
 
   const std::string gauge_name = "wasm_test_level";
   ASSERT_EQ(call("t_define_metric", {1, put(gauge_name), static_cast<uint32_t>(gauge_name.size())}), 0u);

@@ -176,7 +176,7 @@ TEST_F(WasmFilterTest, StatefulVariantEvictsAcrossVms) {
     EXPECT_EQ(ex.upstream->headers.getOr("user-agent"), "world");
     ex.upstream->respond(200);
   }
-  EXPECT_EQ(store.counter("wasm_demo_evictions").value(), 1u);
+  EXPECT_EQ(store.counter("wasmcustom.wasm_demo_evictions").value(), 1u);
 }
 
 TEST_F(WasmFilterTest, LocalResponseStopsTheRequest) {

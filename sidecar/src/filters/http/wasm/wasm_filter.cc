@@ -5,6 +5,7 @@
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
 #include <cstring>
+#include <utility>
 
 #include "skiff/common/logging.h"
 
@@ -44,13 +45,21 @@ WasmFilterConfig::WasmFilterConfig(std::shared_ptr<const skiff::wasm::PluginSpec
     phase_time_[i] = stats_->histogram(stat_prefix + "wasm." + plugin + "." + kPhaseNames[i] + "_us",
                                        stats::Histogram::Unit::kMicroseconds);
   }
+  vm_failed_ = stats_->counter(stat_prefix + "wasm." + plugin + ".vm_failed");
+  execution_timeout_ = stats_->counter(stat_prefix + "wasm." + plugin + ".execution_timeout");
+}
+
+void WasmFilterConfig::countFailure(PluginVm& vm) const {
+  if (!vm.claimFailure() || stats_ == nullptr) return;
+  vm_failed_.inc();
+  if (vm.vm().timedOut()) execution_timeout_.inc();
 }
 
 WasmFilterConfig::~WasmFilterConfig() {
-  // A worker's VM with a pending tick is destroyed on its worker (its timer handler runs there); the
-  // others can go here, nothing else uses them once the config is gone.
+  // A worker's VM with work pending on its loop (tick, callouts, a queue it owns) is destroyed on that
+  // worker, where the handlers run; the others can go here, nothing else uses them once the config is gone.
   for (auto& [thread, slot] : slots_) {
-    if (slot->vm && slot->vm->tickArmed() && slot->vm->dispatcher() != nullptr) {
+    if (slot->vm && slot->vm->bound() && slot->vm->dispatcherAlive()) {
       asio::post(*slot->vm->dispatcher(), [vm = std::move(slot->vm)]() mutable { vm.reset(); });
     }
   }
@@ -74,17 +83,23 @@ WasmFilterConfig::Slot& WasmFilterConfig::workerSlot() const {
   return *slot;
 }
 
-std::shared_ptr<PluginVm> WasmFilterConfig::workerVm(asio::io_context& dispatcher) const {
+std::shared_ptr<PluginVm> WasmFilterConfig::workerVm(http::StreamCallbacks& callbacks) const {
   Slot& slot = workerSlot();
   if (slot.vm && !slot.vm->failed()) return slot.vm;
-  if (slot.vm) SKIFF_LOG(kWasm, warn, "wasm plugin {}: replacing the failed VM", spec_->name);
+  if (slot.vm) {
+    countFailure(*slot.vm);
+    SKIFF_LOG(kWasm, warn, "wasm plugin {}: replacing the failed VM", spec_->name);
+  }
   std::string error;
-  std::unique_ptr<PluginVm> vm = PluginVm::create(spec_, stats_, &dispatcher, &error);
+  std::unique_ptr<PluginVm> vm = PluginVm::create(spec_, stats_, &callbacks.dispatcher(), &error);
   if (!vm) {
     SKIFF_LOG(kWasm, err, "wasm plugin {}: cannot start the VM: {}", spec_->name, error);
     slot.vm.reset();
     return nullptr;
   }
+  // Only a module that can take callout answers gets the worker's clusters (root contexts call out too,
+  // e.g. from proxy_on_tick). Calls made while the VM starts are refused (InternalFailure).
+  if (vm->wantsCalloutSender()) vm->setCalloutSender(makeCalloutSender(callbacks));
   SKIFF_LOG(kWasm, info, "wasm plugin {}: VM started on this worker", spec_->name);
   slot.vm = std::move(vm);
   return slot.vm;
@@ -105,6 +120,7 @@ http::StreamCallbacks& WasmFilter::callbacks() const {
 
 void WasmFilter::onFailure() {
   const std::string why = vm_ ? vm_->vm().error() : std::string("the VM could not be started");
+  if (vm_) config_->countFailure(*vm_);
   SKIFF_LOG(kWasm, err, "wasm plugin {}: {}", config_->spec().name, why);
   if (config_->failOpen()) {
     bypass_ = true;
@@ -123,8 +139,8 @@ void WasmFilter::onFailure() {
 
 bool WasmFilter::ensureContext() {
   if (context_id_ != 0) return true;
-  vm_ = config_->workerVm(callbacks().dispatcher());
-  if (vm_) context_id_ = vm_->createStreamContext();
+  vm_ = config_->workerVm(callbacks());
+  if (vm_) context_id_ = vm_->createStreamContext(this);
   if (context_id_ == 0) {
     onFailure();
     return false;
@@ -280,6 +296,7 @@ void WasmFilter::onDestroy() {
     recordTime(config_->phaseTime(Phase::kStreamDone), start);
     if (vm_->failed()) SKIFF_LOG(kWasm, err, "wasm plugin {}: {}", config_->spec().name, vm_->vm().error());
   }
+  if (vm_ && context_id_ != 0) vm_->detachStream(context_id_);
   request_headers_ = request_trailers_ = response_headers_ = response_trailers_ = nullptr;
   vm_.reset();
 }
@@ -320,9 +337,14 @@ void WasmFilter::sendLocalResponse(uint32_t status, std::string_view details, st
 }
 
 WasmResult WasmFilter::continueStream(StreamType type) {
+  // From a root callback, continuing at once could run this filter (and re-enter the guest) inside the
+  // guest's own host call; Envoy defers it until the callback returns, and so do we (afterRootCall).
+  const bool defer = vm_ && vm_->inRootCallback();
   switch (type) {
     case StreamType::kRequest:
-      if (decode_stopped_ && decoder_ != nullptr) {
+      if (defer) {
+        deferred_continue_request_ = true;
+      } else if (decode_stopped_ && decoder_ != nullptr) {
         decode_stopped_ = false;
         decoder_->continueDecoding();
       } else {
@@ -330,7 +352,9 @@ WasmResult WasmFilter::continueStream(StreamType type) {
       }
       return WasmResult::kOk;
     case StreamType::kResponse:
-      if (encode_stopped_ && encoder_ != nullptr) {
+      if (defer) {
+        deferred_continue_response_ = true;
+      } else if (encode_stopped_ && encoder_ != nullptr) {
         encode_stopped_ = false;
         encoder_->continueEncoding();
       } else {
@@ -343,6 +367,31 @@ WasmResult WasmFilter::continueStream(StreamType type) {
       return WasmResult::kUnimplemented;
   }
   return WasmResult::kBadArgument;
+}
+
+void WasmFilter::afterRootCall() {
+  const bool continue_request = std::exchange(deferred_continue_request_, false);
+  const bool continue_response = std::exchange(deferred_continue_response_, false);
+  if (destroyed_ || responded_) return;
+  const bool request = response_headers_ == nullptr;
+  if (afterCall(request)) return;
+  if (continue_request) continueStream(StreamType::kRequest);
+  if (!destroyed_ && !responded_ && continue_response) continueStream(StreamType::kResponse);
+}
+
+void WasmFilter::onVmFailure() {
+  if (destroyed_ || bypass_ || responded_) return;
+  onFailure();
+  if (responded_) return;
+  // Fail-open: whatever the plugin held goes on untouched.
+  if (decode_stopped_ && decoder_ != nullptr) {
+    decode_stopped_ = false;
+    decoder_->continueDecoding();
+  }
+  if (encode_stopped_ && encoder_ != nullptr) {
+    encode_stopped_ = false;
+    encoder_->continueEncoding();
+  }
 }
 
 WasmResult WasmFilter::closeStream(StreamType type) {

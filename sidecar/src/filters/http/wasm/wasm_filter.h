@@ -48,9 +48,13 @@ class WasmFilterConfig : public http::FilterFactory, public std::enable_shared_f
   bool failOpen() const { return spec_->fail_open; }
   bool bypassed() const { return !load_error_.empty(); }
   const stats::Histogram& phaseTime(Phase phase) const { return phase_time_[static_cast<size_t>(phase)]; }
+  // Counts a failed VM once: <prefix>wasm.<plugin>.vm_failed, and .execution_timeout when the watchdog
+  // stopped it.
+  void countFailure(skiff::wasm::PluginVm& vm) const;
 
   // This worker's VM; a failed (trapped) VM is replaced by a fresh one. nullptr when one cannot be made.
-  std::shared_ptr<skiff::wasm::PluginVm> workerVm(asio::io_context& dispatcher) const;
+  // Its callouts go out through `callbacks`' worker (loop, clusters, pools).
+  std::shared_ptr<skiff::wasm::PluginVm> workerVm(http::StreamCallbacks& callbacks) const;
 
  private:
   struct Slot {
@@ -63,9 +67,13 @@ class WasmFilterConfig : public http::FilterFactory, public std::enable_shared_f
   std::string load_error_;
   const uint64_t id_;
   stats::Histogram phase_time_[static_cast<size_t>(Phase::kCount)];
+  stats::Counter vm_failed_, execution_timeout_;
   mutable std::mutex mu_;
   mutable std::unordered_map<std::thread::id, std::unique_ptr<Slot>> slots_;
 };
+
+// proxy_http_call through the worker's clusters (an HttpCallout per call).
+std::unique_ptr<skiff::wasm::CalloutSender> makeCalloutSender(http::StreamCallbacks& callbacks);
 
 // Parses and validates the Wasm proto into a PluginSpec (code read, configuration unwrapped). Throws
 // std::invalid_argument naming the field on a bad config.
@@ -98,6 +106,8 @@ class WasmFilter : public http::StreamFilter, public skiff::wasm::StreamContext 
   skiff::wasm::WasmResult closeStream(skiff::wasm::StreamType type) override;
   std::optional<std::string> property(const std::vector<std::string_view>& path) override;
   skiff::wasm::WasmResult setProperty(std::string_view path, std::string_view value) override;
+  void afterRootCall() override;
+  void onVmFailure() override;
 
  private:
   enum class Outcome { kContinue, kStop, kFailed };
@@ -132,6 +142,7 @@ class WasmFilter : public http::StreamFilter, public skiff::wasm::StreamContext 
   http::Buffer* response_body_ = nullptr;
   bool decode_stopped_ = false, encode_stopped_ = false;
   bool continue_request_ = false, continue_response_ = false, close_ = false;
+  bool deferred_continue_request_ = false, deferred_continue_response_ = false;  // asked in a root callback
   std::optional<LocalReply> reply_;
   std::vector<std::pair<std::string, std::string>> set_properties_;  // proxy_set_property, per stream
 };
