@@ -3,6 +3,7 @@
 #include "skiff/xds/ads_client.h"
 
 #include <algorithm>
+#include <deque>
 #include <mutex>
 #include <random>
 #include <set>
@@ -49,8 +50,15 @@ class AdsClientImpl : public std::enable_shared_from_this<AdsClientImpl> {
  public:
   explicit AdsClientImpl(AdsClientOptions options)
       : options_(std::move(options)), rng_(std::random_device{}()) {
+    if (options_.rate_limit) tokens_ = options_.rate_limit->max_tokens;
     auto credentials = options_.credentials ? options_.credentials : grpc::InsecureChannelCredentials();
-    channel_ = grpc::CreateChannel(options_.target, credentials);
+    // A full SotW CDS/EDS response of a large mesh is many MB; gRPC's 4 MB default would reset the stream.
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(-1);
+    if (!options_.ssl_target_name_override.empty()) {
+      args.SetSslTargetNameOverride(options_.ssl_target_name_override);
+    }
+    channel_ = grpc::CreateCustomChannel(options_.target, credentials, args);
     keepForProcessLifetime(channel_);
     stub_ = discovery::AggregatedDiscoveryService::NewStub(channel_);
   }
@@ -58,6 +66,7 @@ class AdsClientImpl : public std::enable_shared_from_this<AdsClientImpl> {
   void shutdown() {
     shut_down_ = true;
     retry_alarm_.reset();
+    drain_alarm_.reset();
     for (auto& [_, type] : types_) type.init_alarm.reset();
     if (stream_) {
       stream_->cancel();
@@ -156,6 +165,8 @@ class AdsClientImpl : public std::enable_shared_from_this<AdsClientImpl> {
     if (shut_down_ || !started_) return;
     const uint64_t id = ++stream_id_;
     first_message_ = true;
+    outgoing_.clear();  // the new stream starts over with the initial requests
+    deferred_.clear();
     for (auto& [_, type] : types_) type.nonce.clear();
     stats_.streams_started++;
     auto post = poster();
@@ -260,14 +271,103 @@ class AdsClientImpl : public std::enable_shared_from_this<AdsClientImpl> {
       for (const auto& name : type.names) request.add_resource_names(name);
     }
     if (error) *request.mutable_error_detail() = *error;
-    sotw_->write(std::move(request));
+    enqueue(Outgoing{std::move(request), {}});
   }
 
   void sendDelta(discovery::DeltaDiscoveryRequest request) {
     if (!delta_) return;
     stampNode(request.mutable_node());
     if (!request.node().ByteSizeLong()) request.clear_node();
-    delta_->write(std::move(request));
+    enqueue(Outgoing{{}, std::move(request)});
+  }
+
+  // --- Outgoing requests: Envoy's pause (EDS/SDS wait while CDS is applied, RDS/SDS while LDS is) and the
+  // rate limit. Requests leave in the order they were made.
+  struct Outgoing {
+    discovery::DiscoveryRequest sotw;
+    discovery::DeltaDiscoveryRequest delta;
+    const std::string& typeUrl() const {
+      return sotw.type_url().empty() ? delta.type_url() : sotw.type_url();
+    }
+  };
+
+  void enqueue(Outgoing out) {
+    outgoing_.push_back(std::move(out));
+    drain();
+  }
+
+  bool takeToken() {
+    if (!options_.rate_limit) return true;
+    const auto now = std::chrono::steady_clock::now();
+    const double elapsed = std::chrono::duration<double>(now - last_refill_).count();
+    last_refill_ = now;
+    tokens_ =
+        std::min<double>(options_.rate_limit->max_tokens, tokens_ + elapsed * options_.rate_limit->fill_rate);
+    if (tokens_ < 1) return false;
+    tokens_ -= 1;
+    return true;
+  }
+
+  void drain() {
+    while (!outgoing_.empty()) {
+      Outgoing& next = outgoing_.front();
+      if (paused_.count(next.typeUrl())) {
+        // Set aside until its type resumes; it then goes after what was sent meanwhile (the ACK).
+        deferred_.push_back(std::move(next));
+        outgoing_.pop_front();
+        continue;
+      }
+      if (!takeToken()) {
+        stats_.rate_limit_enforced++;
+        armDrain();
+        return;
+      }
+      if (sotw_ && !next.sotw.type_url().empty()) sotw_->write(std::move(next.sotw));
+      if (delta_ && !next.delta.type_url().empty()) delta_->write(std::move(next.delta));
+      outgoing_.pop_front();
+    }
+  }
+
+  void armDrain() {
+    if (drain_alarm_) return;
+    const double wait_s = (1 - tokens_) / std::max(options_.rate_limit->fill_rate, 1e-6);
+    drain_alarm_ = std::make_unique<grpc::Alarm>();
+    auto post = poster();
+    const uint64_t generation = ++drain_generation_;
+    drain_alarm_->Set(deadlineAfter(std::chrono::milliseconds(static_cast<int64_t>(wait_s * 1000) + 1)),
+                      [this, post, generation](bool fired) {
+                        if (!fired) return;
+                        post([this, generation] {
+                          if (generation != drain_generation_) return;
+                          drain_alarm_.reset();
+                          drain();
+                        });
+                      });
+  }
+
+  // Types whose requests wait while `type_url`'s update is applied (they go out after its ACK).
+  static std::vector<std::string> pausedDuring(const std::string& type_url) {
+    if (type_url == kClusterType) return {std::string(kEndpointType), std::string(kSecretType)};
+    if (type_url == kListenerType) return {std::string(kRouteType), std::string(kSecretType)};
+    return {};
+  }
+  void pause(const std::vector<std::string>& types) {
+    for (const auto& t : types) paused_[t]++;
+  }
+  void resume(const std::vector<std::string>& types) {
+    for (const auto& t : types) {
+      auto it = paused_.find(t);
+      if (it != paused_.end() && --it->second == 0) paused_.erase(it);
+    }
+    for (auto it = deferred_.begin(); it != deferred_.end();) {
+      if (paused_.count(it->typeUrl())) {
+        ++it;
+        continue;
+      }
+      outgoing_.push_back(std::move(*it));
+      it = deferred_.erase(it);
+    }
+    drain();
   }
 
   // Common bookkeeping when a response arrives for a type.
@@ -290,16 +390,17 @@ class AdsClientImpl : public std::enable_shared_from_this<AdsClientImpl> {
     return status;
   }
 
-  // Checks the Any's type and extracts the name. Returns an error or "".
-  static std::string admit(const std::string& type_url, const google::protobuf::Any& any, XdsResource& out) {
+  // Checks the Any's type and extracts the name. Returns an error or "". Takes the Any's content (a large
+  // response is not copied resource by resource).
+  static std::string admit(const std::string& type_url, google::protobuf::Any& any, XdsResource& out) {
     if (any.type_url() == "type.googleapis.com/envoy.service.discovery.v3.Resource") {
       discovery::Resource wrapped;
       if (!wrapped.ParseFromString(any.value())) return "a wrapped Resource does not parse";
       out.name = wrapped.name();
-      out.resource = wrapped.resource();
+      out.resource.Swap(wrapped.mutable_resource());
       if (!wrapped.version().empty()) out.version = wrapped.version();
     } else {
-      out.resource = any;
+      out.resource.Swap(&any);
     }
     if (out.resource.type_url() != type_url) {
       return "type URL " + out.resource.type_url() +
@@ -316,6 +417,7 @@ class AdsClientImpl : public std::enable_shared_from_this<AdsClientImpl> {
   void onSotwResponse(uint64_t id, discovery::DiscoveryResponse response) {
     if (id != stream_id_) return;
     const std::string& type_url = response.type_url();
+    if (response.has_control_plane()) stats_.control_plane_identifier = response.control_plane().identifier();
     TypeState* type = responseArrived(type_url);
     if (!type) return;
     type->nonce = response.nonce();
@@ -327,7 +429,7 @@ class AdsClientImpl : public std::enable_shared_from_this<AdsClientImpl> {
     update.state_of_the_world = true;
     std::string error;
     std::set<std::string> names;
-    for (const auto& any : response.resources()) {
+    for (auto& any : *response.mutable_resources()) {
       XdsResource resource;
       resource.version = response.version_info();
       error = admit(type_url, any, resource);
@@ -343,6 +445,8 @@ class AdsClientImpl : public std::enable_shared_from_this<AdsClientImpl> {
         if (!names.count(name)) update.removed.push_back(name);
       }
     }
+    const auto paused = pausedDuring(type_url);
+    pause(paused);
     if (error.empty() && type->callbacks.on_update) error = type->callbacks.on_update(update);
     if (error.empty()) {
       type->version = response.version_info();
@@ -358,11 +462,13 @@ class AdsClientImpl : public std::enable_shared_from_this<AdsClientImpl> {
       const google::rpc::Status status = nackStatus(error);
       sendSotw(type_url, *type, type->version, type->nonce, &status);
     }
+    resume(paused);
   }
 
   void onDeltaResponse(uint64_t id, discovery::DeltaDiscoveryResponse response) {
     if (id != stream_id_) return;
     const std::string& type_url = response.type_url();
+    if (response.has_control_plane()) stats_.control_plane_identifier = response.control_plane().identifier();
     TypeState* type = responseArrived(type_url);
     if (!type) return;
     type->nonce = response.nonce();
@@ -372,16 +478,18 @@ class AdsClientImpl : public std::enable_shared_from_this<AdsClientImpl> {
     update.type_url = type_url;
     update.system_version = response.system_version_info();
     std::string error;
-    for (const auto& r : response.resources()) {
+    for (auto& r : *response.mutable_resources()) {
       if (!r.has_resource()) continue;  // a TTL heartbeat: nothing to apply
       XdsResource resource;
       resource.name = r.name();
       resource.version = r.version();
-      error = admit(type_url, r.resource(), resource);
+      error = admit(type_url, *r.mutable_resource(), resource);
       if (!error.empty()) break;
       update.resources.push_back(std::move(resource));
     }
     update.removed.assign(response.removed_resources().begin(), response.removed_resources().end());
+    const auto paused = pausedDuring(type_url);
+    pause(paused);
     if (error.empty() && type->callbacks.on_update) error = type->callbacks.on_update(update);
 
     discovery::DeltaDiscoveryRequest ack;
@@ -397,6 +505,7 @@ class AdsClientImpl : public std::enable_shared_from_this<AdsClientImpl> {
       *ack.mutable_error_detail() = nackStatus(error);
     }
     sendDelta(std::move(ack));
+    resume(paused);
   }
 
   AdsClientOptions options_;
@@ -416,6 +525,13 @@ class AdsClientImpl : public std::enable_shared_from_this<AdsClientImpl> {
   uint64_t retry_generation_ = 0;
   std::mt19937_64 rng_;
   AdsStats stats_;
+  std::deque<Outgoing> outgoing_;
+  std::deque<Outgoing> deferred_;  // requests of paused types
+  std::map<std::string, int> paused_;
+  double tokens_ = 0;
+  std::chrono::steady_clock::time_point last_refill_ = std::chrono::steady_clock::now();
+  std::unique_ptr<grpc::Alarm> drain_alarm_;
+  uint64_t drain_generation_ = 0;
 };
 
 AdsClient::AdsClient(AdsClientOptions options) : impl_(std::make_shared<AdsClientImpl>(std::move(options))) {}

@@ -135,6 +135,11 @@ class AdsTestServer::Impl final : public discovery::AggregatedDiscoveryService::
     return std::to_string(version_);
   }
 
+  void setIdentifier(const std::string& identifier) {
+    std::lock_guard lock(mu_);
+    identifier_ = identifier;
+  }
+
   void dropStreams() {
     std::lock_guard lock(mu_);
     for (Stream* stream : streams_) stream->context->TryCancel();
@@ -190,7 +195,8 @@ class AdsTestServer::Impl final : public discovery::AggregatedDiscoveryService::
     record.error_code = request.error_detail().code();
     record.error_message = request.error_detail().message();
     recordNode(record, request.node(), request.has_node());
-    requests_.push_back(record);
+    record.at = std::chrono::steady_clock::now();
+    requests_.push_back(std::move(record));
 
     SotwType& type = stream.sotw_types[request.type_url()];
     if (!request.response_nonce().empty() && request.response_nonce() != type.nonce) return;  // stale
@@ -230,6 +236,8 @@ class AdsTestServer::Impl final : public discovery::AggregatedDiscoveryService::
     }
     type.sent_version = response.version_info();
     type.nonce = response.nonce();
+    if (!identifier_.empty()) response.mutable_control_plane()->set_identifier(identifier_);
+    sent.at = std::chrono::steady_clock::now();
     responses_.push_back(std::move(sent));
     stream.sotw->Write(response);
   }
@@ -250,7 +258,8 @@ class AdsTestServer::Impl final : public discovery::AggregatedDiscoveryService::
     record.error_code = request.error_detail().code();
     record.error_message = request.error_detail().message();
     recordNode(record, request.node(), request.has_node());
-    requests_.push_back(record);
+    record.at = std::chrono::steady_clock::now();
+    requests_.push_back(std::move(record));
 
     DeltaType& type = stream.delta_types[request.type_url()];
     const bool first = !type.seen;
@@ -306,6 +315,8 @@ class AdsTestServer::Impl final : public discovery::AggregatedDiscoveryService::
     response.set_nonce(nextNonce());
     sent.nonce = response.nonce();
     type.nonce = response.nonce();
+    if (!identifier_.empty()) response.mutable_control_plane()->set_identifier(identifier_);
+    sent.at = std::chrono::steady_clock::now();
     responses_.push_back(std::move(sent));
     stream.delta->Write(response);
   }
@@ -331,6 +342,7 @@ class AdsTestServer::Impl final : public discovery::AggregatedDiscoveryService::
   uint64_t version_ = 0;
   std::map<std::string, std::map<std::string, Entry>> snapshot_;
   std::map<std::string, std::string> type_versions_;
+  std::string identifier_;
   std::vector<ReceivedRequest> requests_;
   std::vector<SentResponse> responses_;
 };
@@ -347,7 +359,16 @@ int AdsTestServer::start(const std::string& address) {
   if (port_ != 0) bind = address.substr(0, address.rfind(':')) + ":" + std::to_string(port_);
   grpc::ServerBuilder builder;
   int selected = 0;
-  builder.AddListeningPort(bind, grpc::InsecureServerCredentials(), &selected);
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!tls_cert_.empty()) {
+    grpc::SslServerCredentialsOptions ssl(tls_client_ca_.empty()
+                                              ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    ssl.pem_root_certs = tls_client_ca_;
+    ssl.pem_key_cert_pairs.push_back({tls_key_, tls_cert_});
+    credentials = grpc::SslServerCredentials(ssl);
+  }
+  builder.AddListeningPort(bind, credentials, &selected);
   builder.RegisterService(impl_.get());
   server_ = builder.BuildAndStart();
   if (!server_ || selected == 0) {
@@ -356,6 +377,12 @@ int AdsTestServer::start(const std::string& address) {
   }
   port_ = selected;
   return port_;
+}
+
+void AdsTestServer::setTls(std::string cert_chain, std::string private_key, std::string client_ca) {
+  tls_cert_ = std::move(cert_chain);
+  tls_key_ = std::move(private_key);
+  tls_client_ca_ = std::move(client_ca);
 }
 
 void AdsTestServer::stop() {
@@ -387,6 +414,10 @@ std::string AdsTestServer::pushInvalid(const std::string& type_url, const std::s
   bytes += std::string("\x12\x05\xff\xff\xff", 5);  // field 2 claims 5 bytes, has 3
   any.set_value(bytes);
   return impl_->apply({{type_url, {{name, any}}}}, false);
+}
+
+void AdsTestServer::setIdentifier(const std::string& identifier) {
+  impl_->setIdentifier(identifier);
 }
 
 void AdsTestServer::dropStreams() {

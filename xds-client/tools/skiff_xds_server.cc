@@ -2,6 +2,7 @@
 // stdout.
 //
 //   skiff-xds-server [--address 127.0.0.1:0] [--snapshot PATH]
+//                    [--tls-cert CHAIN.pem --tls-key KEY.pem [--tls-client-ca ROOT.pem]]
 // Prints {"event":"listening","port":N} first. Commands (one per line; each gets one JSON line back):
 //   load PATH                 replace the snapshot with PATH (file or directory)
 //   push PATH                 add/replace the resources in PATH, keep the others
@@ -12,9 +13,17 @@
 //   requests                  every request received: {"requests":[...]}
 //   responses                 every response sent: {"responses":[...]}
 //   status                    {"version":..,"streams":..,"serving":..}
+//   generate N E [PREFIX]     add/replace N EDS clusters with E endpoints each (scale benchmark)
+//   identifier [NAME]         put control_plane.identifier NAME on responses (none: stop)
+//   timing                    per response: when it was written and when its ACK/NACK was read,
+//                             microseconds on the server's steady clock: {"timing":[...]}
 //   quit
 
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <string>
 
@@ -101,23 +110,75 @@ std::string responsesJson(const AdsTestServer& server) {
   return out + "]}";
 }
 
+// Pairs every response with the first request on its stream that answers its nonce.
+std::string timingJson(const AdsTestServer& server) {
+  const auto requests = server.requests();
+  const auto responses = server.responses();
+  std::map<std::pair<uint64_t, std::string>, const skiff::xds::ReceivedRequest*> answers;
+  for (const auto& r : requests) {
+    if (!r.response_nonce.empty()) answers.emplace(std::make_pair(r.stream, r.response_nonce), &r);
+  }
+  auto us = [](std::chrono::steady_clock::time_point t) {
+    return std::to_string(
+        std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count());
+  };
+  std::string out = "{\"timing\":[";
+  bool first = true;
+  for (const auto& r : responses) {
+    auto it = answers.find({r.stream, r.nonce});
+    out += std::string(first ? "" : ",") + "{\"stream\":" + std::to_string(r.stream) +
+           ",\"type_url\":" + quote(r.type_url) + ",\"version\":" + quote(r.version) +
+           ",\"nonce\":" + quote(r.nonce) + ",\"resources\":" + std::to_string(r.names.size()) +
+           ",\"sent_us\":" + us(r.at);
+    if (it == answers.end()) {
+      out += ",\"answer_us\":null,\"nack\":null}";
+    } else {
+      out += ",\"answer_us\":" + us(it->second->at) +
+             ",\"nack\":" + (it->second->has_error ? "true" : "false") + "}";
+    }
+    first = false;
+  }
+  return out + "]}";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string address = "127.0.0.1:0";
   std::string snapshot;
+  std::string tls_cert, tls_key, tls_client_ca;
+  auto readFile = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream out;
+    out << in.rdbuf();
+    return out.str();
+  };
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--address" && i + 1 < argc) {
+    if (arg == "--tls-cert" && i + 1 < argc) {
+      tls_cert = readFile(argv[++i]);
+    } else if (arg == "--tls-key" && i + 1 < argc) {
+      tls_key = readFile(argv[++i]);
+    } else if (arg == "--tls-client-ca" && i + 1 < argc) {
+      tls_client_ca = readFile(argv[++i]);
+    } else if (arg == "--address" && i + 1 < argc) {
       address = argv[++i];
     } else if (arg == "--snapshot" && i + 1 < argc) {
       snapshot = argv[++i];
     } else {
-      std::cerr << "usage: skiff-xds-server [--address HOST:PORT] [--snapshot PATH]\n";
+      std::cerr << "usage: skiff-xds-server [--address HOST:PORT] [--snapshot PATH] [--tls-cert PEM "
+                   "--tls-key PEM [--tls-client-ca PEM]]\n";
       return 2;
     }
   }
   AdsTestServer server;
+  if (!tls_cert.empty() || !tls_key.empty()) {
+    if (tls_cert.empty() || tls_key.empty()) {
+      std::cerr << "--tls-cert and --tls-key go together (and must name readable files)\n";
+      return 2;
+    }
+    server.setTls(tls_cert, tls_key, tls_client_ca);
+  }
   if (!snapshot.empty()) std::cerr << loadReply(server, snapshot, true) << "\n";
   const int port = server.start(address);
   if (port == 0) {
@@ -158,6 +219,25 @@ int main(int argc, char** argv) {
       reply = "{\"version\":" + quote(server.version()) +
               ",\"streams\":" + std::to_string(server.openStreams()) +
               ",\"serving\":" + (serving ? "true" : "false") + "}";
+    } else if (command == "generate") {
+      std::string prefix;
+      words >> prefix;
+      char* end_a = nullptr;
+      char* end_b = nullptr;
+      const long n = std::strtol(a.c_str(), &end_a, 10);
+      const long e = std::strtol(b.c_str(), &end_b, 10);
+      if (a.empty() || b.empty() || *end_a || *end_b || n < 0 || e < 0 || n > 1000000 || e > 10000) {
+        reply = R"({"ok":false,"error":"usage: generate CLUSTERS ENDPOINTS_PER_CLUSTER [PREFIX]"})";
+      } else {
+        auto resources = skiff::xds::generateScaleSnapshot(static_cast<int>(n), static_cast<int>(e),
+                                                           prefix.empty() ? "bench-" : prefix);
+        reply = "{\"ok\":true,\"version\":" + quote(server.upsert(resources)) + "}";
+      }
+    } else if (command == "identifier") {
+      server.setIdentifier(a);
+      reply = R"({"ok":true})";
+    } else if (command == "timing") {
+      reply = timingJson(server);
     } else if (command == "quit") {
       break;
     } else {

@@ -20,12 +20,16 @@ void sanitizeInto(std::string_view in, std::string& out) {
   }
 }
 
-// Metric family name: Istio's custom namespace is stripped and unprefixed, everything else gets envoy_.
+// Metric family name: custom namespaces (Istio's, Wasm modules') are stripped and unprefixed, everything
+// else gets envoy_.
 std::string metricName(std::string_view extracted) {
   constexpr std::string_view kCustom = "istiocustom.";
+  constexpr std::string_view kWasmCustom = "wasmcustom.";
   std::string out;
   if (extracted.substr(0, kCustom.size()) == kCustom) {
     extracted.remove_prefix(kCustom.size());
+  } else if (extracted.substr(0, kWasmCustom.size()) == kWasmCustom) {
+    extracted.remove_prefix(kWasmCustom.size());
   } else if (extracted.substr(0, 5) != "istio") {
     out = "envoy_";
   }
@@ -88,7 +92,8 @@ std::string renderPrometheus(const std::vector<StatValue>& stats) {
     if (s.type == StatType::kCounter) {
       counters[metric].lines += fmt::format("{}{} {}\n", metric, labels(n), s.counter);
     } else if (s.type == StatType::kGauge) {
-      gauges[metric].lines += fmt::format("{}{} {}\n", metric, labels(n), s.gauge);
+      // Unsigned as in Envoy (hash-valued `version` gauges).
+      gauges[metric].lines += fmt::format("{}{} {}\n", metric, labels(n), static_cast<uint64_t>(s.gauge));
     } else {
       std::string& out = histograms[metric].lines;
       const auto& counts = s.histogram.bucket_counts;

@@ -20,6 +20,13 @@ double tidy(double v) {
 std::string number(double v) {
   return std::isnan(v) ? "nan" : fmt::format("{}", tidy(v));
 }
+// Envoy shows stats of a custom namespace (Wasm modules' `wasmcustom.`) without the namespace.
+std::string_view shown(std::string_view name) {
+  constexpr std::string_view kWasmCustom = "wasmcustom.";
+  if (name.substr(0, kWasmCustom.size()) == kWasmCustom) name.remove_prefix(kWasmCustom.size());
+  return name;
+}
+
 std::string jsonNumber(double v) {
   return std::isnan(v) ? "null" : fmt::format("{}", tidy(v));
 }
@@ -32,13 +39,14 @@ std::string renderText(const std::vector<StatValue>& stats) {
   for (const auto& s : stats) {
     switch (s.type) {
       case StatType::kCounter:
-        out += fmt::format("{}: {}\n", s.name, s.counter);
+        out += fmt::format("{}: {}\n", shown(s.name), s.counter);
         break;
       case StatType::kGauge:
-        out += fmt::format("{}: {}\n", s.name, s.gauge);
+        // Envoy's gauges are uint64 (a `version` gauge holds a 64-bit hash): render unsigned.
+        out += fmt::format("{}: {}\n", shown(s.name), static_cast<uint64_t>(s.gauge));
         break;
       case StatType::kTextReadout:
-        out += s.name;
+        out += shown(s.name);
         out += ": \"";
         appendJsonEscaped(s.text, out);
         out += "\"\n";
@@ -49,7 +57,7 @@ std::string renderText(const std::vector<StatValue>& stats) {
   }
   for (const auto& s : stats) {
     if (s.type != StatType::kHistogram) continue;
-    out += s.name;
+    out += shown(s.name);
     out += ':';
     if (s.histogram.sample_count == 0) {
       out += " No recorded values\n";
@@ -79,15 +87,15 @@ std::string renderJson(const std::vector<StatValue>& stats) {
   for (const auto& s : stats) {
     switch (s.type) {
       case StatType::kCounter:
-        open(s.name);
+        open(shown(s.name));
         out += fmt::format("{}}}", s.counter);
         break;
       case StatType::kGauge:
-        open(s.name);
-        out += fmt::format("{}}}", s.gauge);
+        open(shown(s.name));
+        out += fmt::format("{}}}", static_cast<uint64_t>(s.gauge));
         break;
       case StatType::kTextReadout:
-        open(s.name);
+        open(shown(s.name));
         out += '"';
         appendJsonEscaped(s.text, out);
         out += "\"}";
@@ -111,7 +119,7 @@ std::string renderJson(const std::vector<StatValue>& stats) {
       if (!first_h) out += ',';
       first_h = false;
       out += "{\"name\":\"";
-      appendJsonEscaped(s.name, out);
+      appendJsonEscaped(shown(s.name), out);
       out += "\",\"values\":[";
       for (size_t i = 0; i < std::size(kQuantiles); ++i) {
         if (i > 0) out += ',';

@@ -11,6 +11,10 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <stdexcept>
+#include <unordered_map>
+
+#include <sys/mman.h>
 
 #include "skiff/common/logging.h"
 #include "skiff/stats/stats.h"
@@ -26,6 +30,25 @@ uint32_t histogramCells() {
 }
 
 thread_local uint32_t tls_slab = 0;
+
+// Live stores by handle id (0 = none), so that handles hold a 4-byte id instead of a pointer. Ids are
+// never reused: a handle that outlived its store must not write into a newer one.
+constexpr uint32_t kMaxStores = 1 << 16;
+std::atomic<Store*> g_stores[kMaxStores];
+std::mutex g_ids_mu;
+uint32_t g_next_id = 1;
+
+uint32_t acquireStoreId(Store* store) {
+  std::lock_guard<std::mutex> lock(g_ids_mu);
+  if (g_next_id >= kMaxStores) throw std::runtime_error("too many stats stores");
+  const uint32_t id = g_next_id++;
+  g_stores[id].store(store, std::memory_order_release);
+  return id;
+}
+
+void releaseStoreId(uint32_t id) {
+  g_stores[id].store(nullptr, std::memory_order_release);
+}
 
 inline uint64_t loadCell(const uint64_t* c) {
   return std::atomic_ref<uint64_t>(*const_cast<uint64_t*>(c)).load(std::memory_order_relaxed);
@@ -68,7 +91,7 @@ struct Store::Impl {
   ~Impl() {
     for (size_t i = 0; i < static_cast<size_t>(max_slabs + 1) * kMaxChunks; ++i) {
       uint64_t* p = chunks[i].load();
-      if (p != nullptr) ::operator delete[](p, std::align_val_t(64));
+      if (p != nullptr) ::munmap(p, kChunkCells * sizeof(uint64_t));
     }
   }
 
@@ -102,10 +125,11 @@ struct Store::Impl {
     for (uint32_t s = 0; s <= max_slabs; ++s) {
       auto& slot = chunks[static_cast<size_t>(s) * kMaxChunks + chunk];
       if (slot.load(std::memory_order_relaxed) != nullptr) continue;
-      auto* mem =
-          static_cast<uint64_t*>(::operator new[](kChunkCells * sizeof(uint64_t), std::align_val_t(64)));
-      std::fill(mem, mem + kChunkCells, 0);
-      slot.store(mem, std::memory_order_release);
+      // Zero-filled by the kernel, page by page, on first write: untouched cells cost nothing.
+      void* mem = ::mmap(nullptr, kChunkCells * sizeof(uint64_t), PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (mem == MAP_FAILED) throw std::bad_alloc();
+      slot.store(static_cast<uint64_t*>(mem), std::memory_order_release);
     }
     next_cell = start + n;
     *first = start;
@@ -127,6 +151,16 @@ struct Store::Impl {
   // in which case `*cell` is a detached run of cells that nobody reads.
   bool getOrCreate(std::string_view name, StatType type, Histogram::Unit unit, uint32_t* cell) {
     std::lock_guard<std::mutex> lock(mu);
+    return getOrCreateLocked(name, type, unit, cell);
+  }
+
+  bool getOrCreateLocked(std::string_view name, StatType type, Histogram::Unit unit, uint32_t* cell) {
+    if (const StatSpec* spec = findInGroups(name, cell)) {
+      if (spec->type == type) return true;
+      log::get(log::Component::kMain)
+          .error("stat '{}' requested with a different type than it was created with", name);
+      return detached(type, cell);
+    }
     auto it = by_name.find(name);
     if (it != by_name.end()) {
       if (it->second.type == type) {
@@ -155,8 +189,70 @@ struct Store::Impl {
     return false;
   }
 
+  // A group's layout: cell offset of each spec within its contiguous run, and suffix -> spec index.
+  struct Schema {
+    std::span<const StatSpec> specs;
+    std::vector<uint32_t> offsets;
+    uint32_t cells = 0;
+    std::unordered_map<std::string_view, uint32_t> index;
+  };
+  struct Group {
+    const Schema* schema;
+    uint32_t first;
+  };
+
+  const Schema& schemaFor(std::span<const StatSpec> specs) {
+    auto& slot = schemas[specs.data()];
+    if (!slot) {
+      slot = std::make_unique<Schema>();
+      slot->specs = specs;
+      for (uint32_t i = 0; i < specs.size(); ++i) {
+        slot->offsets.push_back(slot->cells);
+        slot->cells += cellsFor(specs[i].type);
+        slot->index.emplace(specs[i].suffix, i);
+      }
+    }
+    return *slot;
+  }
+
+  // The spec of `name` if a group holds it (its cell in *cell), else nullptr. Caller holds `mu`.
+  const StatSpec* findInGroups(std::string_view name, uint32_t* cell) const {
+    if (groups.empty()) return nullptr;
+    for (size_t dot = name.find('.'); dot != std::string_view::npos; dot = name.find('.', dot + 1)) {
+      auto it = groups.find(name.substr(0, dot + 1));
+      if (it == groups.end()) continue;
+      const std::string_view suffix = name.substr(dot + 1);
+      for (const Group& g : it->second) {
+        auto found = g.schema->index.find(suffix);
+        if (found == g.schema->index.end()) continue;
+        *cell = g.first + g.schema->offsets[found->second];
+        return &g.schema->specs[found->second];
+      }
+    }
+    return nullptr;
+  }
+
+  // True when a name of `schema` under `prefix` already exists on its own or in another group.
+  bool overlaps(const std::string& prefix, const Schema& schema) const {
+    for (auto it = by_name.lower_bound(prefix);
+         it != by_name.end() && std::string_view(it->first).starts_with(prefix); ++it) {
+      if (schema.index.count(std::string_view(it->first).substr(prefix.size()))) return true;
+    }
+    auto groups_it = groups.find(prefix);
+    if (groups_it == groups.end()) return false;
+    for (const Group& g : groups_it->second) {
+      for (const auto& spec : schema.specs) {
+        if (g.schema->index.count(spec.suffix)) return true;
+      }
+    }
+    return false;
+  }
+
   const uint32_t max_slabs;
+  uint32_t id = 0;
   std::unique_ptr<std::atomic<uint64_t*>[]> chunks;
+  std::map<const StatSpec*, std::unique_ptr<Schema>> schemas;
+  std::map<std::string, std::vector<Group>, std::less<>> groups;  // prefix -> its groups
   mutable std::mutex mu;
   std::map<std::string, Entry, std::less<>> by_name;
   uint32_t next_cell = 0;
@@ -164,11 +260,22 @@ struct Store::Impl {
 };
 
 Store::Store(uint32_t max_slabs) : impl_(std::make_unique<Impl>(max_slabs)) {
+  impl_->id = acquireStoreId(this);
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->allocate(histogramCells(), &impl_->scratch);
 }
 
-Store::~Store() = default;
+Store::~Store() {
+  releaseStoreId(impl_->id);
+}
+
+uint32_t Store::handleId() const {
+  return impl_->id;
+}
+
+Store* Store::byHandleId(uint32_t id) {
+  return g_stores[id].load(std::memory_order_relaxed);
+}
 
 uint32_t Store::maxSlabs() const {
   return impl_->max_slabs;
@@ -203,6 +310,47 @@ Histogram Store::histogram(std::string_view name, Histogram::Unit unit) {
   return Histogram(this, cell);
 }
 
+StatGroup Store::group(std::string_view prefix, std::span<const StatSpec> specs) {
+  StatGroup out;
+  out.store_ = this;
+  out.cells_.resize(specs.size());
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  const Impl::Schema& schema = impl_->schemaFor(specs);
+  const std::string key(prefix);
+  auto it = impl_->groups.find(key);
+  if (it != impl_->groups.end()) {
+    for (const Impl::Group& g : it->second) {
+      if (g.schema != &schema) continue;
+      for (size_t i = 0; i < specs.size(); ++i) out.cells_[i] = g.first + schema.offsets[i];
+      return out;  // registered before (a cluster's new version): same cells
+    }
+  }
+  uint32_t first = 0;
+  bool text = false;
+  for (const auto& spec : specs) text = text || spec.type == StatType::kTextReadout;
+  if (text || impl_->overlaps(key, schema) || !impl_->allocate(schema.cells, &first)) {
+    // Some names exist already (or the run does not fit): one entry per name, sharing what exists.
+    for (size_t i = 0; i < specs.size(); ++i) {
+      impl_->getOrCreateLocked(key + std::string(specs[i].suffix), specs[i].type, specs[i].unit,
+                               &out.cells_[i]);
+    }
+    return out;
+  }
+  impl_->groups[key].push_back({&schema, first});
+  for (size_t i = 0; i < specs.size(); ++i) out.cells_[i] = first + schema.offsets[i];
+  return out;
+}
+
+Counter StatGroup::counter(size_t i) const {
+  return Counter(store_, cells_.at(i));
+}
+Gauge StatGroup::gauge(size_t i) const {
+  return Gauge(store_, cells_.at(i));
+}
+Histogram StatGroup::histogram(size_t i) const {
+  return Histogram(store_, cells_.at(i));
+}
+
 void Store::setText(std::string_view name, std::string_view value) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   auto it = impl_->by_name.find(name);
@@ -223,38 +371,52 @@ std::vector<StatValue> Store::snapshot(const std::function<bool(std::string_view
   std::lock_guard<std::mutex> lock(impl_->mu);
   out.reserve(impl_->by_name.size());
   const uint32_t hcells = histogramCells();
-  for (const auto& [name, e] : impl_->by_name) {
-    if (filter && !filter(name)) continue;
+  auto read = [&](std::string name, StatType type, uint32_t cell, const Impl::Entry* e) {
     StatValue v;
-    v.name = name;
-    v.type = e.type;
-    switch (e.type) {
+    v.name = std::move(name);
+    v.type = type;
+    switch (type) {
       case StatType::kCounter:
-        v.counter = impl_->sum(e.cell);
-        v.used = impl_->touched(e.cell);
+        v.counter = impl_->sum(cell);
+        v.used = impl_->touched(cell);
         break;
       case StatType::kGauge:
-        v.gauge = static_cast<int64_t>(impl_->sum(e.cell));
-        v.used = impl_->touched(e.cell);
+        v.gauge = static_cast<int64_t>(impl_->sum(cell));
+        v.used = impl_->touched(cell);
         break;
       case StatType::kHistogram: {
         auto& h = v.histogram;
         h.bucket_counts.resize(hcells - 1);
         for (uint32_t b = 0; b + 1 < hcells; ++b) {
-          h.bucket_counts[b] = impl_->sum(e.cell + b);
+          h.bucket_counts[b] = impl_->sum(cell + b);
           h.sample_count += h.bucket_counts[b];
         }
-        h.sample_sum = static_cast<double>(impl_->sum(e.cell + hcells - 1));
+        h.sample_sum = static_cast<double>(impl_->sum(cell + hcells - 1));
         v.used = h.sample_count > 0;
         break;
       }
       case StatType::kTextReadout:
-        v.text = e.text;
-        v.used = e.text_set;
+        v.text = e->text;
+        v.used = e->text_set;
         break;
     }
     out.push_back(std::move(v));
+  };
+  for (const auto& [name, e] : impl_->by_name) {
+    if (filter && !filter(name)) continue;
+    read(name, e.type, e.cell, &e);
   }
+  if (impl_->groups.empty()) return out;  // by_name is already sorted
+  for (const auto& [prefix, groups] : impl_->groups) {
+    for (const Impl::Group& g : groups) {
+      for (size_t i = 0; i < g.schema->specs.size(); ++i) {
+        std::string name = prefix + std::string(g.schema->specs[i].suffix);
+        if (filter && !filter(name)) continue;
+        read(std::move(name), g.schema->specs[i].type, g.first + g.schema->offsets[i], nullptr);
+      }
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const StatValue& a, const StatValue& b) { return a.name < b.name; });
   return out;
 }
 
@@ -266,22 +428,37 @@ void Store::resetCounters() {
     uint64_t* offset = impl_->cell(impl_->max_slabs, e.cell);
     storeCell(offset, loadCell(offset) - impl_->sum(e.cell));
   }
+  for (const auto& [prefix, groups] : impl_->groups) {
+    for (const Impl::Group& g : groups) {
+      for (size_t i = 0; i < g.schema->specs.size(); ++i) {
+        if (g.schema->specs[i].type != StatType::kCounter) continue;
+        const uint32_t cell = g.first + g.schema->offsets[i];
+        uint64_t* offset = impl_->cell(impl_->max_slabs, cell);
+        storeCell(offset, loadCell(offset) - impl_->sum(cell));
+      }
+    }
+  }
 }
 
 // --- recording ---
 
+Counter::Counter(Store* store, uint32_t cell) : store_(store ? store->handleId() : 0), cell_(cell) {}
+Gauge::Gauge(Store* store, uint32_t cell) : store_(store ? store->handleId() : 0), cell_(cell) {}
+Histogram::Histogram(Store* store, uint32_t first_cell)
+    : store_(store ? store->handleId() : 0), first_cell_(first_cell) {}
+
 void Counter::inc(uint64_t n) const {
-  if (store_ == nullptr) return;
-  addCell(store_->cellForThisThread(cell_), n);
+  if (store_ == 0) return;
+  addCell(Store::byHandleId(store_)->cellForThisThread(cell_), n);
 }
 
 uint64_t Counter::value() const {
-  return store_ == nullptr ? 0 : store_->sumCells(cell_);
+  return store_ == 0 ? 0 : Store::byHandleId(store_)->sumCells(cell_);
 }
 
 void Gauge::inc(int64_t n) const {
-  if (store_ == nullptr) return;
-  addCell(store_->cellForThisThread(cell_), static_cast<uint64_t>(n));
+  if (store_ == 0) return;
+  addCell(Store::byHandleId(store_)->cellForThisThread(cell_), static_cast<uint64_t>(n));
 }
 
 void Gauge::dec(int64_t n) const {
@@ -289,24 +466,25 @@ void Gauge::dec(int64_t n) const {
 }
 
 void Gauge::set(int64_t v) const {
-  if (store_ == nullptr) return;
+  if (store_ == 0) return;
+  const Store* store = Store::byHandleId(store_);
   // The visible value is the sum over slabs, so write v minus what the other slabs hold.
-  uint64_t* mine = store_->cellForThisThread(cell_);
-  uint64_t others = store_->sumCells(cell_) - loadCell(mine);
+  uint64_t* mine = store->cellForThisThread(cell_);
+  uint64_t others = store->sumCells(cell_) - loadCell(mine);
   storeCell(mine, static_cast<uint64_t>(v) - others);
 }
 
 int64_t Gauge::value() const {
-  return store_ == nullptr ? 0 : static_cast<int64_t>(store_->sumCells(cell_));
+  return store_ == 0 ? 0 : static_cast<int64_t>(Store::byHandleId(store_)->sumCells(cell_));
 }
 
 void Histogram::record(uint64_t value) const {
-  if (store_ == nullptr) return;
+  if (store_ == 0) return;
   const auto& bounds = defaultBuckets();
   // First bound >= value ("le" semantics); past the last bound is the overflow bucket.
   auto it = std::lower_bound(bounds.begin(), bounds.end(), static_cast<double>(value));
   uint32_t bucket = static_cast<uint32_t>(it - bounds.begin());
-  uint64_t* first = store_->cellForThisThread(first_cell_);
+  uint64_t* first = Store::byHandleId(store_)->cellForThisThread(first_cell_);
   addCell(first + bucket, 1);
   addCell(first + bounds.size() + 1, value);
 }

@@ -155,9 +155,11 @@ class AdsClientTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override { ASSERT_NE(server_.start(), 0); }
 
-  std::unique_ptr<AdsClient> makeClient(bool delta,
-                                        std::chrono::milliseconds backoff = std::chrono::milliseconds(20)) {
+  std::unique_ptr<AdsClient> makeClient(
+      bool delta, std::chrono::milliseconds backoff = std::chrono::milliseconds(20),
+      std::optional<AdsClientOptions::RateLimit> rate_limit = std::nullopt) {
     AdsClientOptions options;
+    options.rate_limit = rate_limit;
     options.target = "127.0.0.1:" + std::to_string(server_.port());
     options.delta = delta;
     options.node.set_id("sidecar~10.0.0.1~pod.ns~ns.svc.cluster.local");
@@ -470,6 +472,84 @@ TEST_F(AdsClientTest, InitialFetchTimeoutDoesNotFireAfterAnUpdate) {
   loop_.sync([] {});
   std::lock_guard lock(cds.mu);
   EXPECT_EQ(cds.timeouts, 0);
+  destroy(client);
+}
+
+// Envoy's pause: an EDS request made while a CDS update is applied leaves after the CDS ACK.
+TEST_P(AdsClientTest, EdsRequestsWaitForTheCdsAck) {
+  const bool delta = GetParam();
+  server_.setResources(
+      {{kCds, {{"a", cluster("a")}}}, {kEds, {{"a", endpoints("a")}, {"b", endpoints("b")}}}});
+  Recorder eds;
+  std::unique_ptr<AdsClient> client = makeClient(delta);
+  SubscriptionCallbacks cds;
+  cds.on_update = [&](const ConfigUpdate&) -> std::string {
+    client->updateSubscription(kEds, {"a", "b"});  // what a new EDS cluster causes
+    return "";
+  };
+  loop_.sync([&] {
+    client->subscribe(kCds, {}, cds);
+    client->subscribe(kEds, {"a"}, eds.callbacks());
+    client->start();
+  });
+  auto asksForB = [](const ReceivedRequest& r) {
+    const auto& names = r.delta ? r.subscribe : r.resource_names;
+    return r.type_url == kEds && std::find(names.begin(), names.end(), "b") != names.end();
+  };
+  ASSERT_TRUE(eventually([&] {
+    for (const auto& r : server_.requests()) {
+      if (asksForB(r)) return true;
+    }
+    return false;
+  }));
+  const auto all = server_.requests();
+  size_t cds_ack = all.size(), eds_change = all.size();
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (cds_ack == all.size() && all[i].type_url == kCds && !all[i].response_nonce.empty()) cds_ack = i;
+    if (eds_change == all.size() && asksForB(all[i])) eds_change = i;
+  }
+  ASSERT_LT(cds_ack, all.size());
+  ASSERT_LT(eds_change, all.size());
+  EXPECT_LT(cds_ack, eds_change);
+  destroy(client);
+}
+
+TEST_F(AdsClientTest, RateLimitSpacesRequestsAndCountsEnforcement) {
+  server_.setResources({{kCds, {{"a", cluster("a")}}}});
+  Recorder cds, eds, rds, other;
+  // One token, refilled at 10/s: four initial requests take at least ~300 ms.
+  auto client = makeClient(false, std::chrono::milliseconds(20), AdsClientOptions::RateLimit{1, 10.0});
+  loop_.sync([&] {
+    client->subscribe(kCds, {}, cds.callbacks());
+    client->subscribe(kEds, {"a"}, eds.callbacks());
+    client->subscribe(kRds, {"r"}, rds.callbacks());
+    client->subscribe("type.googleapis.com/skiff.test.Other", {"x"}, other.callbacks());
+    client->start();
+  });
+  ASSERT_TRUE(eventually([&] { return server_.requests().size() >= 4; }));
+  const auto all = server_.requests();
+  EXPECT_GE(all[3].at - all[0].at, std::chrono::milliseconds(250));
+  uint64_t enforced = 0;
+  loop_.sync([&] { enforced = client->stats().rate_limit_enforced; });
+  EXPECT_GE(enforced, 1u);
+  destroy(client);
+}
+
+TEST_F(AdsClientTest, ControlPlaneIdentifierIsKept) {
+  server_.setIdentifier("istiod-7d9f");
+  server_.setResources({{kCds, {{"a", cluster("a")}}}});
+  Recorder cds;
+  auto client = makeClient(false);
+  loop_.sync([&] {
+    client->subscribe(kCds, {}, cds.callbacks());
+    client->start();
+  });
+  ASSERT_TRUE(eventually([&] { return cds.count() == 1; }));
+  std::string id;
+  ASSERT_TRUE(eventually([&] {
+    loop_.sync([&] { id = client->stats().control_plane_identifier; });
+    return id == "istiod-7d9f";
+  }));
   destroy(client);
 }
 

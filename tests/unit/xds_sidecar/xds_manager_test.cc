@@ -4,7 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb.h"
+#include "envoy/extensions/transport_sockets/tls/v3/tls.pb.h"
+#include "server/xds/control_plane_tls.h"
 #include "server/xds/route_config_provider.h"
+#include "server/xds/secret_refs.h"
 
 namespace skiff::server {
 namespace {
@@ -227,6 +231,151 @@ TEST_F(XdsManagerTest, ListenersAreNackedUntilASinkIsWired) {
   lds.resources = {};
   EXPECT_EQ(xds_.onListeners(lds), "");
   EXPECT_EQ(sink.removed, std::vector<std::string>{"l1"});
+}
+
+}  // namespace
+}  // namespace skiff::server
+
+namespace skiff::server {
+namespace {
+
+TEST_F(XdsManagerTest, UnchangedAssignmentIsANoOpWithoutRebuild) {
+  ASSERT_EQ(xds_.onClusters(sotw({resourceOf(edsCluster("a"), "a", "1")}, "1")), "");
+  drain();
+  xds::ConfigUpdate eds;
+  eds.type_url = std::string(xds::kEndpointType);
+  eds.state_of_the_world = true;
+  eds.resources = {resourceOf(assignment("a", "10.0.0.1"), "a", "1")};
+  ASSERT_EQ(xds_.onEndpoints(eds), "");
+  const auto hosts = clusters_.hosts("a");
+  ASSERT_NE(hosts, nullptr);
+  eds.resources = {resourceOf(assignment("a", "10.0.0.1"), "a", "2")};  // a SotW resend
+  ASSERT_EQ(xds_.onEndpoints(eds), "");
+  EXPECT_EQ(clusters_.hosts("a"), hosts);  // the same host set: nothing rebuilt or republished
+  EXPECT_EQ(store_.counter("cluster.a.update_no_rebuild").value(), 1u);
+  EXPECT_EQ(store_.counter("cluster.a.update_success").value(), 2u);
+  eds.resources = {resourceOf(assignment("a", "10.0.0.9"), "a", "3")};  // a real change still applies
+  ASSERT_EQ(xds_.onEndpoints(eds), "");
+  EXPECT_EQ(clusters_.hosts("a")->hosts.at(0)->address, "10.0.0.9:80");
+}
+
+envoy::config::core::v3::TransportSocket upstreamTlsWithAdsSecret(const std::string& name) {
+  envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext tls;
+  auto* sds = tls.mutable_common_tls_context()->mutable_validation_context_sds_secret_config();
+  sds->set_name(name);
+  sds->mutable_sds_config()->mutable_ads();
+  envoy::config::core::v3::TransportSocket socket;
+  socket.set_name("envoy.transport_sockets.tls");
+  socket.mutable_typed_config()->PackFrom(tls);
+  return socket;
+}
+
+TEST(SecretRefsTest, FindsOnlyAdsSecretsOfTlsTransportSockets) {
+  Cluster c = edsCluster("c");
+  *c.mutable_transport_socket() = upstreamTlsWithAdsSecret("root-ca");
+  auto* match = c.add_transport_socket_matches();
+  *match->mutable_transport_socket() = upstreamTlsWithAdsSecret("other-root");
+  EXPECT_EQ(adsSecretNames(c), (std::set<std::string>{"other-root", "root-ca"}));
+
+  envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext down;
+  auto* cert = down.mutable_common_tls_context()->add_tls_certificate_sds_secret_configs();
+  cert->set_name("default");
+  cert->mutable_sds_config()->mutable_ads();
+  auto* file = down.mutable_common_tls_context()->add_tls_certificate_sds_secret_configs();
+  file->set_name("from-file");
+  file->mutable_sds_config()->set_path("/etc/sds.yaml");  // not ADS: not subscribed
+  auto* validation = down.mutable_common_tls_context()
+                         ->mutable_combined_validation_context()
+                         ->mutable_validation_context_sds_secret_config();
+  validation->set_name("ROOTCA");
+  validation->mutable_sds_config()->mutable_ads();
+  envoy::config::listener::v3::Listener l;
+  auto* ts = l.add_filter_chains()->mutable_transport_socket();
+  ts->set_name("envoy.transport_sockets.tls");
+  ts->mutable_typed_config()->PackFrom(down);
+  EXPECT_EQ(adsSecretNames(l), (std::set<std::string>{"ROOTCA", "default"}));
+  EXPECT_TRUE(adsSecretNames(edsCluster("plain")).empty());
+}
+
+TEST_F(XdsManagerTest, ClusterWaitsForItsAdsSecret) {
+  Cluster c = edsCluster("tls");
+  *c.mutable_transport_socket() = upstreamTlsWithAdsSecret("xds-test-root");
+  ASSERT_EQ(xds_.onClusters(sotw({resourceOf(c, "tls", "1")}, "1")), "");  // ACKed, warming
+  drain();
+  EXPECT_TRUE(clusters_.clusterNames().empty());
+  EXPECT_EQ(xds_.warmingOnSecrets(), std::vector<std::string>{"tls"});
+  EXPECT_EQ(xds_.sdsNames(), std::vector<std::string>{"xds-test-root"});
+
+  envoy::extensions::transport_sockets::tls::v3::Secret secret;
+  secret.set_name("xds-test-root");
+  secret.mutable_validation_context()->mutable_trusted_ca()->set_inline_string("-----BEGIN CERTIFICATE-----");
+  xds::ConfigUpdate sds;
+  sds.type_url = std::string(xds::kSecretType);
+  sds.resources = {resourceOf(secret, "xds-test-root", "1")};
+  ASSERT_EQ(xds_.onSecrets(sds), "");
+  drain();
+  EXPECT_TRUE(xds_.warmingOnSecrets().empty());
+  EXPECT_EQ(clusters_.clusterNames(), std::vector<std::string>{"tls"});
+
+  // The cluster goes away: so does the subscription.
+  ASSERT_EQ(xds_.onClusters(sotw({}, "2")), "");
+  drain();
+  EXPECT_TRUE(xds_.sdsNames().empty());
+}
+
+}  // namespace
+}  // namespace skiff::server
+
+namespace skiff::server {
+namespace {
+
+TEST(ControlPlaneTlsTest, ReadsEnvoyGrpcClusterAndGoogleGrpcCredentials) {
+  auto b = adsBootstrap();
+  EXPECT_FALSE(controlPlaneTls(b).has_value());  // plaintext
+  auto* svc = b.mutable_dynamic_resources()->mutable_ads_config()->mutable_grpc_services(0);
+  svc->mutable_envoy_grpc()->set_cluster_name("xds-grpc");
+  auto* c = b.mutable_static_resources()->add_clusters();
+  c->set_name("xds-grpc");
+  envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext tls;
+  tls.set_sni("istiod.istio-system.svc");
+  tls.mutable_common_tls_context()->mutable_validation_context()->mutable_trusted_ca()->set_inline_string(
+      "ROOT");
+  auto* cert = tls.mutable_common_tls_context()->add_tls_certificates();
+  cert->mutable_certificate_chain()->set_inline_string("CHAIN");
+  cert->mutable_private_key()->set_inline_bytes("KEY");
+  c->mutable_transport_socket()->set_name("envoy.transport_sockets.tls");
+  c->mutable_transport_socket()->mutable_typed_config()->PackFrom(tls);
+  auto got = controlPlaneTls(b);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->root_certs, "ROOT");
+  EXPECT_EQ(got->cert_chain, "CHAIN");
+  EXPECT_EQ(got->private_key, "KEY");
+  EXPECT_EQ(got->sni, "istiod.istio-system.svc");
+
+  // A secret from SDS cannot secure the channel that would deliver it.
+  auto* sds = tls.mutable_common_tls_context()->mutable_validation_context_sds_secret_config();
+  sds->set_name("ROOTCA");
+  sds->mutable_sds_config()->mutable_ads();
+  c->mutable_transport_socket()->mutable_typed_config()->PackFrom(tls);
+  try {
+    controlPlaneTls(b);
+    ADD_FAILURE() << "expected an error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("validation_context_sds_secret_config.sds_config"),
+              std::string::npos)
+        << e.what();
+  }
+
+  auto g = adsBootstrap();
+  auto* google =
+      g.mutable_dynamic_resources()->mutable_ads_config()->mutable_grpc_services(0)->mutable_google_grpc();
+  google->set_target_uri("istiod:15012");
+  google->mutable_channel_credentials()->mutable_ssl_credentials()->mutable_root_certs()->set_inline_string(
+      "R");
+  ASSERT_TRUE(controlPlaneTls(g).has_value());
+  EXPECT_EQ(controlPlaneTls(g)->root_certs, "R");
+  google->mutable_channel_credentials()->mutable_google_default();
+  EXPECT_THROW(controlPlaneTls(g), std::invalid_argument);
 }
 
 }  // namespace

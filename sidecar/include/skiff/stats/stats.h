@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,12 +28,13 @@ class Counter {
   void inc(uint64_t n = 1) const;
   // Sum over all slabs (reader side).
   uint64_t value() const;
-  bool valid() const { return store_ != nullptr; }
+  bool valid() const { return store_ != 0; }
 
  private:
   friend class Store;
-  Counter(Store* store, uint32_t cell) : store_(store), cell_(cell) {}
-  Store* store_ = nullptr;
+  friend class StatGroup;
+  Counter(Store* store, uint32_t cell);
+  uint32_t store_ = 0;  // Store::handleId(): a handle is 8 bytes (thousands of clusters hold ~70 each)
   uint32_t cell_ = 0;
 };
 
@@ -45,12 +47,13 @@ class Gauge {
   // written by the owning worker...). A set() overwrites the calling thread's cell only.
   void set(int64_t v) const;
   int64_t value() const;
-  bool valid() const { return store_ != nullptr; }
+  bool valid() const { return store_ != 0; }
 
  private:
   friend class Store;
-  Gauge(Store* store, uint32_t cell) : store_(store), cell_(cell) {}
-  Store* store_ = nullptr;
+  friend class StatGroup;
+  Gauge(Store* store, uint32_t cell);
+  uint32_t store_ = 0;  // Store::handleId(): a handle is 8 bytes (thousands of clusters hold ~70 each)
   uint32_t cell_ = 0;
 };
 
@@ -61,12 +64,13 @@ class Histogram {
   enum class Unit { kMilliseconds, kMicroseconds, kBytes, kUnspecified };
   Histogram() = default;
   void record(uint64_t value) const;
-  bool valid() const { return store_ != nullptr; }
+  bool valid() const { return store_ != 0; }
 
  private:
   friend class Store;
-  Histogram(Store* store, uint32_t first_cell) : store_(store), first_cell_(first_cell) {}
-  Store* store_ = nullptr;
+  friend class StatGroup;
+  Histogram(Store* store, uint32_t first_cell);
+  uint32_t store_ = 0;  // Store::handleId(): a handle is 8 bytes (thousands of clusters hold ~70 each)
   uint32_t first_cell_ = 0;
 };
 
@@ -94,6 +98,26 @@ struct StatValue {
   bool used = false;  // ever changed
 };
 
+// One stat of a group: "<prefix><suffix>" (see Store::group).
+struct StatSpec {
+  std::string_view suffix;
+  StatType type;
+  Histogram::Unit unit = Histogram::Unit::kMilliseconds;
+};
+
+// Handles of a registered group, by index into its specs.
+class StatGroup {
+ public:
+  Counter counter(size_t i) const;
+  Gauge gauge(size_t i) const;
+  Histogram histogram(size_t i) const;
+
+ private:
+  friend class Store;
+  Store* store_ = nullptr;
+  std::vector<uint32_t> cells_;
+};
+
 class Store {
  public:
   // `max_slabs` = 1 (main) + the number of workers.
@@ -105,6 +129,11 @@ class Store {
   Counter counter(std::string_view name);
   Gauge gauge(std::string_view name);
   Histogram histogram(std::string_view name, Histogram::Unit unit = Histogram::Unit::kMilliseconds);
+  // Many stats sharing a prefix (a cluster's fixed names) registered as one entry: the names are made only
+  // when read, so a stat costs its cells and nothing else. `specs` must outlive the store (a static table).
+  // Each name behaves exactly as if created by counter()/gauge()/histogram() (same lookup, same cells on a
+  // second registration of the same prefix). Text readouts are not allowed in a group.
+  StatGroup group(std::string_view prefix, std::span<const StatSpec> specs);
   // Text readouts (e.g. control_plane.identifier) are rare and set from the main thread.
   void setText(std::string_view name, std::string_view value);
 
@@ -116,6 +145,8 @@ class Store {
   uint32_t maxSlabs() const;
 
   // Internals used by Counter/Gauge/Histogram; not for callers.
+  uint32_t handleId() const;
+  static Store* byHandleId(uint32_t id);
   uint64_t* cellForThisThread(uint32_t cell) const;
   uint64_t sumCells(uint32_t cell) const;
 

@@ -94,6 +94,24 @@ std::string ListenerManager::addOrUpdateListener(const envoy::config::listener::
   return "";
 }
 
+std::string ListenerManager::updateStatic(const envoy::config::listener::v3::Listener& listener,
+                                          const std::string& path) {
+  auto it = listeners_.find(listener.name());
+  auto warm = warming_.find(listener.name());
+  const std::string hash = listener.SerializeAsString();
+  if (warm != warming_.end() ? warm->second.hash == hash
+                             : (it != listeners_.end() && it->second.hash == hash)) {
+    return "";
+  }
+  if (updates_stopped_) return "the server is draining; listeners cannot be added or modified";
+  try {
+    addOrWarm(listener, path, true, false);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
 bool ListenerManager::removeListener(const std::string& name) {
   auto warm = warming_.find(name);
   bool removed_warming = false;

@@ -45,6 +45,9 @@ class ListenerManager : public ListenerSink {
   std::string addOrUpdateListener(const envoy::config::listener::v3::Listener& listener,
                                   const std::string& version) override;
   bool removeListener(const std::string& name) override;
+  // EnvoyFilter re-application (server/envoy_filter_glue): adds or replaces (with drain) a static listener;
+  // "" or the error (the previous listener keeps serving). An identical config is a no-op.
+  std::string updateStatic(const envoy::config::listener::v3::Listener& listener, const std::string& path);
   void onRouteConfigsChanged() override;
   bool isWarming(const std::string& name) const override { return warming_.count(name) > 0; }
 

@@ -4,16 +4,24 @@
 
 #include <google/protobuf/util/message_differencer.h>
 #include <google/protobuf/util/time_util.h>
+#include <grpcpp/security/credentials.h>
+
+#include <malloc.h>
 
 #include <algorithm>
 #include <asio/post.hpp>
 #include <stdexcept>
 
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb.h"
+#include "server/xds/control_plane_tls.h"
 #include "server/xds/route_config_provider.h"
+#include "server/xds/secret_refs.h"
 #include "server/xds/version_hash.h"
 #include "skiff/common/logging.h"
+#include "skiff/envoy_filter/runtime.h"
 #include "skiff/filters/http_filter_registry.h"
+#include "skiff/tls/secret_provider.h"
 #include "skiff/xds/node.h"
 
 namespace skiff::server {
@@ -104,6 +112,7 @@ void XdsManager::validate(const Bootstrap& bootstrap) {
     throw std::invalid_argument(p + ".ads_config.cluster_names: only grpc_services is supported for gRPC");
   }
   adsTarget(bootstrap);
+  controlPlaneTls(bootstrap);  // throws on TLS settings the channel cannot use
 }
 
 std::string XdsManager::adsTarget(const Bootstrap& bootstrap) {
@@ -123,12 +132,6 @@ std::string XdsManager::adsTarget(const Bootstrap& bootstrap) {
     const std::string where = p + "[0].envoy_grpc.cluster_name";
     if (found == nullptr) {
       error = where + ": '" + name + "' is not a static cluster";
-      return std::nullopt;
-    }
-    if (found->has_transport_socket() &&
-        found->transport_socket().name() != "envoy.transport_sockets.raw_buffer") {
-      error = where + ": cluster '" + name +
-              "' has a transport_socket; TLS to the control plane is not supported yet";
       return std::nullopt;
     }
     for (const auto& locality : found->load_assignment().endpoints()) {
@@ -251,6 +254,29 @@ XdsManager::XdsManager(asio::io_context& main, stats::Store& store, upstream::Cl
   xds::foldIstioMetaEnv(xds::processEnvironment(), *options.node.mutable_metadata());
   xds::setSkiffIdentity(options.node);
   options.set_node_on_first_message_only = dr.ads_config().set_node_on_first_message_only();
+  if (dr.ads_config().has_rate_limit_settings()) {
+    const auto& rl = dr.ads_config().rate_limit_settings();
+    xds::AdsClientOptions::RateLimit limit;
+    if (rl.has_max_tokens()) limit.max_tokens = std::max<uint32_t>(rl.max_tokens().value(), 1);
+    if (rl.has_fill_rate()) {
+      if (!(rl.fill_rate().value() > 0)) {
+        throw std::invalid_argument(
+            "dynamic_resources.ads_config.rate_limit_settings.fill_rate: must be > 0");
+      }
+      limit.fill_rate = rl.fill_rate().value();
+    }
+    options.rate_limit = limit;
+  }
+  if (auto tls = controlPlaneTls(bootstrap)) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = tls->root_certs;
+    ssl.pem_private_key = tls->private_key;
+    ssl.pem_cert_chain = tls->cert_chain;
+    options.credentials = grpc::SslCredentials(ssl);
+    options.ssl_target_name_override = tls->sni;
+    SKIFF_LOG(kConfig, info, "xds: TLS to the control plane{}{}", tls->cert_chain.empty() ? "" : " (mTLS)",
+              tls->sni.empty() ? "" : ", server name '" + tls->sni + "'");
+  }
   options.executor = [&main](std::function<void()> fn) { asio::post(main, std::move(fn)); };
   std::weak_ptr<bool> alive = alive_;
   options.on_connection_state = [this, alive](bool connected) {
@@ -260,7 +286,11 @@ XdsManager::XdsManager(asio::io_context& main, stats::Store& store, upstream::Cl
             options.target);
   client_ = std::make_unique<xds::AdsClient>(std::move(options));
 
+  for (const auto& l : bootstrap.static_resources().listeners()) {
+    for (auto& name : adsSecretNames(l)) static_secret_refs_.insert(std::move(name));
+  }
   for (const auto& c : bootstrap.static_resources().clusters()) {
+    for (auto& name : adsSecretNames(c)) static_secret_refs_.insert(std::move(name));
     static_clusters_.insert(c.name());
     if (c.type() == Cluster::EDS) trackEdsCluster(c);
   }
@@ -314,6 +344,7 @@ void XdsManager::start() {
   }
   for (const auto& provider : RouteConfigProviderManager::instance().live()) startRdsTimer(provider);
   refreshRdsSubscription();
+  refreshSdsSubscription();
   client_->start();
   housekeeping();
   checkInitialized();
@@ -397,43 +428,29 @@ std::string XdsManager::onClusters(const xds::ConfigUpdate& update) {
     }
     auto existing = dynamic_clusters_.find(cluster.name());
     Cluster previous;
-    const bool changed = existing == dynamic_clusters_.end() ||
-                         !existing->second.resource.UnpackTo(&previous) ||
-                         !MessageDifferencer::Equals(previous, cluster);
-    try {
-      if (cluster.type() == Cluster::EDS && cluster.eds_cluster_config().has_eds_config()) {
-        checkAdsSource(cluster.eds_cluster_config().eds_config(), "eds_cluster_config.eds_config");
-      }
-      if (changed) clusters_.addOrUpdateCluster(cluster, true, r.version);
-    } catch (const std::invalid_argument& e) {
-      errors.push_back(cluster.name() + ": " + e.what());
-      cluster_errors_[cluster.name()] = {e.what(), std::chrono::system_clock::now()};
-      continue;
-    }
-    cluster_errors_.erase(cluster.name());
+    // Same bytes: unchanged without decoding the old one (a SotW CDS push resends every cluster).
+    const bool changed =
+        existing == dynamic_clusters_.end() ||
+        (existing->second.resource.value() != r.resource.value() &&
+         (!existing->second.resource.UnpackTo(&previous) || !MessageDifferencer::Equals(previous, cluster)));
     if (!changed) {
+      pending_clusters_.erase(cluster.name());  // back to what is active: nothing to wait for
       existing->second.version = r.version;
       continue;
     }
-    any_applied = true;
-    dynamic_clusters_[cluster.name()] = {r.resource, r.version, std::chrono::system_clock::now()};
-    if (cluster.type() == Cluster::EDS) {
-      trackEdsCluster(cluster);
-      const std::string service = edsNameOf(cluster);
-      auto cached = endpoints_.find(service);
-      envoy::config::endpoint::v3::ClusterLoadAssignment cla;
-      if (cached != endpoints_.end() && cached->second.resource.UnpackTo(&cla)) {
-        try {
-          clusters_.updateEndpoints(cluster.name(), cla);
-        } catch (const std::invalid_argument& e) {
-          SKIFF_LOG(kUpstream, warn, "eds: cached endpoints for '{}' rejected: {}", cluster.name(), e.what());
-        }
-      } else {
-        startWarmTimer(cluster.name(), timeoutOf(cluster.eds_cluster_config().eds_config()));
-        if (first) initial_eds_pending_.insert(cluster.name());
-      }
+    // A cluster whose TLS secrets come over ADS warms until they are in (the active version keeps serving).
+    auto refs = adsSecretNames(cluster);
+    setSecretRefs(cluster_secret_refs_, cluster.name(), std::move(refs));
+    if (!secretsReady(cluster_secret_refs_[cluster.name()])) {
+      hold(pending_clusters_, r, false);
+      continue;
+    }
+    pending_clusters_.erase(cluster.name());
+    std::string error;
+    if (applyCluster(cluster, r, first, &error)) {
+      any_applied = true;
     } else {
-      untrackEdsCluster(cluster.name());
+      errors.push_back(std::move(error));
     }
   }
   std::vector<std::string> removed;
@@ -443,6 +460,17 @@ std::string XdsManager::onClusters(const xds::ConfigUpdate& update) {
     }
   } else {
     removed = update.removed;
+  }
+  if (update.state_of_the_world) {
+    for (auto it = pending_clusters_.begin(); it != pending_clusters_.end();) {
+      it = names.count(it->first) ? std::next(it) : pending_clusters_.erase(it);
+    }
+  }
+  for (const auto& name : removed) pending_clusters_.erase(name);
+  for (auto it = cluster_secret_refs_.begin(); it != cluster_secret_refs_.end();) {
+    const bool gone = std::find(removed.begin(), removed.end(), it->first) != removed.end() ||
+                      (!dynamic_clusters_.count(it->first) && !pending_clusters_.count(it->first));
+    it = gone ? cluster_secret_refs_.erase(it) : std::next(it);
   }
   for (const auto& name : removed) {
     if (!dynamic_clusters_.erase(name)) continue;
@@ -456,9 +484,11 @@ std::string XdsManager::onClusters(const xds::ConfigUpdate& update) {
   }
   SKIFF_LOG(kConfig, info, "cds: version '{}': {} cluster(s), {} removed, {} rejected", update.system_version,
             update.resources.size(), removed.size(), errors.size());
+  trimAfterLargeUpdate(update);
   cds_initial_done_ = true;
   // After the ACK goes out: the EDS request then carries the new names (Envoy pauses EDS during CDS).
   refreshEdsSubscription();
+  refreshSdsSubscription();
   scheduleSync();
   std::weak_ptr<bool> alive = alive_;
   asio::post(main_, [this, alive] {
@@ -468,16 +498,68 @@ std::string XdsManager::onClusters(const xds::ConfigUpdate& update) {
   return joinErrors("Error adding/updating cluster(s)", errors);
 }
 
+bool XdsManager::applyCluster(const Cluster& cluster, const xds::XdsResource& r, bool first,
+                              std::string* error) {
+  try {
+    if (cluster.type() == Cluster::EDS && cluster.eds_cluster_config().has_eds_config()) {
+      checkAdsSource(cluster.eds_cluster_config().eds_config(), "eds_cluster_config.eds_config");
+    }
+    // EnvoyFilter CLUSTER patches (no-op without EnvoyFilters).
+    clusters_.addOrUpdateCluster(envoy_filter::Runtime::instance().patchCluster(cluster), true, r.version);
+  } catch (const std::invalid_argument& e) {
+    *error = cluster.name() + ": " + e.what();
+    cluster_errors_[cluster.name()] = {e.what(), std::chrono::system_clock::now()};
+    return false;
+  }
+  cluster_errors_.erase(cluster.name());
+  dynamic_clusters_[cluster.name()] = {r.resource, r.version, std::chrono::system_clock::now()};
+  if (cluster.type() == Cluster::EDS) {
+    trackEdsCluster(cluster);
+    const std::string service = edsNameOf(cluster);
+    auto cached = endpoints_.find(service);
+    envoy::config::endpoint::v3::ClusterLoadAssignment cla;
+    if (cached != endpoints_.end() && cached->second.resource.UnpackTo(&cla)) {
+      try {
+        clusters_.updateEndpoints(cluster.name(), cla);
+      } catch (const std::invalid_argument& e) {
+        SKIFF_LOG(kUpstream, warn, "eds: cached endpoints for '{}' rejected: {}", cluster.name(), e.what());
+      }
+    } else {
+      startWarmTimer(cluster.name(), timeoutOf(cluster.eds_cluster_config().eds_config()));
+      if (first) initial_eds_pending_.insert(cluster.name());
+    }
+  } else {
+    untrackEdsCluster(cluster.name());
+  }
+  return true;
+}
+
 std::string XdsManager::onEndpoints(const xds::ConfigUpdate& update) {
   std::vector<std::string> errors;
   for (const auto& r : update.resources) {
+    auto users = eds_clusters_.find(r.name);
+    if (users == eds_clusters_.end()) continue;  // not (or no longer) subscribed
+    // A SotW EDS push resends every assignment: one with the same bytes as the one in force is a no-op
+    // (counted as Envoy counts an update that changes no host) without decoding it.
+    auto cached = endpoints_.find(r.name);
+    if (cached != endpoints_.end() && cached->second.resource.value() == r.resource.value() &&
+        std::all_of(users->second.begin(), users->second.end(), [&](const std::string& c) {
+          return !warm_timers_.count(c) && !initial_eds_pending_.count(c) && clusters_.info(c) != nullptr;
+        })) {
+      for (const auto& cluster : users->second) {
+        const auto info = clusters_.info(cluster);
+        info->stats.update_attempt.inc();
+        info->stats.update_success.inc();
+        info->stats.update_no_rebuild.inc();
+      }
+      cached->second.version = r.version;
+      continue;
+    }
     envoy::config::endpoint::v3::ClusterLoadAssignment cla;
     if (!r.resource.UnpackTo(&cla)) {
       errors.push_back(r.name + ": the ClusterLoadAssignment does not decode");
       continue;
     }
-    auto users = eds_clusters_.find(r.name);
-    if (users == eds_clusters_.end()) continue;  // not (or no longer) subscribed
     bool ok = true;
     for (const auto& cluster : users->second) {
       try {
@@ -492,6 +574,7 @@ std::string XdsManager::onEndpoints(const xds::ConfigUpdate& update) {
     }
     if (ok) endpoints_[r.name] = {r.resource, r.version, std::chrono::system_clock::now()};
   }
+  trimAfterLargeUpdate(update);
   for (const auto& name : update.removed) {
     // Envoy keeps the last assignment when one is removed; it counts an empty update.
     auto users = eds_clusters_.find(name);
@@ -518,7 +601,8 @@ std::string XdsManager::onRoutes(const xds::ConfigUpdate& update) {
       continue;
     }
     auto provider = manager.find(r.name);
-    if (!provider) continue;  // nobody asked for it (any more)
+    if (!provider) continue;                                            // nobody asked for it (any more)
+    envoy_filter::Runtime::instance().patchRouteConfiguration(config);  // EnvoyFilter route patches
     std::string error = provider->update(config, r.version);
     if (!error.empty()) {
       errors.push_back(r.name + ": " + error);
@@ -553,17 +637,23 @@ std::string XdsManager::onListeners(const xds::ConfigUpdate& update) {
     auto existing = dynamic_listeners_.find(r.name);
     if (existing != dynamic_listeners_.end() &&
         MessageDifferencer::Equals(existing->second.resource, r.resource)) {
+      pending_listeners_.erase(r.name);
       existing->second.version = r.version;
       continue;
     }
-    std::string error =
-        listener_sink_->addOrUpdateListener(normalizeListener(std::move(listener)), r.version);
+    // A listener whose TLS secrets come over ADS warms until they are in (Envoy's rule).
+    setSecretRefs(listener_secret_refs_, r.name, adsSecretNames(listener));
+    if (!secretsReady(listener_secret_refs_[r.name])) {
+      hold(pending_listeners_, r, true);
+      continue;
+    }
+    pending_listeners_.erase(r.name);
+    std::string error = applyListener(std::move(listener), r);
     if (!error.empty()) {
       errors.push_back(r.name + ": " + error);
       continue;
     }
     any_applied = true;
-    dynamic_listeners_[r.name] = {r.resource, r.version, std::chrono::system_clock::now()};
   }
   std::vector<std::string> removed;
   if (update.state_of_the_world) {
@@ -573,6 +663,17 @@ std::string XdsManager::onListeners(const xds::ConfigUpdate& update) {
   } else {
     removed = update.removed;
   }
+  if (update.state_of_the_world) {
+    for (auto it = pending_listeners_.begin(); it != pending_listeners_.end();) {
+      it = names.count(it->first) ? std::next(it) : pending_listeners_.erase(it);
+    }
+  }
+  for (const auto& name : removed) pending_listeners_.erase(name);
+  for (auto it = listener_secret_refs_.begin(); it != listener_secret_refs_.end();) {
+    const bool gone = std::find(removed.begin(), removed.end(), it->first) != removed.end() ||
+                      (!dynamic_listeners_.count(it->first) && !pending_listeners_.count(it->first));
+    it = gone ? listener_secret_refs_.erase(it) : std::next(it);
+  }
   for (const auto& name : removed) {
     if (!dynamic_listeners_.erase(name)) continue;
     if (listener_sink_) listener_sink_->removeListener(name);
@@ -581,6 +682,7 @@ std::string XdsManager::onListeners(const xds::ConfigUpdate& update) {
   if (any_applied) lds_stats_.config_reload.inc();
   lds_initial_done_ = true;
   refreshRdsSubscription();
+  refreshSdsSubscription();
   scheduleSync();
   std::weak_ptr<bool> alive = alive_;
   asio::post(main_, [this, alive] {
@@ -588,6 +690,186 @@ std::string XdsManager::onListeners(const xds::ConfigUpdate& update) {
   });
   if (errors.empty()) return "";
   return joinErrors("Error adding/updating listener(s)", errors);
+}
+
+void XdsManager::trimAfterLargeUpdate(const xds::ConfigUpdate& update) {
+  if (update.resources.size() < kTrimThreshold || trim_scheduled_) return;
+  trim_scheduled_ = true;
+  std::weak_ptr<bool> alive = alive_;
+  // After the response and its decoded copies are gone: hand the freed heap back to the kernel, so a big
+  // push does not leave its transient buffers in the sidecar's RSS.
+  asio::post(main_, [this, alive] {
+    if (alive.expired()) return;
+    trim_scheduled_ = false;
+    ::malloc_trim(0);
+  });
+}
+
+std::string XdsManager::applyListener(envoy::config::listener::v3::Listener listener,
+                                      const xds::XdsResource& r) {
+  std::string error = listener_sink_->addOrUpdateListener(normalizeListener(std::move(listener)), r.version);
+  if (error.empty()) dynamic_listeners_[r.name] = {r.resource, r.version, std::chrono::system_clock::now()};
+  return error;
+}
+
+// --- SDS over ADS ---------------------------------------------------------------------------------------
+
+void XdsManager::setSecretRefs(std::map<std::string, std::set<std::string>>& refs, const std::string& user,
+                               std::set<std::string> names) {
+  if (names.empty()) {
+    refs.erase(user);
+  } else {
+    refs[user] = std::move(names);
+  }
+}
+
+bool XdsManager::secretsReady(const std::set<std::string>& names) const {
+  for (const auto& name : names) {
+    if (!secrets_.count(name)) return false;
+  }
+  return true;
+}
+
+std::vector<std::string> XdsManager::warmingOnSecrets() const {
+  std::vector<std::string> out;
+  for (const auto& [name, _] : pending_listeners_) out.push_back(name);
+  for (const auto& [name, _] : pending_clusters_) out.push_back(name);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<std::string> XdsManager::sdsNames() const {
+  std::set<std::string> out(static_secret_refs_.begin(), static_secret_refs_.end());
+  for (const auto* refs : {&listener_secret_refs_, &cluster_secret_refs_}) {
+    for (const auto& [_, names] : *refs) out.insert(names.begin(), names.end());
+  }
+  return {out.begin(), out.end()};
+}
+
+void XdsManager::hold(std::map<std::string, Pending>& pending, const xds::XdsResource& r, bool listener) {
+  Pending& p = pending[r.name];
+  p.resource = r;
+  if (p.timer) return;  // still waiting since the first version: keep that deadline
+  p.timer = std::make_unique<asio::steady_timer>(main_, sds_timeout_);
+  std::weak_ptr<bool> alive = alive_;
+  const std::string name = r.name;
+  p.timer->async_wait([this, alive, name, listener](std::error_code ec) {
+    if (ec || alive.expired()) return;
+    SKIFF_LOG(kConfig, warn,
+              "sds: {} '{}' did not get its secrets within initial_fetch_timeout; applied without them",
+              listener ? "listener" : "cluster", name);
+    releasePending(listener ? pending_listeners_ : pending_clusters_, listener, true, name);
+  });
+  SKIFF_LOG(kConfig, info, "sds: {} '{}' warming until its secrets arrive", listener ? "listener" : "cluster",
+            r.name);
+}
+
+void XdsManager::releasePending(std::map<std::string, Pending>& pending, bool listener, bool force,
+                                const std::string& only) {
+  std::vector<std::string> ready;
+  for (const auto& [name, p] : pending) {
+    if (!only.empty() && name != only) continue;
+    const auto& refs = listener ? listener_secret_refs_ : cluster_secret_refs_;
+    auto it = refs.find(name);
+    if (force || it == refs.end() || secretsReady(it->second)) ready.push_back(name);
+  }
+  for (const auto& name : ready) {
+    auto node = pending.extract(name);
+    const xds::XdsResource& r = node.mapped().resource;
+    std::string error;
+    if (listener) {
+      envoy::config::listener::v3::Listener l;
+      if (r.resource.UnpackTo(&l) && listener_sink_) error = applyListener(std::move(l), r);
+    } else {
+      Cluster c;
+      if (r.resource.UnpackTo(&c) && !applyCluster(c, r, false, &error)) {
+        // Already ACKed: the error is logged and shown in /config_dump.
+      }
+      refreshEdsSubscription();
+    }
+    if (!error.empty())
+      SKIFF_LOG(kConfig, warn, "sds: warming {} '{}' failed: {}", listener ? "listener" : "cluster", name,
+                error);
+  }
+  if (!ready.empty()) {
+    refreshRdsSubscription();
+    std::weak_ptr<bool> alive = alive_;
+    asio::post(main_, [this, alive] {
+      if (!alive.expired()) checkInitialized();
+    });
+  }
+}
+
+std::string XdsManager::onSecrets(const xds::ConfigUpdate& update) {
+  std::vector<std::string> errors;
+  auto& store = tls::processSecretManager().staticStore();
+  const auto wanted = sdsNames();
+  for (const auto& r : update.resources) {
+    if (!std::binary_search(wanted.begin(), wanted.end(), r.name)) continue;  // not (or no longer) asked for
+    envoy::extensions::transport_sockets::tls::v3::Secret secret;
+    if (!r.resource.UnpackTo(&secret)) {
+      errors.push_back(r.name + ": the Secret does not decode");
+      continue;
+    }
+    if (secret.name() != r.name) {
+      errors.push_back(r.name + ": name: the resource name and Secret.name ('" + secret.name() + "') differ");
+      continue;
+    }
+    auto existing = secrets_.find(r.name);
+    if (existing != secrets_.end() && existing->second.resource.value() == r.resource.value()) {
+      existing->second.version = r.version;
+      continue;
+    }
+    try {
+      store.update(secret);  // TLS contexts that use it rebuild (rotation)
+    } catch (const std::invalid_argument& e) {
+      errors.push_back(r.name + ": " + e.what());
+      continue;
+    }
+    secrets_[r.name] = {r.resource, r.version, std::chrono::system_clock::now()};
+    SKIFF_LOG(kConfig, info, "sds: secret '{}' version '{}'", r.name, r.version);
+  }
+  for (const auto& name : update.removed) {
+    // Envoy keeps using a removed secret until nothing references it; new warming waits again.
+    secrets_.erase(name);
+  }
+  releasePending(pending_clusters_, false);
+  releasePending(pending_listeners_, true);
+  if (errors.empty()) return "";
+  return joinErrors("Error adding/updating secret(s)", errors);
+}
+
+void XdsManager::refreshSdsSubscription() {
+  if (refresh_sds_scheduled_) return;
+  refresh_sds_scheduled_ = true;
+  std::weak_ptr<bool> alive = alive_;
+  asio::post(main_, [this, alive] {
+    if (alive.expired()) return;
+    refresh_sds_scheduled_ = false;
+    auto names = sdsNames();
+    // Secrets nothing references any more leave the store (only those ADS put there).
+    for (auto it = secrets_.begin(); it != secrets_.end();) {
+      if (std::binary_search(names.begin(), names.end(), it->first)) {
+        ++it;
+        continue;
+      }
+      tls::processSecretManager().staticStore().remove(it->first);
+      it = secrets_.erase(it);
+    }
+    if (!sds_subscribed_) {
+      if (names.empty()) return;
+      sds_subscribed_ = true;
+      sds_sent_ = names;
+      xds::SubscriptionCallbacks callbacks;
+      callbacks.on_update = [this](const xds::ConfigUpdate& u) { return onSecrets(u); };
+      callbacks.initial_fetch_timeout = std::chrono::milliseconds(0);  // per-resource warming timers instead
+      client_->subscribe(std::string(xds::kSecretType), std::move(names), std::move(callbacks));
+      return;
+    }
+    if (names == sds_sent_) return;
+    sds_sent_ = names;
+    client_->updateSubscription(std::string(xds::kSecretType), std::move(names));
+  });
 }
 
 std::vector<std::string> XdsManager::edsNames() const {
@@ -720,6 +1002,16 @@ void XdsManager::syncStats() {
   };
   sync(std::string(xds::kClusterType), cds_stats_);
   sync(std::string(xds::kListenerType), lds_stats_);
+  const auto& all = client_->stats();
+  if (all.rate_limit_enforced > synced_rate_limit_enforced_) {
+    rate_limit_enforced_.inc(all.rate_limit_enforced - synced_rate_limit_enforced_);
+    synced_rate_limit_enforced_ = all.rate_limit_enforced;
+  }
+  // Envoy's text readout of the control plane that answered last (DiscoveryResponse.control_plane).
+  if (all.control_plane_identifier != control_plane_identifier_) {
+    control_plane_identifier_ = all.control_plane_identifier;
+    store_.setText("control_plane.identifier", control_plane_identifier_);
+  }
 }
 
 void XdsManager::housekeeping() {
@@ -736,6 +1028,7 @@ void XdsManager::housekeeping() {
 void XdsManager::checkInitialized() {
   if (initialized_) return;
   if (!cds_initial_done_ || !lds_initial_done_ || !initial_eds_pending_.empty()) return;
+  if (!pending_clusters_.empty() || !pending_listeners_.empty() || refresh_sds_scheduled_) return;
   if (refresh_eds_scheduled_ || refresh_rds_scheduled_) return;
   for (const auto& provider : RouteConfigProviderManager::instance().live()) {
     if (!provider->initialized()) return;
@@ -762,6 +1055,13 @@ void XdsManager::dumpConfig(const std::function<bool(const std::string&)>& match
     entry->set_version_info(resource.version);
     *entry->mutable_cluster() = resource.resource;
     *entry->mutable_last_updated() = toTimestamp(resource.last_updated);
+    entry->set_client_status(envoy::admin::v3::ACKED);
+  }
+  for (const auto& [name, pending] : pending_clusters_) {
+    if (!match(name)) continue;
+    auto* entry = clusters.add_dynamic_warming_clusters();  // waiting for its secrets
+    entry->set_version_info(pending.resource.version);
+    *entry->mutable_cluster() = pending.resource.resource;
     entry->set_client_status(envoy::admin::v3::ACKED);
   }
   for (const auto& [name, error] : cluster_errors_) {
@@ -795,6 +1095,14 @@ void XdsManager::dumpConfig(const std::function<bool(const std::string&)>& match
     state->set_version_info(resource.version);
     *state->mutable_listener() = resource.resource;
     *state->mutable_last_updated() = toTimestamp(resource.last_updated);
+    entry->set_client_status(envoy::admin::v3::ACKED);
+  }
+  for (const auto& [name, pending] : pending_listeners_) {
+    if (!match(name) || dynamic_listeners_.count(name)) continue;
+    auto* entry = listeners.add_dynamic_listeners();  // waiting for its secrets
+    entry->set_name(name);
+    entry->mutable_warming_state()->set_version_info(pending.resource.version);
+    *entry->mutable_warming_state()->mutable_listener() = pending.resource.resource;
     entry->set_client_status(envoy::admin::v3::ACKED);
   }
   for (const auto& provider : RouteConfigProviderManager::instance().live()) {

@@ -30,7 +30,8 @@ class XdsManager {
   // Whether the bootstrap asks for xDS at all (dynamic_resources has any field set).
   static bool configured(const envoy::config::bootstrap::v3::Bootstrap& bootstrap);
   // Checks dynamic_resources; throws std::invalid_argument naming the field for what Skiff does not do
-  // (REST, per-type gRPC sources, path configs, resource locators, TLS to the control plane, V2).
+  // (REST, per-type gRPC sources, path configs, resource locators, V2, TLS settings the control-plane
+  // channel cannot use: see control_plane_tls.h).
   static void validate(const envoy::config::bootstrap::v3::Bootstrap& bootstrap);
   // The ADS target ("ip:port", "host:port" or "unix:/path") of the bootstrap's ads_config; throws like
   // validate().
@@ -68,10 +69,16 @@ class XdsManager {
   std::string onEndpoints(const xds::ConfigUpdate& update);
   std::string onRoutes(const xds::ConfigUpdate& update);
   std::string onListeners(const xds::ConfigUpdate& update);
+  // SDS over ADS: stores secrets in the process SecretManager's store (what `sds_config: {ads: {}}`
+  // resolves to); listeners/clusters waiting for them go active; changed secrets rotate TLS contexts.
+  std::string onSecrets(const xds::ConfigUpdate& update);
 
   // Current named subscriptions (sorted).
   std::vector<std::string> edsNames() const;
   std::vector<std::string> rdsNames() const;
+  std::vector<std::string> sdsNames() const;
+  // Listeners/clusters held back until their ADS secrets arrive (sorted names).
+  std::vector<std::string> warmingOnSecrets() const;
   const xds::AdsClient& client() const { return *client_; }
 
  private:
@@ -102,6 +109,10 @@ class XdsManager {
   void scheduleSync();
   void checkInitialized();
   void housekeeping();
+  // Responses with this many resources or more are followed by malloc_trim() on the main thread.
+  static constexpr size_t kTrimThreshold = 1000;
+  void trimAfterLargeUpdate(const xds::ConfigUpdate& update);
+  bool trim_scheduled_ = false;
   stats::Counter clusterCounter(const std::string& cluster, const std::string& name);
 
   asio::io_context& main_;
@@ -138,6 +149,31 @@ class XdsManager {
   // Drops allow-listed unknown HTTP filters and maps deprecated_v1.bind_to_port; returns the listener.
   envoy::config::listener::v3::Listener normalizeListener(envoy::config::listener::v3::Listener listener);
 
+  // SDS: secrets referenced with sds_config {ads: {}} by each LDS listener / CDS cluster (applied or
+  // pending) and by static ones; resources held until their secrets arrive (or sds_timeout_ passes).
+  struct Pending {
+    xds::XdsResource resource;
+    std::unique_ptr<asio::steady_timer> timer;
+  };
+  bool applyCluster(const envoy::config::cluster::v3::Cluster& cluster, const xds::XdsResource& r, bool first,
+                    std::string* error);
+  std::string applyListener(envoy::config::listener::v3::Listener listener, const xds::XdsResource& r);
+  static void setSecretRefs(std::map<std::string, std::set<std::string>>& refs, const std::string& user,
+                            std::set<std::string> names);
+  bool secretsReady(const std::set<std::string>& names) const;
+  void hold(std::map<std::string, Pending>& pending, const xds::XdsResource& r, bool listener);
+  void releasePending(std::map<std::string, Pending>& pending, bool listener, bool force = false,
+                      const std::string& only = "");
+  void refreshSdsSubscription();
+  std::map<std::string, std::set<std::string>> listener_secret_refs_, cluster_secret_refs_;
+  std::set<std::string> static_secret_refs_;
+  std::map<std::string, Pending> pending_listeners_, pending_clusters_;
+  std::map<std::string, DynamicResource> secrets_;
+  std::chrono::milliseconds sds_timeout_{15000};
+  bool sds_subscribed_ = false;
+  bool refresh_sds_scheduled_ = false;
+  std::vector<std::string> sds_sent_;
+
   // Readiness.
   bool cds_initial_done_ = true;
   bool lds_initial_done_ = true;
@@ -148,6 +184,8 @@ class XdsManager {
   TypeCounters cds_stats_, lds_stats_;
   stats::Gauge connected_state_;
   stats::Counter rate_limit_enforced_;
+  uint64_t synced_rate_limit_enforced_ = 0;
+  std::string control_plane_identifier_;
   bool sync_scheduled_ = false;
   bool refresh_eds_scheduled_ = false;
   bool refresh_rds_scheduled_ = false;

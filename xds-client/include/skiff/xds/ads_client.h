@@ -24,6 +24,7 @@ using Executor = std::function<void(std::function<void()>)>;
 struct AdsClientOptions {
   std::string target;                                     // host:port (see targetOf)
   std::shared_ptr<grpc::ChannelCredentials> credentials;  // null = insecure
+  std::string ssl_target_name_override;                   // TLS: name checked against the server certificate
   bool delta = false;                                     // api_type DELTA_GRPC instead of GRPC
   envoy::config::core::v3::Node node;
   bool set_node_on_first_message_only = true;
@@ -33,6 +34,13 @@ struct AdsClientOptions {
   std::chrono::milliseconds backoff_max{30000};
   // google.rpc.Code put in a NACK's error_detail. Envoy uses INTERNAL (13).
   int nack_status_code = 13;
+  // ApiConfigSource.rate_limit_settings: a token bucket on requests sent (Envoy's defaults when enabled:
+  // 100 tokens, 10 per second). A request without a token waits, in order, and counts rate_limit_enforced.
+  struct RateLimit {
+    uint32_t max_tokens = 100;
+    double fill_rate = 10;
+  };
+  std::optional<RateLimit> rate_limit;
   // Optional: told on every change of the stream state (control_plane.connected_state).
   std::function<void(bool connected)> on_connection_state;
 };
@@ -59,8 +67,9 @@ struct TypeStats {
 };
 
 struct AdsStats {
-  bool connected = false;            // control_plane.connected_state
-  uint64_t rate_limit_enforced = 0;  // control_plane.rate_limit_enforced (no rate limit yet: stays 0)
+  bool connected = false;                // control_plane.connected_state
+  uint64_t rate_limit_enforced = 0;      // control_plane.rate_limit_enforced: requests that had to wait
+  std::string control_plane_identifier;  // the last response's control_plane.identifier
   uint64_t streams_started = 0;
   uint64_t streams_closed = 0;
   std::map<std::string, TypeStats> types;

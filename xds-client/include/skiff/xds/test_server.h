@@ -3,6 +3,7 @@
 // A small ADS server for tests and local development (not a production control plane): serves versioned
 // snapshots over SotW and Delta, pushes changes, drops streams, and records every request it receives.
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -34,7 +35,8 @@ struct ReceivedRequest {
   bool has_error = false;
   int error_code = 0;
   std::string error_message;
-  std::string node_id;  // empty when the request carried no node
+  std::string node_id;                       // empty when the request carried no node
+  std::chrono::steady_clock::time_point at;  // when the server read it
 };
 
 struct SentResponse {
@@ -43,8 +45,9 @@ struct SentResponse {
   std::string type_url;
   std::string version;  // SotW version_info / Delta system_version_info
   std::string nonce;
-  std::vector<std::string> names;    // resources sent
-  std::vector<std::string> removed;  // Delta
+  std::vector<std::string> names;            // resources sent
+  std::vector<std::string> removed;          // Delta
+  std::chrono::steady_clock::time_point at;  // just before the write
 };
 
 class AdsTestServer {
@@ -58,6 +61,9 @@ class AdsTestServer {
   // Ends every stream and stops listening; resources and the request log are kept.
   void stop();
   int port() const { return port_; }
+  // Serve TLS from the next start(): PEM server chain and key; with `client_ca`, clients must present a
+  // certificate it signed.
+  void setTls(std::string cert_chain, std::string private_key, std::string client_ca = "");
 
   // Replaces everything with `resources`: types whose content changed get a new version; streams are updated.
   std::string setResources(const ResourceMap& resources);
@@ -66,6 +72,8 @@ class AdsTestServer {
   std::string remove(const std::string& type_url, const std::string& name);
   // A resource that no client can decode (its name is readable, the rest is truncated).
   std::string pushInvalid(const std::string& type_url, const std::string& name);
+  // control_plane.identifier put on every response from now on ("" = none).
+  void setIdentifier(const std::string& identifier);
   // Cancels every open stream (clients see the stream end and reconnect).
   void dropStreams();
 
@@ -80,6 +88,7 @@ class AdsTestServer {
   std::shared_ptr<Impl> impl_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
+  std::string tls_cert_, tls_key_, tls_client_ca_;
 };
 
 // Loads resources from an Envoy-style YAML/JSON file or a directory of them (*.yaml, *.yml, *.json). A file
@@ -95,5 +104,11 @@ struct LoadedSnapshot {
 LoadedSnapshot loadSnapshot(const std::string& path);
 // The same from text (YAML or JSON).
 LoadedSnapshot loadSnapshotText(const std::string& text, const std::string& origin = "<text>");
+
+// A synthetic snapshot for scale benchmarks: `clusters` EDS clusters named <prefix><i> (ads eds_config,
+// round robin, 1 s connect timeout) and one ClusterLoadAssignment each with `endpoints_per_cluster`
+// endpoints on distinct 10.0.0.0/8 addresses (port 8080), so no two hosts share an address.
+ResourceMap generateScaleSnapshot(int clusters, int endpoints_per_cluster,
+                                  const std::string& prefix = "bench-");
 
 }  // namespace skiff::xds
