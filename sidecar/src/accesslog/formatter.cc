@@ -8,6 +8,8 @@
 #include "accesslog/time_format.h"
 #include "skiff/accesslog/access_log.h"
 #include "skiff/common/json.h"
+#include "skiff/network/connection_info.h"
+#include "skiff/tls/transport.h"
 
 namespace skiff::accesslog {
 namespace {
@@ -46,6 +48,18 @@ enum class Op : uint8_t {
   kUpstreamRequestAttemptCount,
   kConnectionId,
   kHostname,
+  // Downstream TLS (from the connection's TlsConnectionInfo; "-" on plaintext connections).
+  kDownstreamPeerUriSan,
+  kDownstreamLocalUriSan,
+  kDownstreamPeerDnsSan,
+  kDownstreamLocalDnsSan,
+  kDownstreamPeerSubject,
+  kDownstreamLocalSubject,
+  kDownstreamPeerIssuer,
+  kDownstreamPeerSerial,
+  kDownstreamPeerFingerprint256,
+  kDownstreamTlsVersion,
+  kDownstreamTlsCipher,
 };
 
 struct OpName {
@@ -90,11 +104,17 @@ constexpr OpName kOps[] = {
     {"VIRTUAL_CLUSTER_NAME", Op::kAbsent},
     {"DYNAMIC_METADATA", Op::kAbsent},
     {"FILTER_STATE", Op::kAbsent},
-    {"DOWNSTREAM_PEER_URI_SAN", Op::kAbsent},
-    {"DOWNSTREAM_LOCAL_URI_SAN", Op::kAbsent},
-    {"DOWNSTREAM_PEER_SUBJECT", Op::kAbsent},
-    {"DOWNSTREAM_TLS_VERSION", Op::kAbsent},
-    {"DOWNSTREAM_TLS_CIPHER", Op::kAbsent},
+    {"DOWNSTREAM_PEER_URI_SAN", Op::kDownstreamPeerUriSan},
+    {"DOWNSTREAM_LOCAL_URI_SAN", Op::kDownstreamLocalUriSan},
+    {"DOWNSTREAM_PEER_DNS_SAN", Op::kDownstreamPeerDnsSan},
+    {"DOWNSTREAM_LOCAL_DNS_SAN", Op::kDownstreamLocalDnsSan},
+    {"DOWNSTREAM_PEER_SUBJECT", Op::kDownstreamPeerSubject},
+    {"DOWNSTREAM_LOCAL_SUBJECT", Op::kDownstreamLocalSubject},
+    {"DOWNSTREAM_PEER_ISSUER", Op::kDownstreamPeerIssuer},
+    {"DOWNSTREAM_PEER_SERIAL", Op::kDownstreamPeerSerial},
+    {"DOWNSTREAM_PEER_FINGERPRINT_256", Op::kDownstreamPeerFingerprint256},
+    {"DOWNSTREAM_TLS_VERSION", Op::kDownstreamTlsVersion},
+    {"DOWNSTREAM_TLS_CIPHER", Op::kDownstreamTlsCipher},
 };
 
 bool takesArgs(Op op) {
@@ -130,6 +150,47 @@ Kind appendString(std::string_view v, size_t max_len, std::string& out) {
   if (v.empty()) return Kind::kAbsent;
   out.append(v.substr(0, max_len));
   return Kind::kString;
+}
+
+std::string joined(const std::vector<std::string>& values) {
+  std::string out;
+  for (const auto& v : values) {
+    if (!out.empty()) out += ',';
+    out += v;
+  }
+  return out;
+}
+
+// The downstream connection's TLS facts, Envoy's formats (SAN lists comma-joined); "-" without TLS.
+Kind appendTlsField(Op op, const http::StreamInfo& info, size_t max_len, std::string& out) {
+  const tls::TlsConnectionInfo* t = info.connection ? info.connection->tls.get() : nullptr;
+  if (t == nullptr) return Kind::kAbsent;
+  switch (op) {
+    case Op::kDownstreamPeerUriSan:
+      return appendString(joined(t->uri_san_peer), max_len, out);
+    case Op::kDownstreamLocalUriSan:
+      return appendString(joined(t->uri_san_local), max_len, out);
+    case Op::kDownstreamPeerDnsSan:
+      return appendString(joined(t->dns_san_peer), max_len, out);
+    case Op::kDownstreamLocalDnsSan:
+      return appendString(joined(t->dns_san_local), max_len, out);
+    case Op::kDownstreamPeerSubject:
+      return appendString(t->subject_peer, max_len, out);
+    case Op::kDownstreamLocalSubject:
+      return appendString(t->subject_local, max_len, out);
+    case Op::kDownstreamPeerIssuer:
+      return appendString(t->issuer_peer, max_len, out);
+    case Op::kDownstreamPeerSerial:
+      return appendString(t->serial_peer, max_len, out);
+    case Op::kDownstreamPeerFingerprint256:
+      return appendString(t->sha256_peer_digest, max_len, out);
+    case Op::kDownstreamTlsVersion:
+      return appendString(t->tls_version, max_len, out);
+    case Op::kDownstreamTlsCipher:
+      return appendString(t->cipher, max_len, out);
+    default:
+      return Kind::kAbsent;
+  }
 }
 
 // "1.2.3.4:80" → "1.2.3.4", "[::1]:80" → "::1"; anything without a port is returned unchanged.
@@ -229,6 +290,18 @@ Kind appendValue(const Segment& s, const http::StreamInfo& info, std::string& ou
       return appendString(withoutPort(info.downstream_local_address), s.max_len, out);
     case O::kRequestedServerName:
       return appendString(info.requested_server_name, s.max_len, out);
+    case O::kDownstreamPeerUriSan:
+    case O::kDownstreamLocalUriSan:
+    case O::kDownstreamPeerDnsSan:
+    case O::kDownstreamLocalDnsSan:
+    case O::kDownstreamPeerSubject:
+    case O::kDownstreamLocalSubject:
+    case O::kDownstreamPeerIssuer:
+    case O::kDownstreamPeerSerial:
+    case O::kDownstreamPeerFingerprint256:
+    case O::kDownstreamTlsVersion:
+    case O::kDownstreamTlsCipher:
+      return appendTlsField(s.op, info, s.max_len, out);
     case O::kRouteName:
       return appendString(info.route_name, s.max_len, out);
     case O::kUpstreamRequestAttemptCount:

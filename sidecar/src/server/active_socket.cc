@@ -8,7 +8,9 @@
 #include <optional>
 
 #include "server/http/http1_server_connection.h"
+#include "server/http/http_codec_selection.h"
 #include "skiff/common/logging.h"
+#include "skiff/network/transport.h"
 #include "skiff/upstream/host.h"
 
 namespace skiff::server {
@@ -257,6 +259,112 @@ class ActiveSocket : public DownstreamConnection, public std::enable_shared_from
 
 }  // namespace
 
+// Hands a connection whose transport is ready (plain, or TLS after its handshake) to the chain's network
+// filter. `listener` and `chain` are kept alive by the caller for the duration of the call.
+void dispatch(WorkerContext& worker, const ListenerConfig& listener, const FilterChainConfig& chain,
+              network::Transport transport, network::ConnectionInfoConstSharedPtr info) {
+  if (chain.hcm) {
+    startHttpConnection(worker, listener, chain.hcm, std::move(transport), std::move(info));  // H2 hook
+    return;
+  }
+#ifdef SKIFF_HAVE_TCP_PROXY
+  if (chain.tcp_proxy) {
+    auto session = std::make_shared<TcpProxySession>(worker, std::move(transport), chain.tcp_proxy,
+                                                     listener.stats, std::move(info));
+    session->accepted_by = &listener;
+    session->start();
+    return;
+  }
+#endif
+  transport.close();
+}
+
+// TLS termination for one connection: the handshake (bounded by transport_socket_connect_timeout), then
+// the chain's network filter gets the TLS transport. Registered with the worker meanwhile, so drains and
+// shutdown close it. Failures are counted by the context (listener.<addr>.ssl.*) and close the socket:
+// a plaintext client on a TLS-only chain gets nothing through.
+class DownstreamHandshake : public DownstreamConnection,
+                            public std::enable_shared_from_this<DownstreamHandshake> {
+ public:
+  DownstreamHandshake(WorkerContext& worker, const ListenerConfig& listener, const FilterChainConfig& chain,
+                      asio::ip::tcp::socket socket, std::shared_ptr<network::ConnectionInfo> info)
+      : worker_(worker),
+        listener_(listener),
+        keep_listener_(listener.weak_from_this().lock()),
+        chain_(chain),
+        transport_(std::move(socket)),
+        info_(std::move(info)),
+        timer_(worker.io) {}
+
+  ~DownstreamHandshake() override {
+    worker_.connections.erase(this);
+    // Failed, timed out or closed before its filter chain ran: Envoy still counts the connection
+    // (listener downstream_cx_total / downstream_cx_destroy).
+    if (!dispatched_) {
+      ListenerStats::ConnectionScope counted(listener_.stats);
+    }
+  }
+
+  void start() {
+    accepted_by = &listener_;
+    worker_.connections.insert(this);
+    transport_.attachTls(std::make_unique<tls::TlsTransport>(transport_.socket(), chain_.tls->current(),
+                                                             tls::TlsTransport::Role::kServer));
+    if (chain_.handshake_timeout.count() > 0) {
+      timer_.expires_after(chain_.handshake_timeout);
+      timer_.async_wait([weak = weak_from_this()](std::error_code ec) {
+        auto self = weak.lock();
+        if (ec || !self || self->done_) return;
+        if (self->chain_.handshake_timeouts) self->chain_.handshake_timeouts->inc();
+        SKIFF_LOG(kConnection, debug, "[C{}] TLS handshake timed out", self->info_->id);
+        self->finish();
+      });
+    }
+    transport_.asyncHandshake([self = shared_from_this()](std::error_code ec) { self->onHandshake(ec); });
+  }
+
+  void drain() override { finish(); }
+  void close() override { finish(); }
+
+ private:
+  void onHandshake(std::error_code ec) {
+    if (done_) return;
+    done_ = true;
+    timer_.cancel();
+    worker_.connections.erase(this);
+    if (ec) {
+      SKIFF_LOG(kConnection, debug, "[C{}] TLS handshake on listener '{}' failed: {}", info_->id,
+                listener_.name, transport_.tls()->failureReason());
+      transport_.close();
+      return;
+    }
+    const tls::TlsConnectionInfo& tls = *transport_.tlsInfo();
+    info_->alpn = tls.alpn;
+    if (!tls.sni.empty() && info_->server_name.empty()) info_->server_name = tls.sni;
+    info_->tls = std::make_shared<const tls::TlsConnectionInfo>(tls);
+    dispatched_ = true;
+    dispatch(worker_, listener_, chain_, std::move(transport_), std::move(info_));
+  }
+
+  void finish() {
+    if (done_) return;
+    done_ = true;
+    worker_.connections.erase(this);
+    timer_.cancel();
+    transport_.close();  // the handshake completes with operation_aborted
+  }
+
+  WorkerContext& worker_;
+  const ListenerConfig& listener_;
+  const std::shared_ptr<const ListenerConfig> keep_listener_;  // null only for unowned test configs
+  const FilterChainConfig& chain_;
+  network::Transport transport_;
+  std::shared_ptr<network::ConnectionInfo> info_;
+  asio::steady_timer timer_;
+  bool done_ = false;
+  bool dispatched_ = false;  // the network filter owns the connection (and counts it)
+};
+
 void serveConnection(WorkerContext& worker, const ListenerConfig& listener, asio::ip::tcp::socket socket,
                      std::shared_ptr<network::ConnectionInfo> info) {
   const FilterChainConfig* chain = listener.selectChain(*info);
@@ -277,24 +385,12 @@ void serveConnection(WorkerContext& worker, const ListenerConfig& listener, asio
   }
   info->listener_name = listener.name;
   info->filter_chain_name = chain->name;
-  network::ConnectionInfoConstSharedPtr frozen = std::move(info);
-  if (chain->hcm) {
-    auto conn = std::make_shared<Http1ServerConnection>(worker, std::move(socket), chain->hcm, listener.stats,
-                                                        std::move(frozen));
-    conn->accepted_by = &listener;
-    conn->start();
+  if (chain->tls) {
+    std::make_shared<DownstreamHandshake>(worker, listener, *chain, std::move(socket), std::move(info))
+        ->start();
     return;
   }
-#ifdef SKIFF_HAVE_TCP_PROXY
-  if (chain->tcp_proxy) {
-    auto session = std::make_shared<TcpProxySession>(worker, std::move(socket), chain->tcp_proxy,
-                                                     listener.stats, std::move(frozen));
-    session->accepted_by = &listener;
-    session->start();
-    return;
-  }
-#endif
-  socket.close(ignored);
+  dispatch(worker, listener, *chain, network::Transport(std::move(socket)), std::move(info));
 }
 
 void onAccepted(WorkerContext& worker, const ListenerIndex& index, const ListenerConfig& listener,

@@ -8,6 +8,9 @@
 #include <stdexcept>
 
 #include "skiff/common/logging.h"
+#include "skiff/tls/context_config.h"
+#include "skiff/tls/secret_provider.h"
+#include "skiff/tls/xfcc.h"
 #include "udpa/type/v1/typed_struct.pb.h"
 #include "xds/type/v3/typed_struct.pb.h"
 
@@ -58,6 +61,37 @@ std::string lower(std::string s) {
   return s;
 }
 
+// TLS termination (envoy.transport_sockets.tls with a DownstreamTlsContext); raw_buffer is plaintext.
+void buildTransportSocket(const envoy::config::listener::v3::FilterChain& proto, const std::string& path,
+                          stats::Store& store, const std::string& listener_stat_prefix,
+                          FilterChainConfig& chain) {
+  const auto& socket = proto.transport_socket();
+  const std::string spath = path + ".transport_socket";
+  const bool raw = socket.has_typed_config() ? socket.typed_config().type_url().ends_with(".RawBuffer")
+                                             : socket.name() == "envoy.transport_sockets.raw_buffer";
+  if (raw) return;
+  if (socket.name() != tls::kTlsTransportSocketName &&
+      !socket.typed_config().type_url().ends_with(".DownstreamTlsContext")) {
+    throw std::invalid_argument(spath + ".name: transport socket '" + socket.name() + "' is not supported");
+  }
+  std::vector<std::string> warnings;
+  auto config = tls::parseServerTransportSocket(socket, &tls::processSecretManager(), spath, &warnings);
+  for (const auto& w : warnings) SKIFF_LOG(kConfig, warn, "{}: {}", spath, w);
+  try {
+    chain.tls = tls::TlsContext::makeServer(std::move(config), store, listener_stat_prefix + "ssl.");
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(spath + ".typed_config." + e.what());
+  }
+  if (proto.has_transport_socket_connect_timeout()) {
+    const auto& d = proto.transport_socket_connect_timeout();
+    if (d.seconds() < 0 || d.nanos() < 0)
+      throw std::invalid_argument(path + ".transport_socket_connect_timeout: must not be negative");
+    chain.handshake_timeout = std::chrono::milliseconds(d.seconds() * 1000 + d.nanos() / 1000000);
+  }
+  chain.handshake_timeouts.emplace(
+      store.counter(listener_stat_prefix + "downstream_cx_transport_socket_connect_timeout"));
+}
+
 }  // namespace
 
 void FilterChainConfig::flushAccessLogs(uint32_t worker) const {
@@ -69,17 +103,12 @@ void FilterChainConfig::flushAccessLogs(uint32_t worker) const {
 
 FilterChainConfigConstSharedPtr buildFilterChain(const envoy::config::listener::v3::FilterChain& proto,
                                                  const std::string& path, stats::Store& store,
-                                                 uint32_t workers, uint32_t buffer_limit) {
+                                                 uint32_t workers, uint32_t buffer_limit,
+                                                 const std::string& listener_stat_prefix) {
   auto chain = std::make_shared<FilterChainConfig>();
   chain->name = proto.name();
   if (proto.filters_size() == 0) throw std::invalid_argument(path + ".filters: at least one is required");
-  if (proto.has_transport_socket()) {
-    chain->unusable = "transport_socket '" + proto.transport_socket().name() + "' is not supported yet";
-    SKIFF_LOG(kConfig, warn,
-              "{}.transport_socket: TLS termination is not supported yet; connections this "
-              "chain wins are closed",
-              path);
-  }
+  if (proto.has_transport_socket()) buildTransportSocket(proto, path, store, listener_stat_prefix, *chain);
   const int last = proto.filters_size() - 1;
   for (int i = 0; i < proto.filters_size(); ++i) {
     const auto& f = proto.filters(i);
@@ -96,8 +125,10 @@ FilterChainConfigConstSharedPtr buildFilterChain(const envoy::config::listener::
         ConnectionManagerConfig::Proto config;
         if (!f.typed_config().UnpackTo(&config))
           throw std::invalid_argument(fpath + ".typed_config: cannot decode HttpConnectionManager");
-        chain->hcm = std::make_shared<const ConnectionManagerConfig>(config, fpath + ".typed_config", store,
-                                                                     workers, buffer_limit);
+        auto hcm_config = std::make_shared<ConnectionManagerConfig>(config, fpath + ".typed_config", store,
+                                                                    workers, buffer_limit);
+        hcm_config->xfcc = tls::XfccConfig::fromProto(config);
+        chain->hcm = std::move(hcm_config);
       } else {
 #ifdef SKIFF_HAVE_TCP_PROXY
         envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy config;

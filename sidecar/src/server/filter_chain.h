@@ -4,6 +4,7 @@
 // at each step the most specific matching value wins and the others are pruned, without backtracking).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -15,6 +16,7 @@
 #include "server/http/connection_manager_config.h"
 #include "skiff/network/connection_info.h"
 #include "skiff/stats/stats.h"
+#include "skiff/tls/context.h"
 
 #if __has_include("server/tcp/tcp_proxy.h")
 #include "server/tcp/tcp_proxy.h"
@@ -29,9 +31,17 @@ struct FilterChainConfig {
 #ifdef SKIFF_HAVE_TCP_PROXY
   TcpProxyConfigSharedPtr tcp_proxy;  // set when it is tcp_proxy
 #endif
-  // Non-empty: the chain takes part in matching but cannot be served faithfully (a TLS
-  // transport_socket, an RBAC filter we cannot enforce), so connections it wins are closed.
+  // Non-empty: the chain takes part in matching but cannot be served faithfully (an RBAC filter we
+  // cannot enforce), so connections it wins are closed.
   std::string unusable;
+
+  // transport_socket envoy.transport_sockets.tls: connections this chain wins are TLS-terminated before
+  // the network filter sees them. Null for plaintext (raw_buffer).
+  tls::TlsContextSharedPtr tls;
+  // transport_socket_connect_timeout: 0 = none (Envoy's default).
+  std::chrono::milliseconds handshake_timeout{0};
+  std::optional<stats::Counter>
+      handshake_timeouts;  // listener.<addr>.downstream_cx_transport_socket_connect_timeout
 
   // Flushes the access logs `worker` buffered for this chain's network filter (HCM or tcp_proxy); call
   // on that worker, from its periodic flush.
@@ -40,9 +50,9 @@ struct FilterChainConfig {
 using FilterChainConfigConstSharedPtr = std::shared_ptr<const FilterChainConfig>;
 
 // Builds a chain's network filters; throws std::invalid_argument naming `path` and the field.
-FilterChainConfigConstSharedPtr buildFilterChain(const envoy::config::listener::v3::FilterChain& proto,
-                                                 const std::string& path, stats::Store& store,
-                                                 uint32_t workers, uint32_t buffer_limit);
+FilterChainConfigConstSharedPtr buildFilterChain(
+    const envoy::config::listener::v3::FilterChain& proto, const std::string& path, stats::Store& store,
+    uint32_t workers, uint32_t buffer_limit, const std::string& listener_stat_prefix = "listener.unknown.");
 
 class FilterChainMatcher {
  public:

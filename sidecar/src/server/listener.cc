@@ -87,17 +87,20 @@ ListenerConfig::ListenerConfig(const envoy::config::listener::v3::Listener& p, c
     throw std::invalid_argument(path + ".filter_chains: at least one (or default_filter_chain) is required");
   std::vector<const envoy::config::listener::v3::FilterChainMatch*> matches;
   std::vector<std::string> match_paths;
+  // TLS chains count listener.<addr>.ssl.* and the handshake timeout under the listener's prefix.
+  const std::string stat_prefix =
+      "listener." + (p.stat_prefix().empty() ? statAddress(endpoint) : p.stat_prefix()) + ".";
   for (int i = 0; i < p.filter_chains_size(); ++i) {
     const std::string chain_path = path + ".filter_chains[" + std::to_string(i) + "]";
     const auto& chain = p.filter_chains(i);
-    filter_chains.push_back(buildFilterChain(chain, chain_path, store, workers, buffer_limit));
+    filter_chains.push_back(buildFilterChain(chain, chain_path, store, workers, buffer_limit, stat_prefix));
     matches.push_back(chain.has_filter_chain_match() ? &chain.filter_chain_match() : nullptr);
     match_paths.push_back(chain_path + ".filter_chain_match");
   }
   matcher = FilterChainMatcher(matches, match_paths);
   if (p.has_default_filter_chain()) {
     default_chain = buildFilterChain(p.default_filter_chain(), path + ".default_filter_chain", store, workers,
-                                     buffer_limit);
+                                     buffer_limit, stat_prefix);
   }
 }
 

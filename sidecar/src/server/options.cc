@@ -21,6 +21,9 @@ std::string usage() {
          "      --drain-time-s <s>        how long in-flight requests may take after SIGTERM (default 600)\n"
          "      --parent-shutdown-time-s <s>, --drain-strategy <s>, --base-id <n>  accepted for "
          "compatibility\n"
+         "      --envoy-filters <paths>   Istio EnvoyFilter manifests (files or directories, "
+         "comma-separated);\n"
+         "                                re-read on change (bootstrap: runtime key skiff.envoy_filters)\n"
          "      --version                 print the version\n";
 }
 
@@ -99,6 +102,10 @@ std::string parseOptions(int argc, char** argv, Options* out) {
       auto v = next(arg, &error);
       if (!v) return error;
       out->service_zone = *v;
+    } else if (arg == "--envoy-filters") {
+      auto v = next(arg, &error);
+      if (!v) return error;
+      out->envoy_filters = *v;
     } else if (arg == "--drain-time-s") {
       auto v = next(arg, &error);
       if (!v) return error;

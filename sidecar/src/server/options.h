@@ -23,7 +23,8 @@ struct Options {
   uint32_t parent_shutdown_time_s = 900;
   std::string drain_strategy = "gradual";
   bool show_version = false;
-  std::string command_line;  // as given, for /server_info
+  std::string envoy_filters;  // --envoy-filters: EnvoyFilter files/directories, comma-separated
+  std::string command_line;   // as given, for /server_info
 };
 
 // Parses argv; returns an error message (empty on success). --help prints usage and exits 0.

@@ -13,7 +13,9 @@
 #include "server/xds/xds_manager.h"
 #include "skiff/common/logging.h"
 #include "skiff/config/bootstrap_loader.h"
+#include "skiff/envoy_filter/runtime.h"
 #include "skiff/stats/stats.h"
+#include "skiff/tls/secret_provider.h"
 #include "wasm/plugin.h"
 
 namespace skiff::server {
@@ -48,7 +50,24 @@ envoy::config::bootstrap::v3::Bootstrap loadConfig(const Options& options) {
   }
   for (const auto& w : warnings) SKIFF_LOG(kConfig, warn, "{}", w);
   applyNodeFlags(options, bootstrap);
+  // EnvoyFilter manifests: --envoy-filters, else the bootstrap's runtime key skiff.envoy_filters.
+  auto& envoy_filters = envoy_filter::Runtime::instance();
+  envoy_filters.configure(
+      options.envoy_filters.empty() ? envoy_filter::pathsFromBootstrap(bootstrap) : options.envoy_filters,
+      bootstrap.node());
+  envoy_filters.patchBootstrap(bootstrap);
   return bootstrap;
+}
+
+// static_resources.secrets: what TLS contexts' SDS references without a config source resolve to.
+static void addStaticSecrets(const envoy::config::bootstrap::v3::Bootstrap::StaticResources& sr) {
+  for (int i = 0; i < sr.secrets_size(); ++i) {
+    try {
+      tls::processSecretManager().addStaticSecret(sr.secrets(i));
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument("static_resources.secrets[" + std::to_string(i) + "]: " + e.what());
+    }
+  }
 }
 
 void validateConfig(const Options& options, const envoy::config::bootstrap::v3::Bootstrap& bootstrap) {
@@ -56,6 +75,7 @@ void validateConfig(const Options& options, const envoy::config::bootstrap::v3::
   stats::Store store(options.concurrency + 1);
   upstream::ClusterManager clusters(io, store);
   const auto& sr = bootstrap.static_resources();
+  addStaticSecrets(sr);
   for (int i = 0; i < sr.clusters_size(); ++i) {
     try {
       clusters.addOrUpdateCluster(sr.clusters(i));
@@ -98,6 +118,7 @@ void Server::setUp() {
   });
   cluster_manager_->setInitializedCallback([this] { maybeLive(); });
   const auto& sr = bootstrap_.static_resources();
+  addStaticSecrets(sr);
   for (int i = 0; i < sr.clusters_size(); ++i) {
     try {
       cluster_manager_->addOrUpdateCluster(sr.clusters(i));
@@ -112,14 +133,30 @@ void Server::setUp() {
   listener_manager_ =
       std::make_unique<ListenerManager>(store, workers_, std::chrono::seconds(options_.drain_time_s));
   for (int i = 0; i < sr.listeners_size(); ++i) {
-    listener_manager_->addStatic(sr.listeners(i), "static_resources.listeners[" + std::to_string(i) + "]");
+    const std::string path = "static_resources.listeners[" + std::to_string(i) + "]";
+    try {
+      listener_manager_->addStatic(sr.listeners(i), path);
+    } catch (const std::exception& e) {
+      // A listener an EnvoyFilter changed no longer builds: serve it unpatched and report those filters.
+      auto& envoy_filters = envoy_filter::Runtime::instance();
+      auto raw = envoy_filters.unpatchedStatic(sr.listeners(i).name());
+      if (!raw) throw;
+      listener_manager_->addStatic(raw->first, path);
+      envoy_filters.recordRejected("static listener '" + raw->first.name() + "'", raw->second, e.what());
+      *bootstrap_.mutable_static_resources()->mutable_listeners(i) = raw->first;
+    }
   }
 
+  if (envoy_filter::Runtime::instance().enabled()) {
+    envoy_filters_ =
+        std::make_unique<EnvoyFilterGlue>(main_, *listener_manager_, *cluster_manager_, bootstrap_);
+  }
   if (xds) {
     // After the static listeners, so it subscribes to the route configs their HCMs name.
     xds_ = std::make_unique<XdsManager>(main_, store, *cluster_manager_, bootstrap_);
     xds_->setInitializedCallback([this] { maybeLive(); });
-    xds_->setListenerSink(listener_manager_.get());
+    xds_->setListenerSink(envoy_filters_ ? static_cast<ListenerSink*>(envoy_filters_.get())
+                                         : listener_manager_.get());
   }
 
   if (bootstrap_.has_admin() && bootstrap_.admin().has_address()) {
@@ -142,6 +179,7 @@ int Server::run() {
   for (auto& w : workers_) w->start();
   cluster_manager_->start();
   if (xds_) xds_->start();
+  if (envoy_filters_) envoy_filters_->start(std::chrono::milliseconds(500));
 
   signals_.add(SIGTERM);
   signals_.add(SIGINT);
@@ -181,6 +219,7 @@ void Server::updateServerStats() {
 void Server::beginShutdown(std::chrono::seconds drain_time) {
   if (shutting_down_) return;
   shutting_down_ = true;
+  if (envoy_filters_) envoy_filters_->stop();
   state_ = ServerState::kDraining;
   if (listener_manager_) listener_manager_->stopUpdates();
   drain_baseline_.clear();

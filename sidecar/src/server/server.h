@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "envoy/config/bootstrap/v3/bootstrap.pb.h"
+#include "server/envoy_filter_glue.h"
 #include "server/listener.h"
 #include "server/options.h"
 #include "server/worker.h"
@@ -74,6 +75,7 @@ class Server : public AdminContext {
   std::unique_ptr<XdsManager> xds_;  // after cluster_manager_: destroyed first
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<ListenerManager> listener_manager_;  // after workers_: destroyed first
+  std::unique_ptr<EnvoyFilterGlue> envoy_filters_;     // in front of listener_manager_ (EnvoyFilter hooks)
   std::unique_ptr<AdminServer> admin_;
   ServerState state_ = ServerState::kInitializing;
   bool health_check_failed_ = false;

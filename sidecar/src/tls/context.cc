@@ -286,6 +286,9 @@ std::shared_ptr<ContextSnapshot> TlsContext::Impl::build() const {
   SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
   // Idle connections give their record buffers back; writes may be retried from a moved buffer.
   SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  // One recv(2) per record batch instead of one for the 5-byte header and one for the body. Buffered
+  // bytes are never stranded: network::Transport always calls SSL_read before waiting for readability.
+  SSL_CTX_set_read_ahead(c, 1);
 
   if (certs.size() > 1) {
     SKIFF_LOG(kConnection, warn, "TLS context: {} certificates configured; only the first is used",

@@ -109,9 +109,10 @@ std::string urlEncodedPemPeerCertificateChain(const TlsConnectionInfo& info) {
 
 struct TlsTransport::Impl {
   Impl(asio::ip::tcp::socket& s, ContextSnapshotConstSharedPtr c, Role r, HandshakeOptions o)
-      : socket(s), context(std::move(c)), role(r), options(std::move(o)) {}
+      : socket(&s), context(std::move(c)), role(r), options(std::move(o)) {}
 
-  asio::ip::tcp::socket& socket;
+  asio::ip::tcp::socket* socket;
+  bool started = false;  // SSL object made (the first handshake step ran)
   ContextSnapshotConstSharedPtr context;
   Role role;
   HandshakeOptions options;
@@ -125,7 +126,7 @@ struct TlsTransport::Impl {
   std::vector<char> staging;
 
   asio::awaitable<std::error_code> wait(asio::socket_base::wait_type type) {
-    auto [ec] = co_await socket.async_wait(type, kToken);
+    auto [ec] = co_await socket->async_wait(type, kToken);
     co_return ec;
   }
 
@@ -198,7 +199,10 @@ struct TlsTransport::Impl {
     i.subject_local = context->local_subject;
     i.serial_local = context->local_serial;
     i.tls_version = SSL_get_version(s);
-    if (const SSL_CIPHER* cipher = SSL_get_current_cipher(s)) i.cipher = SSL_CIPHER_get_name(cipher);
+    if (const SSL_CIPHER* cipher = SSL_get_current_cipher(s)) {
+      i.cipher = SSL_CIPHER_get_name(cipher);
+      i.cipher_id = SSL_CIPHER_get_protocol_id(cipher);
+    }
     const unsigned char* alpn = nullptr;
     unsigned int alpn_len = 0;
     SSL_get0_alpn_selected(s, &alpn, &alpn_len);
@@ -265,23 +269,27 @@ TlsTransport::~TlsTransport() {
   }
 }
 
-asio::awaitable<std::error_code> TlsTransport::handshake() {
-  Impl& d = *impl_;
+// Makes the SSL object; false (with the failure recorded) when there is no usable context.
+static bool beginHandshake(TlsTransport::Impl& d, std::error_code* error) {
+  using Role = TlsTransport::Role;
+  d.started = true;
   if (!d.context) {
     d.failure = "TLS_error:|no TLS context (SDS secret not ready):TLS_error_end";
-    co_return make_error_code(TlsError::kNoContext);
+    *error = make_error_code(TlsError::kNoContext);
+    return false;
   }
   d.ssl.reset(SSL_new(d.context->ctx.get()));
   if (!d.ssl) {
     d.recordFailure(SSL_ERROR_SSL);
-    co_return make_error_code(TlsError::kHandshakeFailed);
+    *error = make_error_code(TlsError::kHandshakeFailed);
+    return false;
   }
   std::error_code nb_ec;
-  d.socket.native_non_blocking(true, nb_ec);
+  d.socket->native_non_blocking(true, nb_ec);
   // A handshake flight is several small writes; with Nagle on, the second waits for the peer's delayed ACK
   // (~40 ms). Envoy sets TCP_NODELAY on every connection too.
-  d.socket.set_option(asio::ip::tcp::no_delay(true), nb_ec);
-  SSL_set_fd(d.ssl.get(), d.socket.native_handle());
+  d.socket->set_option(asio::ip::tcp::no_delay(true), nb_ec);
+  SSL_set_fd(d.ssl.get(), d.socket->native_handle());
   d.state.context = d.context.get();
   SSL_set_ex_data(d.ssl.get(), ConnectionState::sslIndex(), &d.state);
   if (d.role == Role::kClient) {
@@ -306,26 +314,124 @@ asio::awaitable<std::error_code> TlsTransport::handshake() {
   } else {
     SSL_set_accept_state(d.ssl.get());
   }
+  return true;
+}
 
-  while (true) {
+TlsTransport::Step TlsTransport::handshakeStep() {
+  Impl& d = *impl_;
+  Step step;
+  if (d.established) return step;
+  if (!d.started && !beginHandshake(d, &step.error)) return step;
+  if (!d.ssl) {
+    step.error = make_error_code(TlsError::kHandshakeFailed);
+    return step;
+  }
+  ERR_clear_error();
+  errno = 0;
+  int r = SSL_do_handshake(d.ssl.get());
+  if (r == 1) {
+    d.collectInfo();
+    d.established = true;
+    return step;
+  }
+  int e = SSL_get_error(d.ssl.get(), r);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+    step.want = e == SSL_ERROR_WANT_READ ? Want::kRead : Want::kWrite;
+    return step;
+  }
+  d.recordFailure(e);
+  d.ssl.reset();
+  step.error = make_error_code(TlsError::kHandshakeFailed);
+  return step;
+}
+
+TlsTransport::Step TlsTransport::readStep(asio::mutable_buffer buffer) {
+  Impl& d = *impl_;
+  Step step;
+  if (!d.established || !d.ssl) {
+    step.error = make_error_code(TlsError::kNotConnected);
+    return step;
+  }
+  if (buffer.size() == 0) return step;
+  ERR_clear_error();
+  errno = 0;
+  int r = SSL_read_ex(d.ssl.get(), buffer.data(), buffer.size(), &step.bytes);
+  if (r == 1) return step;
+  step.bytes = 0;
+  int e = SSL_get_error(d.ssl.get(), r);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+    step.want = e == SSL_ERROR_WANT_READ ? Want::kRead : Want::kWrite;
+  } else if (e == SSL_ERROR_ZERO_RETURN) {
+    step.error = asio::error::eof;
+  } else if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+    step.error =
+        errno == 0 ? std::error_code(asio::error::eof) : std::error_code(errno, std::system_category());
+  } else {
+    d.recordFailure(e);
+    step.error = make_error_code(TlsError::kProtocolError);
+  }
+  return step;
+}
+
+TlsTransport::Step TlsTransport::writeStep(asio::const_buffer buffer) {
+  Impl& d = *impl_;
+  Step step;
+  if (!d.established || !d.ssl) {
+    step.error = make_error_code(TlsError::kNotConnected);
+    return step;
+  }
+  if (buffer.size() == 0) return step;
+  ERR_clear_error();
+  errno = 0;
+  int r = SSL_write_ex(d.ssl.get(), buffer.data(), buffer.size(), &step.bytes);
+  if (r == 1) return step;
+  step.bytes = 0;
+  int e = SSL_get_error(d.ssl.get(), r);
+  if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+    step.want = e == SSL_ERROR_WANT_WRITE ? Want::kWrite : Want::kRead;
+  } else if (e == SSL_ERROR_SYSCALL && errno != 0) {
+    step.error = std::error_code(errno, std::system_category());
     ERR_clear_error();
-    errno = 0;
-    int r = SSL_do_handshake(d.ssl.get());
-    if (r == 1) break;
-    int e = SSL_get_error(d.ssl.get(), r);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-      auto ec = co_await d.wait(e == SSL_ERROR_WANT_READ ? asio::socket_base::wait_read
-                                                         : asio::socket_base::wait_write);
-      if (!ec) continue;
+  } else {
+    d.recordFailure(e);
+    step.error = make_error_code(TlsError::kProtocolError);
+  }
+  return step;
+}
+
+TlsTransport::Step TlsTransport::shutdownStep() {
+  Impl& d = *impl_;
+  Step step;
+  if (!d.established || !d.ssl || d.errored) return step;
+  ERR_clear_error();
+  int r = SSL_shutdown(d.ssl.get());
+  if (r >= 0) return step;  // close_notify sent (0: the peer's not seen yet, which we don't wait for)
+  int e = SSL_get_error(d.ssl.get(), r);
+  if (e == SSL_ERROR_WANT_WRITE) {
+    step.want = Want::kWrite;
+    return step;
+  }
+  ERR_clear_error();
+  step.error = make_error_code(TlsError::kProtocolError);
+  return step;
+}
+
+void TlsTransport::rebind(asio::ip::tcp::socket& socket) {
+  impl_->socket = &socket;
+}
+
+asio::awaitable<std::error_code> TlsTransport::handshake() {
+  Impl& d = *impl_;
+  while (true) {
+    Step step = handshakeStep();
+    if (step.want == Want::kNone) co_return step.error;
+    auto ec = co_await d.wait(step.want == Want::kRead ? asio::socket_base::wait_read
+                                                       : asio::socket_base::wait_write);
+    if (ec) {
       d.failure = "TLS_error:|" + ec.message() + ":TLS_error_end";
       co_return make_error_code(TlsError::kHandshakeFailed);
     }
-    d.recordFailure(e);
-    co_return make_error_code(TlsError::kHandshakeFailed);
   }
-  d.collectInfo();
-  d.established = true;
-  co_return std::error_code();
 }
 
 asio::awaitable<std::pair<std::error_code, size_t>> TlsTransport::readSome(asio::mutable_buffer buffer) {

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "skiff/common/logging.h"
+#include "skiff/upstream/transport_socket.h"
 
 #if __has_include("envoy/extensions/upstreams/http/v3/http_protocol_options.pb.h")
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb.h"
@@ -265,6 +266,7 @@ ClusterInfo::ClusterInfo(const Cluster& cfg, stats::Store& store, bool added_via
   for (const auto& address : cfg.dns_resolvers()) appendResolver(cfg, address, &dns_resolvers_csv);
   dns_use_tcp = cfg.use_tcp_for_dns_lookups();
   // dns_resolution_config (deprecated) is not in our proto subset; typed_dns_resolver_config is not read yet.
+  transport = makeUpstreamTransportFactory(cfg, store, "cluster." + stat_name + ".");
 }
 
 }  // namespace skiff::upstream

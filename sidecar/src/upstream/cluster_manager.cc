@@ -31,13 +31,20 @@ HostIndex indexHosts(const HostSetConstSharedPtr& hosts) {
 
 bool sameAttributes(const Host& a, const Host& b) {
   return a.hostname == b.hostname && a.weight == b.weight && a.priority == b.priority &&
-         a.region == b.region && a.zone == b.zone && a.sub_zone == b.sub_zone &&
-         a.health_status == b.health_status &&
-         google::protobuf::util::MessageDifferencer::Equals(a.metadata, b.metadata);
+         (a.locality == b.locality || (a.locality && b.locality && *a.locality == *b.locality)) &&
+         a.health_status == b.health_status && a.metadata == b.metadata;
+}
+
+// The locality of a LocalityLbEndpoints, made once and shared by its hosts; null when empty.
+std::shared_ptr<const HostLocality> makeLocality(const LocalityLbEndpoints& locality) {
+  const auto& l = locality.locality();
+  if (l.region().empty() && l.zone().empty() && l.sub_zone().empty()) return nullptr;
+  return std::make_shared<const HostLocality>(HostLocality{l.region(), l.zone(), l.sub_zone()});
 }
 
 // Builds a host, or returns the previous one when nothing about it changed.
-HostSharedPtr makeHost(const LocalityLbEndpoints& locality, const LbEndpoint& ep,
+HostSharedPtr makeHost(const LocalityLbEndpoints& locality,
+                       std::shared_ptr<const HostLocality> shared_locality, const LbEndpoint& ep,
                        const asio::ip::tcp::endpoint& endpoint, std::string hostname,
                        const HostIndex& previous) {
   auto host = std::make_shared<Host>();
@@ -47,9 +54,7 @@ HostSharedPtr makeHost(const LocalityLbEndpoints& locality, const LbEndpoint& ep
   host->weight =
       ep.has_load_balancing_weight() ? std::max<uint32_t>(ep.load_balancing_weight().value(), 1) : 1;
   host->priority = locality.priority();
-  host->region = locality.locality().region();
-  host->zone = locality.locality().zone();
-  host->sub_zone = locality.locality().sub_zone();
+  host->locality = std::move(shared_locality);
   host->health_status = ep.health_status();
   host->metadata = ep.metadata();
   host->healthy.store(healthStatusIsUsable(host->health_status));
@@ -229,8 +234,8 @@ void ClusterManager::onDnsResult(const std::shared_ptr<Cluster>& cluster, size_t
     std::vector<HostSharedPtr> hosts;
     std::chrono::seconds min_ttl{0};
     for (const auto& response : responses) {
-      hosts.push_back(makeHost(target.locality, target.endpoint, {response.address, target.port},
-                               target.dns_name, previous));
+      hosts.push_back(makeHost(target.locality, makeLocality(target.locality), target.endpoint,
+                               {response.address, target.port}, target.dns_name, previous));
       if (response.ttl.count() > 0 && (min_ttl.count() == 0 || response.ttl < min_ttl))
         min_ttl = response.ttl;
       // LOGICAL_DNS: only the first address is used; the host keeps the DNS name.
@@ -284,6 +289,7 @@ bool ClusterManager::updateEndpoints(const std::string& name, const ClusterLoadA
   auto set = std::make_shared<HostSet>();
   for (int i = 0; i < cla.endpoints_size(); ++i) {
     const auto& locality = cla.endpoints(i);
+    const auto shared_locality = makeLocality(locality);
     for (int j = 0; j < locality.lb_endpoints_size(); ++j) {
       const auto& ep = locality.lb_endpoints(j);
       const std::string where = "cluster '" + name + "': endpoints[" + std::to_string(i) + "].lb_endpoints[" +
@@ -296,8 +302,9 @@ bool ClusterManager::updateEndpoints(const std::string& name, const ClusterLoadA
       const auto ip = asio::ip::make_address(sa.address(), ec);
       if (ec) throw std::invalid_argument(where + ".address: '" + sa.address() + "' is not an IP address");
       if (sa.port_value() > 65535) throw std::invalid_argument(where + ".port_value: out of range");
-      set->hosts.push_back(makeHost(locality, ep, {ip, static_cast<uint16_t>(sa.port_value())},
-                                    ep.endpoint().hostname(), previous));
+      set->hosts.push_back(makeHost(locality, shared_locality, ep,
+                                    {ip, static_cast<uint16_t>(sa.port_value())}, ep.endpoint().hostname(),
+                                    previous));
     }
   }
   if (!is_static_config) {

@@ -2,6 +2,8 @@
 #include "skiff/upstream/cluster_stats.h"
 
 #include <algorithm>
+#include <span>
+#include <string_view>
 
 namespace skiff::upstream {
 
@@ -10,86 +12,205 @@ std::string sanitizeClusterStatName(std::string name) {
   return name;
 }
 
+namespace {
+
+// One fixed stat: its name and the member holding its handle.
+struct Field {
+  std::string_view suffix;
+  stats::StatType type;
+  stats::Histogram::Unit unit;
+  stats::Counter ClusterStats::*counter;
+  stats::Gauge ClusterStats::*gauge;
+  stats::Histogram ClusterStats::*histogram;
+};
+
+// Written by the main thread (discovery, membership): one small run of cells that only slab 0 touches.
+const Field kMainFields[] = {
+    {"membership_change", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::membership_change, nullptr, nullptr},
+    {"update_attempt", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::update_attempt, nullptr, nullptr},
+    {"update_success", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::update_success, nullptr, nullptr},
+    {"update_failure", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::update_failure, nullptr, nullptr},
+    {"update_empty", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::update_empty, nullptr, nullptr},
+    {"update_no_rebuild", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::update_no_rebuild, nullptr, nullptr},
+    {"config_reload", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::config_reload, nullptr, nullptr},
+    {"membership_total", stats::StatType::kGauge, stats::Histogram::Unit::kMilliseconds, nullptr,
+     &ClusterStats::membership_total, nullptr},
+    {"membership_healthy", stats::StatType::kGauge, stats::Histogram::Unit::kMilliseconds, nullptr,
+     &ClusterStats::membership_healthy, nullptr},
+    {"membership_degraded", stats::StatType::kGauge, stats::Histogram::Unit::kMilliseconds, nullptr,
+     &ClusterStats::membership_degraded, nullptr},
+    {"membership_excluded", stats::StatType::kGauge, stats::Histogram::Unit::kMilliseconds, nullptr,
+     &ClusterStats::membership_excluded, nullptr},
+    {"max_host_weight", stats::StatType::kGauge, stats::Histogram::Unit::kMilliseconds, nullptr,
+     &ClusterStats::max_host_weight, nullptr},
+    {"version", stats::StatType::kGauge, stats::Histogram::Unit::kMilliseconds, nullptr,
+     &ClusterStats::version, nullptr},
+};
+
+// Written by workers when the cluster carries traffic: a separate run, so a cluster that never sees a
+// request costs no memory in any slab (the store's pages are committed on first write).
+const Field kTrafficFields[] = {
+    {"upstream_cx_total", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_cx_total, nullptr, nullptr},
+    {"upstream_cx_http1_total", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_cx_http1_total, nullptr, nullptr},
+    {"upstream_cx_http2_total", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_cx_http2_total, nullptr, nullptr},
+    {"upstream_cx_connect_fail", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_cx_connect_fail, nullptr, nullptr},
+    {"upstream_cx_connect_timeout", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_cx_connect_timeout, nullptr, nullptr},
+    {"upstream_cx_idle_timeout", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_cx_idle_timeout, nullptr, nullptr},
+    {"upstream_cx_max_duration_reached", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_cx_max_duration_reached, nullptr, nullptr},
+    {"upstream_cx_connect_attempts_exceeded", stats::StatType::kCounter,
+     stats::Histogram::Unit::kMilliseconds, &ClusterStats::upstream_cx_connect_attempts_exceeded, nullptr,
+     nullptr},
+    {"upstream_cx_overflow", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_cx_overflow, nullptr, nullptr},
+    {"upstream_cx_destroy", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_cx_destroy, nullptr, nullptr},
+    {"upstream_cx_destroy_local", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_cx_destroy_local, nullptr, nullptr},
+    {"upstream_cx_destroy_remote", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_cx_destroy_remote, nullptr, nullptr},
+    {"upstream_cx_destroy_with_active_rq", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_cx_destroy_with_active_rq, nullptr, nullptr},
+    {"upstream_cx_destroy_local_with_active_rq", stats::StatType::kCounter,
+     stats::Histogram::Unit::kMilliseconds, &ClusterStats::upstream_cx_destroy_local_with_active_rq, nullptr,
+     nullptr},
+    {"upstream_cx_destroy_remote_with_active_rq", stats::StatType::kCounter,
+     stats::Histogram::Unit::kMilliseconds, &ClusterStats::upstream_cx_destroy_remote_with_active_rq, nullptr,
+     nullptr},
+    {"upstream_cx_close_notify", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_cx_close_notify, nullptr, nullptr},
+    {"upstream_cx_rx_bytes_total", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_cx_rx_bytes_total, nullptr, nullptr},
+    {"upstream_cx_tx_bytes_total", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_cx_tx_bytes_total, nullptr, nullptr},
+    {"upstream_cx_pool_overflow", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_cx_pool_overflow, nullptr, nullptr},
+    {"upstream_cx_protocol_error", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_cx_protocol_error, nullptr, nullptr},
+    {"upstream_cx_max_requests", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_cx_max_requests, nullptr, nullptr},
+    {"upstream_cx_none_healthy", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_cx_none_healthy, nullptr, nullptr},
+    {"upstream_cx_active", stats::StatType::kGauge, stats::Histogram::Unit::kMilliseconds, nullptr,
+     &ClusterStats::upstream_cx_active, nullptr},
+    {"upstream_cx_rx_bytes_buffered", stats::StatType::kGauge, stats::Histogram::Unit::kMilliseconds, nullptr,
+     &ClusterStats::upstream_cx_rx_bytes_buffered, nullptr},
+    {"upstream_cx_tx_bytes_buffered", stats::StatType::kGauge, stats::Histogram::Unit::kMilliseconds, nullptr,
+     &ClusterStats::upstream_cx_tx_bytes_buffered, nullptr},
+    {"upstream_cx_connect_ms", stats::StatType::kHistogram, stats::Histogram::Unit::kMilliseconds, nullptr,
+     nullptr, &ClusterStats::upstream_cx_connect_ms},
+    {"upstream_cx_length_ms", stats::StatType::kHistogram, stats::Histogram::Unit::kMilliseconds, nullptr,
+     nullptr, &ClusterStats::upstream_cx_length_ms},
+    {"upstream_rq_total", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_rq_total, nullptr, nullptr},
+    {"upstream_rq_pending_total", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_rq_pending_total, nullptr, nullptr},
+    {"upstream_rq_active_overflow", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_rq_active_overflow, nullptr, nullptr},
+    {"upstream_rq_pending_overflow", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_rq_pending_overflow, nullptr, nullptr},
+    {"upstream_rq_pending_failure_eject", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_rq_pending_failure_eject, nullptr, nullptr},
+    {"upstream_rq_cancelled", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_rq_cancelled, nullptr, nullptr},
+    {"upstream_rq_maintenance_mode", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_rq_maintenance_mode, nullptr, nullptr},
+    {"upstream_rq_timeout", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_rq_timeout, nullptr, nullptr},
+    {"upstream_rq_max_duration_reached", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_rq_max_duration_reached, nullptr, nullptr},
+    {"upstream_rq_per_try_timeout", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_rq_per_try_timeout, nullptr, nullptr},
+    {"upstream_rq_rx_reset", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_rq_rx_reset, nullptr, nullptr},
+    {"upstream_rq_tx_reset", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_rq_tx_reset, nullptr, nullptr},
+    {"upstream_rq_retry", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_rq_retry, nullptr, nullptr},
+    {"upstream_rq_retry_backoff_exponential", stats::StatType::kCounter,
+     stats::Histogram::Unit::kMilliseconds, &ClusterStats::upstream_rq_retry_backoff_exponential, nullptr,
+     nullptr},
+    {"upstream_rq_retry_backoff_ratelimited", stats::StatType::kCounter,
+     stats::Histogram::Unit::kMilliseconds, &ClusterStats::upstream_rq_retry_backoff_ratelimited, nullptr,
+     nullptr},
+    {"upstream_rq_retry_limit_exceeded", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_rq_retry_limit_exceeded, nullptr, nullptr},
+    {"upstream_rq_retry_success", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_rq_retry_success, nullptr, nullptr},
+    {"upstream_rq_retry_overflow", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_rq_retry_overflow, nullptr, nullptr},
+    {"retry_or_shadow_abandoned", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::retry_or_shadow_abandoned, nullptr, nullptr},
+    {"upstream_rq_active", stats::StatType::kGauge, stats::Histogram::Unit::kMilliseconds, nullptr,
+     &ClusterStats::upstream_rq_active, nullptr},
+    {"upstream_rq_pending_active", stats::StatType::kGauge, stats::Histogram::Unit::kMilliseconds, nullptr,
+     &ClusterStats::upstream_rq_pending_active, nullptr},
+    {"upstream_rq_per_cx", stats::StatType::kHistogram, stats::Histogram::Unit::kUnspecified, nullptr,
+     nullptr, &ClusterStats::upstream_rq_per_cx},
+    {"upstream_rq_time", stats::StatType::kHistogram, stats::Histogram::Unit::kMilliseconds, nullptr, nullptr,
+     &ClusterStats::upstream_rq_time},
+    {"upstream_flow_control_paused_reading_total", stats::StatType::kCounter,
+     stats::Histogram::Unit::kMilliseconds, &ClusterStats::upstream_flow_control_paused_reading_total,
+     nullptr, nullptr},
+    {"upstream_flow_control_resumed_reading_total", stats::StatType::kCounter,
+     stats::Histogram::Unit::kMilliseconds, &ClusterStats::upstream_flow_control_resumed_reading_total,
+     nullptr, nullptr},
+    {"upstream_flow_control_backed_up_total", stats::StatType::kCounter,
+     stats::Histogram::Unit::kMilliseconds, &ClusterStats::upstream_flow_control_backed_up_total, nullptr,
+     nullptr},
+    {"upstream_flow_control_drained_total", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::upstream_flow_control_drained_total, nullptr, nullptr},
+    {"bind_errors", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::bind_errors, nullptr, nullptr},
+    {"lb_healthy_panic", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
+     &ClusterStats::lb_healthy_panic, nullptr, nullptr},
+};
+
+template <size_t N>
+std::span<const stats::StatSpec> specsOf(const Field (&fields)[N]) {
+  // Built once per table; lives as long as the process (the store keeps a pointer to it).
+  static const auto* specs = [&] {
+    auto* out = new std::vector<stats::StatSpec>();
+    for (const auto& f : fields) out->push_back({f.suffix, f.type, f.unit});
+    return out;
+  }();
+  return *specs;
+}
+
+template <size_t N>
+void bind(ClusterStats& stats, const stats::StatGroup& group, const Field (&fields)[N]) {
+  for (size_t i = 0; i < N; ++i) {
+    const Field& f = fields[i];
+    if (f.counter) stats.*f.counter = group.counter(i);
+    if (f.gauge) stats.*f.gauge = group.gauge(i);
+    if (f.histogram) stats.*f.histogram = group.histogram(i);
+  }
+}
+
+}  // namespace
+
 ClusterStats::ClusterStats(stats::Store& store, const std::string& stat_name)
     : store_(store), prefix_("cluster." + stat_name + ".") {
-  auto c = [&](const char* n) { return store.counter(prefix_ + n); };
-  auto g = [&](const char* n) { return store.gauge(prefix_ + n); };
-  auto h = [&](const char* n) { return store.histogram(prefix_ + n); };
-  auto hu = [&](const char* n) { return store.histogram(prefix_ + n, stats::Histogram::Unit::kUnspecified); };
+  // Two groups: one registry entry each instead of one per name (10k clusters x 80 names adds up).
+  bind(*this, store.group(prefix_, specsOf(kMainFields)), kMainFields);
+  bind(*this, store.group(prefix_, specsOf(kTrafficFields)), kTrafficFields);
+}
 
-  upstream_cx_total = c("upstream_cx_total");
-  upstream_cx_http1_total = c("upstream_cx_http1_total");
-  upstream_cx_http2_total = c("upstream_cx_http2_total");
-  upstream_cx_connect_fail = c("upstream_cx_connect_fail");
-  upstream_cx_connect_timeout = c("upstream_cx_connect_timeout");
-  upstream_cx_idle_timeout = c("upstream_cx_idle_timeout");
-  upstream_cx_max_duration_reached = c("upstream_cx_max_duration_reached");
-  upstream_cx_connect_attempts_exceeded = c("upstream_cx_connect_attempts_exceeded");
-  upstream_cx_overflow = c("upstream_cx_overflow");
-  upstream_cx_destroy = c("upstream_cx_destroy");
-  upstream_cx_destroy_local = c("upstream_cx_destroy_local");
-  upstream_cx_destroy_remote = c("upstream_cx_destroy_remote");
-  upstream_cx_destroy_with_active_rq = c("upstream_cx_destroy_with_active_rq");
-  upstream_cx_destroy_local_with_active_rq = c("upstream_cx_destroy_local_with_active_rq");
-  upstream_cx_destroy_remote_with_active_rq = c("upstream_cx_destroy_remote_with_active_rq");
-  upstream_cx_close_notify = c("upstream_cx_close_notify");
-  upstream_cx_rx_bytes_total = c("upstream_cx_rx_bytes_total");
-  upstream_cx_tx_bytes_total = c("upstream_cx_tx_bytes_total");
-  upstream_cx_pool_overflow = c("upstream_cx_pool_overflow");
-  upstream_cx_protocol_error = c("upstream_cx_protocol_error");
-  upstream_cx_max_requests = c("upstream_cx_max_requests");
-  upstream_cx_none_healthy = c("upstream_cx_none_healthy");
-  upstream_cx_active = g("upstream_cx_active");
-  upstream_cx_rx_bytes_buffered = g("upstream_cx_rx_bytes_buffered");
-  upstream_cx_tx_bytes_buffered = g("upstream_cx_tx_bytes_buffered");
-  upstream_cx_connect_ms = h("upstream_cx_connect_ms");
-  upstream_cx_length_ms = h("upstream_cx_length_ms");
-
-  upstream_rq_total = c("upstream_rq_total");
-  upstream_rq_pending_total = c("upstream_rq_pending_total");
-  upstream_rq_active_overflow = c("upstream_rq_active_overflow");
-  upstream_rq_pending_overflow = c("upstream_rq_pending_overflow");
-  upstream_rq_pending_failure_eject = c("upstream_rq_pending_failure_eject");
-  upstream_rq_cancelled = c("upstream_rq_cancelled");
-  upstream_rq_maintenance_mode = c("upstream_rq_maintenance_mode");
-  upstream_rq_timeout = c("upstream_rq_timeout");
-  upstream_rq_max_duration_reached = c("upstream_rq_max_duration_reached");
-  upstream_rq_per_try_timeout = c("upstream_rq_per_try_timeout");
-  upstream_rq_rx_reset = c("upstream_rq_rx_reset");
-  upstream_rq_tx_reset = c("upstream_rq_tx_reset");
-  upstream_rq_retry = c("upstream_rq_retry");
-  upstream_rq_retry_backoff_exponential = c("upstream_rq_retry_backoff_exponential");
-  upstream_rq_retry_backoff_ratelimited = c("upstream_rq_retry_backoff_ratelimited");
-  upstream_rq_retry_limit_exceeded = c("upstream_rq_retry_limit_exceeded");
-  upstream_rq_retry_success = c("upstream_rq_retry_success");
-  upstream_rq_retry_overflow = c("upstream_rq_retry_overflow");
-  retry_or_shadow_abandoned = c("retry_or_shadow_abandoned");
-  upstream_rq_active = g("upstream_rq_active");
-  upstream_rq_pending_active = g("upstream_rq_pending_active");
-  upstream_rq_per_cx = hu("upstream_rq_per_cx");
-  upstream_rq_time = h("upstream_rq_time");
-
-  upstream_flow_control_paused_reading_total = c("upstream_flow_control_paused_reading_total");
-  upstream_flow_control_resumed_reading_total = c("upstream_flow_control_resumed_reading_total");
-  upstream_flow_control_backed_up_total = c("upstream_flow_control_backed_up_total");
-  upstream_flow_control_drained_total = c("upstream_flow_control_drained_total");
-
-  membership_change = c("membership_change");
-  update_attempt = c("update_attempt");
-  update_success = c("update_success");
-  update_failure = c("update_failure");
-  update_empty = c("update_empty");
-  update_no_rebuild = c("update_no_rebuild");
-  config_reload = c("config_reload");
-  bind_errors = c("bind_errors");
-  membership_total = g("membership_total");
-  membership_healthy = g("membership_healthy");
-  membership_degraded = g("membership_degraded");
-  membership_excluded = g("membership_excluded");
-  max_host_weight = g("max_host_weight");
-  version = g("version");
-
-  lb_healthy_panic = c("lb_healthy_panic");
+ClusterStats::~ClusterStats() {
+  for (auto& f : families_) delete f.load();
 }
 
 const stats::Counter& ClusterStats::lazyCounter(std::atomic<const stats::Counter*>& slot,
@@ -109,7 +230,17 @@ const stats::Counter& ClusterStats::lazyCounter(std::atomic<const stats::Counter
 
 void ClusterStats::chargeFamily(Family family, uint32_t code) const {
   static constexpr const char* kFamilyPrefix[kFamilyCount] = {"", "retry.", "internal.", "external."};
-  LazyFamily& f = families_[family];
+  LazyFamily* table = families_[family].load(std::memory_order_acquire);
+  if (table == nullptr) {
+    // Allocated on the first response of this family: ~4 KB each, most clusters never need one.
+    std::lock_guard<std::mutex> lock(create_mutex_);
+    table = families_[family].load(std::memory_order_acquire);
+    if (table == nullptr) {
+      table = new LazyFamily();
+      families_[family].store(table, std::memory_order_release);
+    }
+  }
+  LazyFamily& f = *table;
   // Names are only built on the first use of a slot (the locked creation path).
   auto charge = [&](std::atomic<const stats::Counter*>& slot, auto&& suffix) {
     const stats::Counter* counter = slot.load(std::memory_order_acquire);

@@ -92,9 +92,9 @@ std::string ClusterManager::renderClustersText() const {
       line("hostname", host->hostname);
       line("health_flags", host->healthFlagsString());
       line("weight", std::to_string(host->weight));
-      line("region", host->region);
-      line("zone", host->zone);
-      line("sub_zone", host->sub_zone);
+      line("region", host->region());
+      line("zone", host->zone());
+      line("sub_zone", host->sub_zone());
       line("canary", "false");
       line("priority", std::to_string(host->priority));
       line("success_rate", "-1");
@@ -159,9 +159,9 @@ std::string ClusterManager::renderClustersJson() const {
           if (!locality.empty()) locality += ",";
           locality += std::string("\"") + k + "\":" + jsonString(v);
         };
-        add("region", h.region);
-        add("zone", h.zone);
-        add("sub_zone", h.sub_zone);
+        add("region", h.region());
+        add("zone", h.zone());
+        add("sub_zone", h.sub_zone());
         out += locality + "}}";
       }
       out += "]";

@@ -6,6 +6,7 @@
 #include <asio/connect.hpp>
 
 #include "skiff/common/logging.h"
+#include "skiff/upstream/transport_socket.h"
 
 namespace skiff::upstream {
 
@@ -105,9 +106,13 @@ ConnPool::Acquired ConnPool::acquire(const HostSharedPtr& host, Callback cb, con
   auto it = hosts_.try_emplace(cluster_default ? host->address : key).first;
   HostPool& hp = it->second;
   const auto now = std::chrono::steady_clock::now();
+  // TLS and plaintext connections (or two TLS configs) are never handed to each other: an endpoint whose
+  // transport_socket_matches result changed drops the idle connections made the other way.
+  const uint32_t transport_index = cluster_->transport ? cluster_->transport->select(*host).index : 0;
   while (!hp.idle.empty()) {
     UpstreamConnectionPtr conn = std::move(hp.idle.back());
     hp.idle.pop_back();
+    if (conn->transport_index != transport_index) continue;  // destroyed here
     if (now - conn->idle_since > cluster_->idle_timeout) {
       cluster_->stats.upstream_cx_idle_timeout.inc();
       continue;  // destroyed here
@@ -179,37 +184,72 @@ void ConnPool::connect(const std::shared_ptr<PendingRequest>& request) {
   }
 
   request->timer.expires_after(cluster_->connect_timeout);
-  request->timer.async_wait([this, raw, alive](std::error_code wait_ec) {
-    if (wait_ec || !*alive) return;
+  // An expiry already queued when the connect or handshake finished finds the connection handed off
+  // (or failed): *shared_conn is then empty and there is nothing to time out.
+  request->timer.async_wait([this, shared_conn, alive](std::error_code wait_ec) {
+    if (wait_ec || !*alive || !*shared_conn) return;
     cluster_->stats.upstream_cx_connect_timeout.inc();
     std::error_code ignored;
-    raw->socket.close(ignored);  // the connect handler sees operation_aborted
+    (*shared_conn)->socket.close(ignored);  // the connect handler sees operation_aborted
   });
   raw->socket.async_connect(
       host->endpoint, [this, request, shared_conn, started, alive, fail](std::error_code cec) {
         if (!*alive) return;
         const bool timed_out = request->timer.expiry() <= std::chrono::steady_clock::now() &&
                                cec == asio::error::operation_aborted;
-        request->timer.cancel();
         if (cec) {
+          request->timer.cancel();
           fail(timed_out ? PoolFailure::kTimeout : PoolFailure::kConnectFailure,
                timed_out ? std::string_view("connection timeout") : std::string_view("connection failure"));
           return;
         }
-        UpstreamConnectionPtr conn = std::move(*shared_conn);
+        UpstreamConnection& conn = **shared_conn;
         cluster_->stats.upstream_cx_connect_ms.record(static_cast<uint64_t>(
             std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started)
                 .count()));
         std::error_code lec;
-        auto local = conn->socket.local_endpoint(lec);
-        if (!lec) conn->local_address = formatEndpoint(local);
-        if (request->cancelled || !request->cb) {
-          // Nobody waits any more: keep the fresh connection for the next request.
-          release(std::move(conn), true);
+        auto local = conn.socket.local_endpoint(lec);
+        if (!lec) conn.local_address = formatEndpoint(local);
+        const UpstreamTransport* transport =
+            cluster_->transport ? &cluster_->transport->select(*request->host) : nullptr;
+        if (transport == nullptr || !transport->context) {
+          request->timer.cancel();
+          connected(request, std::move(*shared_conn));
           return;
         }
-        request->finish(std::move(conn), PoolFailure::kNone, {});
+        // TLS: the handshake runs under the same connect timeout (Envoy's "connected" is after it).
+        conn.transport_index = transport->index;
+        conn.transport.attachTls(std::make_unique<tls::TlsTransport>(
+            conn.socket, transport->context->current(), tls::TlsTransport::Role::kClient,
+            cluster_->transport->handshakeOptions(*request->host)));
+        conn.transport.asyncHandshake([this, request, shared_conn, alive, fail](std::error_code hec) {
+          if (!*alive) return;
+          const bool handshake_timed_out = request->timer.expiry() <= std::chrono::steady_clock::now();
+          request->timer.cancel();
+          if (hec) {
+            UpstreamConnection& failed = **shared_conn;
+            std::string reason = failed.transport.tls() ? failed.transport.tls()->failureReason() : "";
+            if (handshake_timed_out && !failed.socket.is_open()) {
+              fail(PoolFailure::kTimeout, "connection timeout");
+              return;
+            }
+            SKIFF_LOG(kUpstream, debug, "cluster '{}': TLS handshake with {} failed: {}", cluster_->name,
+                      failed.host ? failed.host->address : "", reason);
+            fail(PoolFailure::kConnectFailure, reason);
+            return;
+          }
+          connected(request, std::move(*shared_conn));
+        });
       });
+}
+
+void ConnPool::connected(const std::shared_ptr<PendingRequest>& request, UpstreamConnectionPtr conn) {
+  if (request->cancelled || !request->cb) {
+    // Nobody waits any more: keep the fresh connection for the next request.
+    release(std::move(conn), true);
+    return;
+  }
+  request->finish(std::move(conn), PoolFailure::kNone, {});
 }
 
 void ConnPool::release(UpstreamConnectionPtr conn, bool reusable) {

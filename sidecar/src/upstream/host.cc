@@ -1,6 +1,8 @@
 // Host helpers: endpoint formatting and Envoy's health-flag text.
 #include "skiff/upstream/host.h"
 
+#include <google/protobuf/util/message_differencer.h>
+
 namespace skiff::upstream {
 
 using envoy::config::core::v3::HealthStatus;
@@ -11,6 +13,29 @@ std::string formatEndpoint(const asio::ip::tcp::endpoint& endpoint) {
     return "[" + address.to_string() + "]:" + std::to_string(endpoint.port());
   }
   return address.to_string() + ":" + std::to_string(endpoint.port());
+}
+
+const std::string& emptyString() {
+  static const std::string kEmpty;
+  return kEmpty;
+}
+
+HostMetadata& HostMetadata::operator=(const envoy::config::core::v3::Metadata& metadata) {
+  if (metadata.ByteSizeLong() == 0) {
+    metadata_.reset();
+  } else {
+    metadata_ = std::make_shared<const envoy::config::core::v3::Metadata>(metadata);
+  }
+  return *this;
+}
+
+const envoy::config::core::v3::Metadata& HostMetadata::get() const {
+  return metadata_ ? *metadata_ : envoy::config::core::v3::Metadata::default_instance();
+}
+
+bool HostMetadata::operator==(const HostMetadata& other) const {
+  if (metadata_ == other.metadata_) return true;
+  return google::protobuf::util::MessageDifferencer::Equals(get(), other.get());
 }
 
 bool healthStatusIsUsable(HealthStatus status) {

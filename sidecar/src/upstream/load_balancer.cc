@@ -8,6 +8,25 @@
 namespace skiff::upstream {
 namespace {
 
+// splitmix64: 8 bytes of state instead of mt19937_64's 2.5 KB, and one balancer exists per cluster per
+// worker (10k clusters x N workers). Plenty for spreading picks.
+class SmallRng {
+ public:
+  using result_type = uint64_t;
+  explicit SmallRng(uint64_t seed) : state_(seed) {}
+  static constexpr result_type min() { return 0; }
+  static constexpr result_type max() { return ~result_type{0}; }
+  result_type operator()() {
+    uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+
+ private:
+  uint64_t state_;
+};
+
 bool usable(const Host& host) {
   return host.healthy.load(std::memory_order_relaxed) && healthStatusIsUsable(host.health_status);
 }
@@ -92,7 +111,7 @@ class BaseLb : public LoadBalancer {
 
   const ClusterInfo& info_;
   Candidates c_;
-  std::mt19937_64 rng_;
+  SmallRng rng_;
   std::vector<uint64_t> cumulative_;
   uint64_t total_weight_ = 0;
 };

@@ -10,10 +10,9 @@ ThreadLocalCluster::ThreadLocalCluster(ClusterInfoConstSharedPtr info, HostSetCo
 }
 
 void ThreadLocalCluster::update(ClusterInfoConstSharedPtr info, HostSetConstSharedPtr hosts) {
-  if (!hosts) hosts = std::make_shared<const HostSet>();
-  // Build the new balancer before dropping the old info it may reference.
-  auto lb = createLoadBalancer(*info, hosts, lb_seed_);
-  lb_ = std::move(lb);
+  static const HostSetConstSharedPtr kEmpty = std::make_shared<const HostSet>();
+  if (!hosts) hosts = kEmpty;
+  lb_.reset();  // before the info it references goes
   info_ = std::move(info);
   hosts_ = std::move(hosts);
 }

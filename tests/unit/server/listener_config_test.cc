@@ -94,17 +94,27 @@ TEST_F(ListenerConfigTest, ListenerFiltersAndTimeouts) {
   EXPECT_FALSE(l->listener_filters[1].disabled->matches(info));
 }
 
-TEST_F(ListenerConfigTest, TlsAndRbacChainsLoadButCloseConnections) {
+TEST_F(ListenerConfigTest, RbacChainsLoadButCloseConnections) {
   auto l = build(listener(
-      std::string("{name: mtls, filter_chain_match: {transport_protocol: tls}, transport_socket: {name: "
-                  "envoy.transport_sockets.tls}, filters: [") +
+      std::string("{name: plain, filter_chain_match: {transport_protocol: tls}, transport_socket: {name: "
+                  "envoy.transport_sockets.raw_buffer}, filters: [") +
       kHcm + "]}, {name: rbac, filters: [{name: envoy.filters.network.rbac}, " + kHcm +
       "]}, {name: stats, filter_chain_match: {destination_port: 80}, filters: [{name: istio.stats}, " + kHcm +
       "]}"));
-  EXPECT_NE(l->filter_chains[0]->unusable.find("transport_socket"), std::string::npos);
+  EXPECT_TRUE(l->filter_chains[0]->unusable.empty());
+  EXPECT_FALSE(l->filter_chains[0]->tls);  // raw_buffer is plaintext
   EXPECT_NE(l->filter_chains[1]->unusable.find("rbac"), std::string::npos);
   EXPECT_TRUE(l->filter_chains[2]->unusable.empty());
   EXPECT_TRUE(l->filter_chains[2]->hcm);
+}
+
+// TLS termination (test_tls.py covers real handshakes): a server context needs a certificate.
+TEST_F(ListenerConfigTest, TlsChainWithoutCertificateIsAnError) {
+  EXPECT_NE(
+      error(listener(std::string("{transport_socket: {name: envoy.transport_sockets.tls}, filters: [") +
+                     kHcm + "]}"))
+          .find("filter_chains[0].transport_socket.typed_config.common_tls_context: a server context needs"),
+      std::string::npos);
 }
 
 TEST_F(ListenerConfigTest, ErrorsNameTheField) {

@@ -90,8 +90,11 @@ TEST_F(IstioListenersTest, VirtualInboundChains) {
   EXPECT_EQ(name(conn("10.244.0.12", 80, "raw_buffer", {"http/1.1"})), "0.0.0.0_80");
   EXPECT_EQ(name(conn("10.244.0.12", 9080, "raw_buffer", {"http/1.1"})), "virtualInbound-catchall-http");
   EXPECT_EQ(name(conn("10.244.0.12", 9080, "raw_buffer", {})), "virtualInbound (closed)");  // RBAC
-  EXPECT_EQ(name(conn("10.244.0.12", 9080, "tls", {"istio-http/1.1"})),
-            "virtualInbound-catchall-http (closed)");
+  // Istio mTLS from another sidecar: a TLS chain, served now that filter chains terminate TLS (its
+  // certificates arrive over SDS).
+  EXPECT_EQ(name(conn("10.244.0.12", 9080, "tls", {"istio-http/1.1"})), "virtualInbound-catchall-http");
+  EXPECT_NE(l.selectChain(conn("10.244.0.12", 9080, "tls", {"istio-http/1.1"}))->tls, nullptr);
+  EXPECT_EQ(l.selectChain(conn("10.244.0.12", 9080, "raw_buffer", {"http/1.1"}))->tls, nullptr);
   EXPECT_EQ(name(conn("10.244.0.12", 15006, "raw_buffer", {})), "virtualInbound-blackhole");
   // The original_dst listener filter comes first; tls_inspector is disabled for unredirected 15006.
   ASSERT_GE(l.listener_filters.size(), 3u);

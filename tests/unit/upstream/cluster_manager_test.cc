@@ -87,9 +87,9 @@ TEST_F(ClusterManagerTest, StaticClusterPublishesHostsOnStart) {
             (std::vector<std::string>{"10.0.0.1:8080", "[::1]:80", "10.0.0.2:8080"}));
   const auto& hosts = recorder_.last["web"].hosts->hosts;
   EXPECT_EQ(hosts[0]->weight, 3u);
-  EXPECT_EQ(hosts[0]->region, "r1");
-  EXPECT_EQ(hosts[0]->zone, "z1");
-  EXPECT_EQ(hosts[0]->sub_zone, "s1");
+  EXPECT_EQ(hosts[0]->region(), "r1");
+  EXPECT_EQ(hosts[0]->zone(), "z1");
+  EXPECT_EQ(hosts[0]->sub_zone(), "s1");
   EXPECT_EQ(hosts[2]->priority, 1u);
   EXPECT_TRUE(hosts[0]->hostname.empty());
   EXPECT_EQ(gauge("cluster.web.membership_total"), 3);

@@ -10,6 +10,10 @@
 #include <string>
 #include <vector>
 
+namespace skiff::tls {
+struct TlsConnectionInfo;
+}
+
 namespace skiff::network {
 
 struct ConnectionInfo {
@@ -22,6 +26,10 @@ struct ConnectionInfo {
   std::string server_name;                         // SNI seen by tls_inspector
   std::string transport_protocol = "raw_buffer";   // "tls" when tls_inspector saw a ClientHello
   std::vector<std::string> application_protocols;  // ALPN, or "http/1.1"/"h2c" from http_inspector
+  // Set when the filter chain terminates TLS (after a successful handshake): the negotiated ALPN protocol
+  // ("h2", "http/1.1"; "" when none was agreed) and the session's peer/local certificate facts.
+  std::string alpn;
+  std::shared_ptr<const tls::TlsConnectionInfo> tls;
   // envoy.filters.listener.original_src: upstream connections bind to the peer's address (IP_TRANSPARENT)
   // and carry this SO_MARK, so the server app sees the real client.
   struct OriginalSource {

@@ -118,4 +118,9 @@ class SecretManager {
   std::chrono::milliseconds interval_{200};
 };
 
+// The proxy's one SecretManager (listeners and clusters resolve their SDS references through it). File
+// sources are polled on a small thread of its own, so rotation needs nothing from the main loop; context
+// rebuilds run there and swap snapshots under their mutex.
+SecretManager& processSecretManager();
+
 }  // namespace skiff::tls

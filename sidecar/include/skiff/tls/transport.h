@@ -52,10 +52,11 @@ struct TlsConnectionInfo {
   std::string serial_local;
   int64_t valid_from_peer = 0;  // Unix seconds
   int64_t expiration_peer = 0;
-  std::string tls_version;  // "TLSv1.3"
-  std::string cipher;       // OpenSSL's name ("TLS_AES_128_GCM_SHA256", "ECDHE-ECDSA-AES128-GCM-SHA256")
-  std::string alpn;         // negotiated protocol, "" when none
-  std::string sni;          // server name sent (client) or received (server)
+  std::string tls_version;      // "TLSv1.3"
+  std::string cipher;           // OpenSSL's name ("TLS_AES_128_GCM_SHA256", "ECDHE-ECDSA-AES128-GCM-SHA256")
+  uint16_t cipher_id = 0xffff;  // IANA cipher suite number (0x1301); 0xffff when none
+  std::string alpn;             // negotiated protocol, "" when none
+  std::string sni;              // server name sent (client) or received (server)
   bool session_reused = false;
   std::shared_ptr<const PeerCertificates> peer;
 };
@@ -94,6 +95,22 @@ class TlsTransport {
   asio::awaitable<std::error_code> write(asio::const_buffer buffer);
   // Sends close_notify (does not wait for the peer's); the caller closes the socket.
   asio::awaitable<std::error_code> shutdown();
+
+  // Callback-driven steps (network::Transport uses these; the coroutines above are built on them). Each
+  // runs OpenSSL once without blocking: done (`want` kNone, `error`/`bytes` set) or "wait for this
+  // readiness on the socket, then call the same step again with the same arguments".
+  enum class Want { kNone, kRead, kWrite };
+  struct Step {
+    Want want = Want::kNone;
+    std::error_code error;
+    size_t bytes = 0;
+  };
+  Step handshakeStep();
+  Step readStep(asio::mutable_buffer buffer);
+  Step writeStep(asio::const_buffer buffer);  // writes all of `buffer` or nothing (retry it whole)
+  Step shutdownStep();
+  // The socket object moved (the owner was moved while no operation was pending).
+  void rebind(asio::ip::tcp::socket& socket);
 
   bool established() const;
   const TlsConnectionInfo& info() const;

@@ -16,6 +16,8 @@
 
 namespace skiff::upstream {
 
+class UpstreamTransportFactory;
+
 enum class LbPolicy { kRoundRobin, kLeastRequest, kRandom, kClusterProvided };
 enum class DnsLookupFamily { kAuto, kV4Only, kV6Only, kV4Preferred, kAll };
 
@@ -64,6 +66,10 @@ struct ClusterInfo {
   bool added_via_api = false;
   std::string version_info;                    // CDS version that delivered this cluster ("" for static)
   envoy::config::cluster::v3::Cluster config;  // for /config_dump and later TLS/HTTP/2 options
+
+  // transport_socket / transport_socket_matches (see transport_socket.h); null when every connection is
+  // plaintext.
+  std::shared_ptr<const UpstreamTransportFactory> transport;
 
   mutable ClusterStats stats;
   mutable ResourceManager resources;       // default priority

@@ -16,6 +16,7 @@ namespace skiff::upstream {
 struct ClusterStats {
   // `stat_name` is the cluster's observability name with ':' already replaced by '_'.
   ClusterStats(stats::Store& store, const std::string& stat_name);
+  ~ClusterStats();
   ClusterStats(const ClusterStats&) = delete;
   ClusterStats& operator=(const ClusterStats&) = delete;
 
@@ -80,7 +81,7 @@ struct ClusterStats {
 
   stats::Store& store_;
   std::string prefix_;  // "cluster.<name>."
-  mutable std::array<LazyFamily, kFamilyCount> families_;
+  mutable std::array<std::atomic<LazyFamily*>, kFamilyCount> families_{};
   mutable std::atomic<const stats::Histogram*> rq_time_internal_{nullptr}, rq_time_external_{nullptr};
   mutable std::mutex create_mutex_;
   mutable std::vector<std::unique_ptr<stats::Counter>> owned_counters_;

@@ -13,18 +13,23 @@
 #include <unordered_map>
 #include <vector>
 
+#include "skiff/network/transport.h"
 #include "skiff/upstream/cluster_info.h"
 #include "skiff/upstream/host.h"
 #include "skiff/upstream/upstream_socket.h"
 
 namespace skiff::upstream {
 
-// One TCP connection to an upstream host. While idle the pool owns it; while busy, one request does.
+// One connection to an upstream host (TCP, or TLS when the cluster's transport says so). While idle the
+// pool owns it; while busy, one request does. Requests read and write through `transport`.
 struct UpstreamConnection {
-  explicit UpstreamConnection(asio::io_context& io) : socket(io) {}
+  explicit UpstreamConnection(asio::io_context& io)
+      : transport(asio::ip::tcp::socket(io)), socket(transport.socket()) {}
   ~UpstreamConnection();
 
-  asio::ip::tcp::socket socket;
+  network::Transport transport;
+  asio::ip::tcp::socket& socket;  // transport.socket(): opening, connecting, probing, closing
+  uint32_t transport_index = 0;   // the UpstreamTransport it was made with (0: the cluster's default)
   HostSharedPtr host;
   ClusterInfoConstSharedPtr cluster;
   uint32_t requests = 0;  // requests started on this connection
@@ -90,6 +95,7 @@ class ConnPool {
   bool isClusterDefault(const UpstreamSource& source) const;
   void eraseIfEmpty(HostMap::iterator it);
   void connect(const std::shared_ptr<PendingRequest>& request);
+  void connected(const std::shared_ptr<PendingRequest>& request, UpstreamConnectionPtr conn);
   void onConnectionClosed();
   void serveWaiting();
   bool isAlive(UpstreamConnection& conn) const;

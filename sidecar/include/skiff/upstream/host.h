@@ -21,16 +21,43 @@ struct HostStats {
   std::atomic<int64_t> rq_active{0}, cx_active{0};
 };
 
+struct HostLocality {
+  std::string region, zone, sub_zone;
+  bool operator==(const HostLocality&) const = default;
+};
+
+// A shared empty string for accessors of absent fields.
+const std::string& emptyString();
+
+// LbEndpoint.metadata, allocated only when an endpoint has some (most have none) and shared between the
+// versions of a host. Reads like the Metadata message it holds.
+class HostMetadata {
+ public:
+  HostMetadata& operator=(const envoy::config::core::v3::Metadata& metadata);
+  const envoy::config::core::v3::Metadata& get() const;
+  operator const envoy::config::core::v3::Metadata&() const { return get(); }  // NOLINT: reads as the message
+  const auto& filter_metadata() const { return get().filter_metadata(); }
+  const auto& typed_filter_metadata() const { return get().typed_filter_metadata(); }
+  bool operator==(const HostMetadata& other) const;
+
+ private:
+  std::shared_ptr<const envoy::config::core::v3::Metadata> metadata_;
+};
+
 struct Host {
   std::string address;   // "ip:port" (IPv6 "[::1]:80"), for logs and /clusters
   std::string hostname;  // DNS name for LOGICAL_DNS/STRICT_DNS hosts (or Endpoint.hostname), else empty
   asio::ip::tcp::endpoint endpoint;
   uint32_t weight = 1;
   uint32_t priority = 0;
-  std::string region, zone, sub_zone;
+  // Locality, shared by the hosts of one LocalityLbEndpoints (null when it has none).
+  std::shared_ptr<const HostLocality> locality;
+  const std::string& region() const { return locality ? locality->region : emptyString(); }
+  const std::string& zone() const { return locality ? locality->zone : emptyString(); }
+  const std::string& sub_zone() const { return locality ? locality->sub_zone : emptyString(); }
   // EDS health status as configured (UNKNOWN and HEALTHY both count as healthy).
   envoy::config::core::v3::HealthStatus health_status = envoy::config::core::v3::UNKNOWN;
-  envoy::config::core::v3::Metadata metadata;  // LbEndpoint.metadata
+  HostMetadata metadata;  // LbEndpoint.metadata
 
   mutable HostStats stats;
   // Current health as the load balancer sees it; set from health_status, later by health checks.

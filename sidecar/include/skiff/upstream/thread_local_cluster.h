@@ -24,17 +24,25 @@ class ThreadLocalCluster {
 
   using LbContext = upstream::LbContext;
   // nullptr when no usable host (caller: 503 UH, upstream_cx_none_healthy).
-  HostSharedPtr chooseHost(const LbContext& ctx) { return lb_->chooseHost(ctx); }
+  HostSharedPtr chooseHost(const LbContext& ctx) { return balancer().chooseHost(ctx); }
   // Balancer housekeeping (ORIGINAL_DST host cleanup); a worker timer may call it, chooseHost also does.
-  void cleanup(std::chrono::steady_clock::time_point now) { lb_->cleanup(now); }
+  void cleanup(std::chrono::steady_clock::time_point now) {
+    if (lb_) lb_->cleanup(now);
+  }
 
-  // New cluster version and/or host set: rebuilds the balancer.
+  // New cluster version and/or host set: the balancer is rebuilt on the next pick. Built lazily because a
+  // mesh has thousands of clusters and a worker talks to few of them.
   void update(ClusterInfoConstSharedPtr info, HostSetConstSharedPtr hosts);
 
  private:
+  LoadBalancer& balancer() {
+    if (!lb_) lb_ = createLoadBalancer(*info_, hosts_, lb_seed_);
+    return *lb_;
+  }
+
   ClusterInfoConstSharedPtr info_;
   HostSetConstSharedPtr hosts_;
-  std::unique_ptr<LoadBalancer> lb_;
+  std::unique_ptr<LoadBalancer> lb_;  // null until the first pick after an update
   uint64_t lb_seed_;
 };
 

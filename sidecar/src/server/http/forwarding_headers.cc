@@ -40,8 +40,10 @@ std::string_view xffEntryFromRight(std::string_view xff, uint32_t hops) {
 }  // namespace
 
 std::string applyForwardingHeaders(http::HeaderMap& h, const ConnectionManagerConfig& c,
-                                   const asio::ip::tcp::endpoint& peer, const std::string& peer_text) {
-  h.set(http::headers::kScheme, "http");
+                                   const asio::ip::tcp::endpoint& peer, const std::string& peer_text,
+                                   bool secure) {
+  const char* scheme = secure ? "https" : "http";
+  h.set(http::headers::kScheme, scheme);
   for (std::string_view hop : {http::headers::kConnection, http::headers::kKeepAlive,
                                http::headers::kProxyConnection, http::headers::kUpgrade}) {
     h.remove(hop);
@@ -59,14 +61,14 @@ std::string applyForwardingHeaders(http::HeaderMap& h, const ConnectionManagerCo
       const std::string* xff = h.get(http::headers::kForwardedFor);
       h.set(http::headers::kForwardedFor, xff ? *xff + "," + address : address);
     }
-    h.set(http::headers::kForwardedProto, "http");
+    h.set(http::headers::kForwardedProto, scheme);
     if (internal) {
       h.set(http::headers::kEnvoyInternal, "true");
     } else {
       h.remove(http::headers::kEnvoyInternal);
     }
   } else {
-    h.setIfAbsent(http::headers::kForwardedProto, "http");
+    h.setIfAbsent(http::headers::kForwardedProto, scheme);
     if (const std::string* xff = h.get(http::headers::kForwardedFor)) {
       const std::string_view entry = xffEntryFromRight(*xff, c.xff_num_trusted_hops);
       std::error_code ec;

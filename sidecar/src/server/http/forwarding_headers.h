@@ -15,8 +15,9 @@ bool isInternalAddress(const asio::ip::address& address);
 
 // Rewrites `headers` for forwarding and returns the downstream address as Envoy reports it: the peer's, or
 // with `xff_num_trusted_hops` (and use_remote_address off) the x-forwarded-for entry that many hops from the
-// right.
+// right. `secure`: the downstream connection is TLS (:scheme and x-forwarded-proto are then "https").
 std::string applyForwardingHeaders(http::HeaderMap& headers, const ConnectionManagerConfig& config,
-                                   const asio::ip::tcp::endpoint& peer, const std::string& peer_text);
+                                   const asio::ip::tcp::endpoint& peer, const std::string& peer_text,
+                                   bool secure = false);
 
 }  // namespace skiff::server

@@ -9,6 +9,7 @@
 #include "skiff/common/random.h"
 #include "skiff/http/http1_writer.h"
 #include "skiff/router/route_table.h"
+#include "skiff/tls/xfcc.h"
 #include "skiff/upstream/host.h"
 
 namespace skiff::server {
@@ -90,12 +91,12 @@ class Http1ServerConnection::ActiveStream : public http::StreamCallbacks {
   bool reset_ = false;
 };
 
-Http1ServerConnection::Http1ServerConnection(WorkerContext& worker, asio::ip::tcp::socket socket,
+Http1ServerConnection::Http1ServerConnection(WorkerContext& worker, network::Transport transport,
                                              ConnectionManagerConfigSharedPtr config,
                                              const ListenerStats& listener_stats,
                                              network::ConnectionInfoConstSharedPtr info)
     : worker_(worker),
-      socket_(std::move(socket)),
+      transport_(std::move(transport)),
       config_(std::move(config)),
       listener_scope_(listener_stats),
       info_(std::move(info)),
@@ -106,7 +107,7 @@ Http1ServerConnection::Http1ServerConnection(WorkerContext& worker, asio::ip::tc
       parser_(config_->limits),
       idle_timer_(worker.io) {
   std::error_code ec;
-  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  transport_.socket().set_option(asio::ip::tcp::no_delay(true), ec);
   worker_.connections.insert(this);
   config_->stats.downstream_cx_total.inc();
   config_->stats.downstream_cx_http1_total.inc();
@@ -225,12 +226,12 @@ void Http1ServerConnection::doRead() {
   if (in_.size() < in_end_ + kReadChunk) in_.resize(in_end_ + kReadChunk);
   read_in_flight_ = true;
   auto self = shared_from_this();
-  socket_.async_read_some(asio::buffer(in_.data() + in_end_, kReadChunk),
-                          [self](std::error_code ec, size_t n) {
-                            self->read_in_flight_ = false;
-                            self->in_end_ += n;
-                            self->onRead(ec, n);
-                          });
+  transport_.asyncReadSome(asio::buffer(in_.data() + in_end_, kReadChunk),
+                           [self](std::error_code ec, size_t n) {
+                             self->read_in_flight_ = false;
+                             self->in_end_ += n;
+                             self->onRead(ec, n);
+                           });
 }
 
 void Http1ServerConnection::onRead(std::error_code ec, size_t n) {
@@ -330,6 +331,7 @@ void Http1ServerConnection::newStream() {
   ActiveStream& s = *stream_;
   s.info_.connection_id = id_;
   s.info_.connection = info_;
+  s.info_.requested_server_name = info_->server_name;  // SNI (tls_inspector or TLS termination)
   s.info_.downstream_local_address = local_address_;
   s.info_.downstream_direct_remote_address = remote_address_;
   s.info_.downstream_remote_address = remote_address_;
@@ -358,7 +360,8 @@ void Http1ServerConnection::newStream() {
   if (end_stream) s.info_.last_downstream_rx = s.info_.elapsed();
 
   s.info_.downstream_remote_address =
-      applyForwardingHeaders(*headers, *config_, remote_endpoint_, remote_address_);
+      applyForwardingHeaders(*headers, *config_, remote_endpoint_, remote_address_, info_->tls != nullptr);
+  tls::mutateXfcc(*headers, info_->tls.get(), config_->xfcc);
   if (expect_continue && !config_->proxy_100_continue) {
     // Envoy answers 100-continue itself and does not forward the expectation.
     headers->remove(http::headers::kExpect);
@@ -556,6 +559,12 @@ void Http1ServerConnection::finishStream(bool reset) {
   s->fm_.destroyFilters();
   config_->access_logs->log(worker_.index, s->info_);
   finished_streams_.push_back(std::move(s));
+  if (read_paused_) {
+    // The pause belonged to the stream that just ended. The hold is let go after this callback chain
+    // unwinds, so `this` outlives the caller's remaining work.
+    read_paused_ = false;
+    if (auto hold = std::move(paused_hold_)) asio::post(worker_.io, [hold] {});
+  }
 }
 
 void Http1ServerConnection::setReadPaused(bool paused) {
@@ -563,10 +572,14 @@ void Http1ServerConnection::setReadPaused(bool paused) {
   read_paused_ = paused;
   if (paused) {
     config_->stats.downstream_flow_control_paused_reading_total.inc();
+    // A pending read is what normally keeps the connection alive; while none is allowed, it holds itself
+    // (released on resume, or when the stream that paused it ends).
+    paused_hold_ = shared_from_this();
     return;
   }
   config_->stats.downstream_flow_control_resumed_reading_total.inc();
   auto self = shared_from_this();
+  paused_hold_.reset();
   asio::post(worker_.io, [self] {
     self->processInput();
     self->doRead();
@@ -598,7 +611,7 @@ void Http1ServerConnection::flush() {
   out_.clear();
   config_->stats.downstream_cx_tx_bytes_total.inc(writing_.size());
   auto self = shared_from_this();
-  asio::async_write(socket_, asio::buffer(writing_), [self](std::error_code ec, size_t) {
+  transport_.asyncWrite(asio::buffer(writing_), [self](std::error_code ec, size_t) {
     self->write_in_flight_ = false;
     self->writing_.clear();
     if (ec) {
@@ -614,8 +627,7 @@ void Http1ServerConnection::flush() {
     if (!self->out_.empty()) {
       self->flush();
     } else if (self->close_after_flush_) {
-      std::error_code ignored;
-      self->socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+      self->transport_.shutdownWrite();
       self->close();
     }
   });
@@ -624,8 +636,7 @@ void Http1ServerConnection::flush() {
 void Http1ServerConnection::closeAfterFlush() {
   close_after_flush_ = true;
   if (!write_in_flight_ && out_.empty()) {
-    std::error_code ignored;
-    socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    transport_.shutdownWrite();
     close();
   }
 }
@@ -656,8 +667,7 @@ void Http1ServerConnection::close() {
   auto self = shared_from_this();
   if (stream_) finishStream(true);
   idle_timer_.cancel();
-  std::error_code ignored;
-  socket_.close(ignored);
+  transport_.close();
   writable_callbacks_.clear();
   config_->stats.downstream_cx_destroy_local.inc();
 }

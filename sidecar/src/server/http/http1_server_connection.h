@@ -15,6 +15,7 @@
 #include "server/worker_context.h"
 #include "skiff/http/http1_parser.h"
 #include "skiff/network/connection_info.h"
+#include "skiff/network/transport.h"
 
 namespace skiff::server {
 
@@ -22,7 +23,7 @@ class Http1ServerConnection : public std::enable_shared_from_this<Http1ServerCon
                               public DownstreamConnection,
                               public FilterManagerSink {
  public:
-  Http1ServerConnection(WorkerContext& worker, asio::ip::tcp::socket socket,
+  Http1ServerConnection(WorkerContext& worker, network::Transport transport,
                         ConnectionManagerConfigSharedPtr config, const ListenerStats& listener_stats,
                         network::ConnectionInfoConstSharedPtr info);
   ~Http1ServerConnection() override;
@@ -61,7 +62,7 @@ class Http1ServerConnection : public std::enable_shared_from_this<Http1ServerCon
   bool backedUp() const { return out_.size() + writing_.size() > config_->buffer_limit; }
 
   WorkerContext& worker_;
-  asio::ip::tcp::socket socket_;
+  network::Transport transport_;  // plain TCP or TLS
   ConnectionManagerConfigSharedPtr config_;
   ListenerStats::ConnectionScope listener_scope_;
   const network::ConnectionInfoConstSharedPtr info_;  // never null
@@ -100,6 +101,7 @@ class Http1ServerConnection : public std::enable_shared_from_this<Http1ServerCon
 
   bool read_in_flight_ = false;
   bool read_paused_ = false;
+  std::shared_ptr<Http1ServerConnection> paused_hold_;  // set while reading is paused; see setReadPaused
   bool process_scheduled_ = false;
   asio::steady_timer idle_timer_;
   bool timer_armed_ = false;

@@ -10,6 +10,7 @@
 #include "skiff/common/logging.h"
 #include "skiff/common/random.h"
 #include "skiff/upstream/host.h"
+#include "skiff/upstream/transport_socket.h"
 #include "skiff/upstream/upstream_socket.h"
 
 namespace skiff::server {
@@ -24,12 +25,12 @@ std::string endpointText(const asio::ip::tcp::endpoint& e) {
 }
 }  // namespace
 
-TcpProxySession::TcpProxySession(WorkerContext& worker, asio::ip::tcp::socket socket,
+TcpProxySession::TcpProxySession(WorkerContext& worker, network::Transport downstream,
                                  TcpProxyConfigSharedPtr config, const ListenerStats& listener_stats,
                                  network::ConnectionInfoConstSharedPtr info)
     : worker_(worker),
-      downstream_(std::move(socket)),
-      upstream_(worker.io),
+      downstream_(std::move(downstream)),
+      upstream_(asio::ip::tcp::socket(worker.io)),
       config_(std::move(config)),
       listener_scope_(listener_stats),
       connection_(std::move(info)),
@@ -46,9 +47,9 @@ TcpProxySession::TcpProxySession(WorkerContext& worker, asio::ip::tcp::socket so
   } else {
     std::error_code ec;
     info_.connection_id = WorkerContext::nextConnectionId();
-    const auto local = downstream_.local_endpoint(ec);
+    const auto local = downstream_.socket().local_endpoint(ec);
     if (!ec) info_.downstream_local_address = endpointText(local);
-    const auto remote = downstream_.remote_endpoint(ec);
+    const auto remote = downstream_.socket().remote_endpoint(ec);
     if (!ec) info_.downstream_remote_address = endpointText(remote);
   }
   info_.downstream_direct_remote_address = info_.downstream_remote_address;
@@ -64,7 +65,7 @@ TcpProxySession::~TcpProxySession() {
 
 void TcpProxySession::start() {
   std::error_code ec;
-  downstream_.set_option(asio::ip::tcp::no_delay(true), ec);
+  downstream_.socket().set_option(asio::ip::tcp::no_delay(true), ec);
   if (config_->max_downstream_connection_duration) {
     duration_timer_.expires_after(*config_->max_downstream_connection_duration);
     duration_timer_.async_wait([self = shared_from_this()](std::error_code wait_ec) {
@@ -117,7 +118,7 @@ void TcpProxySession::connectAttempt() {
 
   std::string reason;
   const auto source = upstream::upstreamSourceFor(ci, connection_.get());
-  if (!upstream::openUpstreamSocket(upstream_, host_->endpoint, source, &reason)) {
+  if (!upstream::openUpstreamSocket(upstream_.socket(), host_->endpoint, source, &reason)) {
     if (reason.rfind("bind", 0) == 0) ci.stats.bind_errors.inc();
     onConnectFailure(reason, false);
     return;
@@ -126,23 +127,51 @@ void TcpProxySession::connectAttempt() {
   // A timer that fired just before its attempt failed must not close the next attempt's socket.
   connect_timer_.async_wait([self = shared_from_this(), attempt = attempts_](std::error_code ec) {
     if (ec || self->closed_ || self->connected_ || attempt != self->attempts_) return;
-    std::error_code ignored;
-    self->upstream_.close(ignored);  // the connect handler sees operation_aborted
+    self->upstream_.close();  // the connect (or TLS handshake) handler sees operation_aborted
   });
-  upstream_.async_connect(host_->endpoint,
-                          [self = shared_from_this()](std::error_code ec) { self->onConnectResult(ec); });
+  upstream_.socket().async_connect(
+      host_->endpoint, [self = shared_from_this()](std::error_code ec) { self->onConnectResult(ec); });
 }
 
 void TcpProxySession::onConnectResult(std::error_code ec) {
   if (closed_) return;
   const bool timed_out =
       ec == asio::error::operation_aborted && connect_timer_.expiry() <= std::chrono::steady_clock::now();
-  connect_timer_.cancel();
   if (ec) {
+    connect_timer_.cancel();
     onConnectFailure(timed_out ? "connection timeout" : "connection failure: " + ec.message(), timed_out);
     return;
   }
+  if (cluster_->transport) {
+    const upstream::UpstreamTransport& transport = cluster_->transport->select(*host_);
+    if (transport.context) {
+      startUpstreamTls();
+      return;
+    }
+  }
+  connect_timer_.cancel();
   onConnected();
+}
+
+// The cluster's TLS transport for this host: the handshake runs under the connect timeout.
+void TcpProxySession::startUpstreamTls() {
+  const upstream::UpstreamTransport& transport = cluster_->transport->select(*host_);
+  upstream_.attachTls(std::make_unique<tls::TlsTransport>(upstream_.socket(), transport.context->current(),
+                                                          tls::TlsTransport::Role::kClient,
+                                                          cluster_->transport->handshakeOptions(*host_)));
+  upstream_.asyncHandshake([self = shared_from_this(), attempt = attempts_](std::error_code ec) {
+    if (self->closed_ || attempt != self->attempts_) return;
+    const bool timed_out = !self->upstream_.isOpen();
+    self->connect_timer_.cancel();
+    if (ec) {
+      std::string reason =
+          timed_out ? std::string("connection timeout") : self->upstream_.tls()->failureReason();
+      self->upstream_ = network::Transport(asio::ip::tcp::socket(self->worker_.io));
+      self->onConnectFailure(reason, timed_out);
+      return;
+    }
+    self->onConnected();
+  });
 }
 
 void TcpProxySession::onConnectFailure(const std::string& reason, bool timeout) {
@@ -152,8 +181,7 @@ void TcpProxySession::onConnectFailure(const std::string& reason, bool timeout) 
   host_->stats.cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
   SKIFF_LOG(kConnection, debug, "[C{}] tcp_proxy: connect to {} failed: {}", info_.connection_id,
             host_->address, reason);
-  std::error_code ignored;
-  upstream_.close(ignored);
+  upstream_.close();
   releaseUpstream();
   previous_host_ = std::move(host_);
   if (attempts_ < config_->max_connect_attempts) {
@@ -172,7 +200,7 @@ void TcpProxySession::onConnected() {
   ci.stats.upstream_cx_connect_ms.record(static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(now - upstream_start_).count()));
   std::error_code ec;
-  const auto local = upstream_.local_endpoint(ec);
+  const auto local = upstream_.socket().local_endpoint(ec);
   if (!ec) info_.upstream_local_address = upstream::formatEndpoint(local);
   info_.first_upstream_rx = now - info_.start;  // "connected" is the TCP analogue of the first byte
 
@@ -211,7 +239,7 @@ void TcpProxySession::pump(Direction& dir) {
         }
       }
       dir.reading = true;
-      readSocket(dir).async_read_some(
+      readSide(dir).asyncReadSome(
           asio::buffer(dir.buffer.get() + dir.end, dir.capacity - dir.end),
           [self = shared_from_this(), &dir](std::error_code ec, size_t n) { self->onRead(dir, ec, n); });
     } else if (!dir.paused && dir.end - dir.start >= dir.limit) {
@@ -226,14 +254,16 @@ void TcpProxySession::pump(Direction& dir) {
   }
   if (!dir.writing && dir.end > dir.start) {
     dir.writing = true;
-    asio::async_write(
-        writeSocket(dir), asio::buffer(dir.buffer.get() + dir.start, dir.end - dir.start),
+    writeSide(dir).asyncWrite(
+        asio::buffer(dir.buffer.get() + dir.start, dir.end - dir.start),
         [self = shared_from_this(), &dir](std::error_code ec, size_t n) { self->onWrite(dir, ec, n); });
   }
   if (dir.eof && !dir.writing && dir.start == dir.end && !dir.shut) {
     dir.shut = true;
     std::error_code ec;
-    writeSocket(dir).shutdown(asio::socket_base::shutdown_send, ec);
+    network::Transport& side = writeSide(dir);
+    if (side.tls()) side.tls()->shutdownStep();  // close_notify before the FIN
+    side.socket().shutdown(asio::socket_base::shutdown_send, ec);
     if (ec) {
       terminate("shutdown failed");
       return;
@@ -356,8 +386,8 @@ void TcpProxySession::terminate(std::string_view details) {
   connect_timer_.cancel();
   idle_timer_.cancel();
   duration_timer_.cancel();
-  upstream_.close(ignored);
-  downstream_.close(ignored);
+  upstream_.close();
+  downstream_.close();
   releaseUpstream();
   info_.last_downstream_tx = info_.elapsed();
   config_->log(worker_.index, info_);

@@ -14,6 +14,7 @@
 #include "server/worker_context.h"
 #include "skiff/http/stream_info.h"
 #include "skiff/network/connection_info.h"
+#include "skiff/network/transport.h"
 #include "skiff/upstream/thread_local_cluster.h"
 
 namespace skiff::server {
@@ -31,7 +32,7 @@ namespace skiff::server {
 // UO (max_connections), UH (no host) or UF (connect failed; upstream_transport_failure_reason says why).
 class TcpProxySession : public DownstreamConnection, public std::enable_shared_from_this<TcpProxySession> {
  public:
-  TcpProxySession(WorkerContext& worker, asio::ip::tcp::socket socket, TcpProxyConfigSharedPtr config,
+  TcpProxySession(WorkerContext& worker, network::Transport downstream, TcpProxyConfigSharedPtr config,
                   const ListenerStats& listener_stats, network::ConnectionInfoConstSharedPtr info);
   ~TcpProxySession() override;
   TcpProxySession(const TcpProxySession&) = delete;
@@ -66,6 +67,7 @@ class TcpProxySession : public DownstreamConnection, public std::enable_shared_f
   void onConnectResult(std::error_code ec);
   void onConnectFailure(const std::string& reason, bool timeout);
   void onConnected();
+  void startUpstreamTls();
   void pump(Direction& dir);
   void onRead(Direction& dir, std::error_code ec, size_t n);
   void onWrite(Direction& dir, std::error_code ec, size_t n);
@@ -75,12 +77,12 @@ class TcpProxySession : public DownstreamConnection, public std::enable_shared_f
   void fail(http::ResponseFlag flag, std::string details);
   void terminate(std::string_view details);
   void releaseUpstream();
-  asio::ip::tcp::socket& readSocket(const Direction& dir) { return dir.upstream ? downstream_ : upstream_; }
-  asio::ip::tcp::socket& writeSocket(const Direction& dir) { return dir.upstream ? upstream_ : downstream_; }
+  network::Transport& readSide(const Direction& dir) { return dir.upstream ? downstream_ : upstream_; }
+  network::Transport& writeSide(const Direction& dir) { return dir.upstream ? upstream_ : downstream_; }
 
   WorkerContext& worker_;
-  asio::ip::tcp::socket downstream_;
-  asio::ip::tcp::socket upstream_;
+  network::Transport downstream_;  // plain, or TLS terminated by the filter chain
+  network::Transport upstream_;    // plain, or TLS per the cluster's transport socket
   TcpProxyConfigSharedPtr config_;
   ListenerStats::ConnectionScope listener_scope_;
   network::ConnectionInfoConstSharedPtr connection_;

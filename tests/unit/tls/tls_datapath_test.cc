@@ -1,0 +1,199 @@
+// network::Transport (plain and TLS, callback style, large writes, moves) and the upstream transport
+// choice (transport_socket_matches on endpoint metadata, auto_sni / auto_san_validation).
+#include <gtest/gtest.h>
+
+#include "envoy/config/cluster/v3/cluster.pb.h"
+#include "skiff/network/transport.h"
+#include "skiff/upstream/host.h"
+#include "skiff/upstream/transport_socket.h"
+#include "tls_test_util.h"
+
+namespace skiff::tls::testing {
+namespace {
+
+// Reads until `want` bytes arrived or an error; returns what was read.
+std::string readAll(asio::io_context& io, network::Transport& t, size_t want, std::error_code* error) {
+  std::string got;
+  std::vector<char> buf(8192);
+  bool done = false;
+  std::function<void()> next = [&] {
+    t.asyncReadSome(asio::buffer(buf), [&](std::error_code ec, size_t n) {
+      got.append(buf.data(), n);
+      if (ec || got.size() >= want) {
+        *error = ec;
+        done = true;
+        return;
+      }
+      next();
+    });
+  };
+  next();
+  runUntil(io, [&] { return done; });
+  return got;
+}
+
+TEST(NetworkTransport, PlainTcpReadsAndWrites) {
+  asio::io_context io;
+  SocketPair pair(io);
+  network::Transport a(std::move(pair.client)), b(std::move(pair.server));
+  EXPECT_EQ(a.tls(), nullptr);
+  EXPECT_EQ(a.tlsInfo(), nullptr);
+  std::string text(100000, 'x');
+  bool written = false;
+  a.asyncWrite(asio::buffer(text), [&](std::error_code ec, size_t n) {
+    EXPECT_FALSE(ec);
+    EXPECT_EQ(n, text.size());
+    written = true;
+  });
+  std::error_code ec;
+  EXPECT_EQ(readAll(io, b, text.size(), &ec), text);
+  EXPECT_TRUE(runUntil(io, [&] { return written; }));
+  a.shutdownWrite();
+  readAll(io, b, 1, &ec);
+  EXPECT_EQ(ec, asio::error::eof);
+}
+
+TEST(NetworkTransport, TlsHandshakeLargeWritesAndCloseNotify) {
+  Pki pki;
+  auto server_dir = pki.workload("server", "shop", "cart");
+  auto client_dir = pki.workload("client", "shop", "frontend");
+  stats::Store store(1);
+  auto server_ctx = serverContext("common_tls_context: {" + certYaml(server_dir) + "}\n", store);
+  auto client_ctx = clientContext(
+      "common_tls_context: {validation_context: {trusted_ca: {filename: \"" + pki.root() + "\"}}}\n", store);
+  (void)client_dir;
+  asio::io_context io;
+  SocketPair pair(io);
+  network::Transport client(std::move(pair.client)), server(std::move(pair.server));
+  client.attachTls(
+      std::make_unique<TlsTransport>(client.socket(), client_ctx->current(), TlsTransport::Role::kClient));
+  server.attachTls(
+      std::make_unique<TlsTransport>(server.socket(), server_ctx->current(), TlsTransport::Role::kServer));
+  std::optional<std::error_code> c, s;
+  client.asyncHandshake([&](std::error_code ec) { c = ec; });
+  server.asyncHandshake([&](std::error_code ec) { s = ec; });
+  ASSERT_TRUE(runUntil(io, [&] { return c && s; }));
+  ASSERT_FALSE(*c) << client.tls()->failureReason();
+  ASSERT_FALSE(*s) << server.tls()->failureReason();
+  EXPECT_EQ(client.tlsInfo()->tls_version, "TLSv1.2");  // Envoy's client default maximum
+  EXPECT_EQ(server.tlsInfo()->uri_san_local, std::vector<std::string>{spiffe("shop", "cart")});
+
+  // Moving a transport while idle keeps its TLS session on the moved socket.
+  network::Transport moved(std::move(server));
+  std::string text(300000, 'y');
+  for (size_t i = 0; i < text.size(); i += 7) text[i] = static_cast<char>('a' + i % 26);
+  bool written = false;
+  client.asyncWrite(asio::buffer(text), [&](std::error_code ec, size_t n) {
+    EXPECT_FALSE(ec);
+    EXPECT_EQ(n, text.size());
+    written = true;
+  });
+  std::error_code ec;
+  EXPECT_EQ(readAll(io, moved, text.size(), &ec), text);
+  EXPECT_TRUE(runUntil(io, [&] { return written; }));
+  client.shutdownWrite();  // close_notify + FIN
+  readAll(io, moved, 1, &ec);
+  EXPECT_EQ(ec, asio::error::eof);
+}
+
+TEST(NetworkTransport, TlsHandshakeAgainstPlaintextPeerFails) {
+  Pki pki;
+  auto server_dir = pki.workload("server", "shop", "cart");
+  stats::Store store(1);
+  auto server_ctx = serverContext("common_tls_context: {" + certYaml(server_dir) + "}\n", store);
+  asio::io_context io;
+  SocketPair pair(io);
+  network::Transport server(std::move(pair.server));
+  server.attachTls(
+      std::make_unique<TlsTransport>(server.socket(), server_ctx->current(), TlsTransport::Role::kServer));
+  std::string request = "GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+  asio::write(pair.client, asio::buffer(request));
+  std::optional<std::error_code> s;
+  server.asyncHandshake([&](std::error_code ec) { s = ec; });
+  ASSERT_TRUE(runUntil(io, [&] { return s.has_value(); }));
+  EXPECT_EQ(*s, make_error_code(TlsError::kHandshakeFailed));
+  EXPECT_NE(server.tls()->failureReason().find("TLS_error:"), std::string::npos);
+  EXPECT_EQ(counter(store, "listener.test.ssl.connection_error"), 1u);
+}
+
+envoy::config::cluster::v3::Cluster clusterYaml(const std::string& yaml) {
+  return parseYaml<envoy::config::cluster::v3::Cluster>(yaml);
+}
+
+// Host holds atomics (not movable): tests keep it on the heap.
+std::unique_ptr<upstream::Host> hostWith(const std::string& labels_yaml, const std::string& hostname = "") {
+  auto host = std::make_unique<upstream::Host>();
+  host->hostname = hostname;
+  if (!labels_yaml.empty()) {
+    host->metadata = parseYaml<envoy::config::core::v3::Metadata>(
+        "filter_metadata: {envoy.transport_socket_match: " + labels_yaml + "}");
+  }
+  return host;
+}
+
+TEST(UpstreamTransportFactory, MatchesPickPerEndpointMetadata) {
+  Pki pki;
+  stats::Store store(1);
+  auto cluster = clusterYaml(
+      "name: mesh\n"
+      "transport_socket_matches:\n"
+      "- name: tlsMode-istio\n"
+      "  match: {tlsMode: istio}\n"
+      "  transport_socket: {name: envoy.transport_sockets.tls, typed_config: {\"@type\": "
+      "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, "
+      "common_tls_context: {validation_context: {trusted_ca: {filename: \"" +
+      pki.root() +
+      "\"}}}}}\n"
+      "- name: tlsMode-disabled\n"
+      "  match: {}\n"
+      "  transport_socket: {name: envoy.transport_sockets.raw_buffer}\n");
+  auto factory = upstream::makeUpstreamTransportFactory(cluster, store, "cluster.mesh.");
+  ASSERT_TRUE(factory);
+  const auto& istio = factory->select(*hostWith("{tlsMode: istio, other: x}"));
+  EXPECT_EQ(istio.name, "tlsMode-istio");
+  EXPECT_TRUE(istio.context);
+  EXPECT_EQ(istio.index, 1u);
+  const auto& plain = factory->select(*hostWith(""));
+  EXPECT_EQ(plain.name, "tlsMode-disabled");
+  EXPECT_FALSE(plain.context);
+  EXPECT_EQ(factory->select(*hostWith("{tlsMode: disabled}")).index, 2u);
+}
+
+TEST(UpstreamTransportFactory, PlaintextClustersHaveNoFactoryAndBadFilesAreErrors) {
+  stats::Store store(1);
+  EXPECT_FALSE(upstream::makeUpstreamTransportFactory(clusterYaml("name: a\n"), store, "cluster.a."));
+  EXPECT_FALSE(upstream::makeUpstreamTransportFactory(
+      clusterYaml("name: a\ntransport_socket: {name: envoy.transport_sockets.raw_buffer}\n"), store,
+      "cluster.a."));
+  try {
+    upstream::makeUpstreamTransportFactory(
+        clusterYaml(
+            "name: a\ntransport_socket: {name: envoy.transport_sockets.tls, typed_config: {\"@type\": "
+            "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, "
+            "common_tls_context: {validation_context: {trusted_ca: {filename: /nonexistent/ca.pem}}}}}\n"),
+        store, "cluster.a.");
+    FAIL() << "expected an error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("transport_socket"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/ca.pem"), std::string::npos) << e.what();
+  }
+}
+
+TEST(UpstreamTransportFactory, AutoSniUsesTheHostNameNeverAnAddress) {
+  stats::Store store(1);
+  auto cluster = clusterYaml(
+      "name: ext\n"
+      "transport_socket: {name: envoy.transport_sockets.tls, typed_config: {\"@type\": "
+      "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext}}\n"
+      "upstream_http_protocol_options: {auto_sni: true, auto_san_validation: true}\n");
+  auto factory = upstream::makeUpstreamTransportFactory(cluster, store, "cluster.ext.");
+  ASSERT_TRUE(factory);
+  auto options = factory->handshakeOptions(*hostWith("", "api.example.com"));
+  EXPECT_EQ(options.sni, "api.example.com");
+  EXPECT_EQ(options.extra_dns_san_matches, std::vector<std::string>{"api.example.com"});
+  EXPECT_EQ(factory->handshakeOptions(*hostWith("", "10.0.0.1")).sni, "");
+  EXPECT_EQ(factory->handshakeOptions(*hostWith("", ""), "shop.example.com:8443").sni, "shop.example.com");
+}
+
+}  // namespace
+}  // namespace skiff::tls::testing
