@@ -39,6 +39,9 @@ def parse_args():
     p.add_argument("-c", "--connections", type=int, default=50, help="wrk connections (default 50)")
     p.add_argument("-t", "--threads", type=int, default=1, help="wrk threads (default 1)")
     p.add_argument("--warmup", type=int, default=2, help="seconds of unmeasured load first (default 2)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure the targets this many times, interleaved, and report each target's median "
+                        "round by CPU per request (default 1; use 5+ to compare filters within a few %%)")
     p.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
                    help="comma list of " + ",".join(ALL_TARGETS) + " (default " + ",".join(DEFAULT_TARGETS) + ")")
     p.add_argument("--skiff", default=os.path.join(BENCH_DIR, "..", "build", "bin", "skiff"),
@@ -377,6 +380,18 @@ def bench_target(target, args, tmp, procs, backend_port, backend_pids):
     return row
 
 
+def median_round(rows):
+    """The round with the median CPU per request; interleaved rounds spread slow phases of a shared machine
+    over every target instead of penalising whichever ran during them."""
+    ok = [r for r in rows if r.get("cpu_per_10k") is not None and r["status"] == "ok"]
+    if len(rows) == 1 or not ok:
+        return rows[0]
+    ok.sort(key=lambda r: r["cpu_per_10k"])
+    row = dict(ok[len(ok) // 2])
+    row["rounds"] = [round(r["cpu_per_10k"], 3) for r in ok]
+    return row
+
+
 def lua_memory_probe(args, tmp, procs, backend_port):
     """Memory of one Lua state: plain skiff vs skiff with an empty script, both after the same warm-up.
 
@@ -542,6 +557,10 @@ def report(args, rows, info, versions, lock_note, started, lua_lines):
           "## Settings", "",
           f"- load: wrk, {args.threads} thread(s), {args.connections} keep-alive connections, "
           f"GET / ({len(BODY)}-byte body), {args.warmup} s warm-up then {args.duration} s measured, per target",
+          *([f"- {args.rounds} interleaved rounds; each row is the target's median round by CPU per request "
+             "(all rounds' CPU-s / 10k req: "
+             + "; ".join(f"{r['target']} {', '.join(str(x) for x in r['rounds'])}" for r in rows if r.get("rounds"))
+             + ")"] if args.rounds > 1 else []),
           "- each proxy with one worker: skiff `--concurrency 1`, haproxy `nbthread 1`, nginx `worker_processes 1`",
           "- backend: separate nginx, 1 worker, `return 200`; proxies keep connections to it alive",
           f"- pinning: {pin}",
@@ -609,9 +628,13 @@ def main():
         if err:
             sys.exit(f"bench: backend nginx {err}\n{tail(tmp + '/backend.log')}")
         backend_pids = tree_pids(backend.pid)
-        for target in args.targets:
-            print(f"bench: {target} ...", file=sys.stderr, flush=True)
-            rows.append(bench_target(target, args, tmp, procs, backend_port, backend_pids))
+        rounds = {t: [] for t in args.targets}
+        for r in range(max(args.rounds, 1)):
+            for target in args.targets:
+                label = f" (round {r + 1}/{args.rounds})" if args.rounds > 1 else ""
+                print(f"bench: {target}{label} ...", file=sys.stderr, flush=True)
+                rounds[target].append(bench_target(target, args, tmp, procs, backend_port, backend_pids))
+        rows = [median_round(rounds[t]) for t in args.targets]
         if "skiff-lua" in args.targets:
             print("bench: Lua memory probe ...", file=sys.stderr, flush=True)
             probe = lua_memory_probe(args, tmp, procs, backend_port)

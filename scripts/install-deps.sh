@@ -17,7 +17,7 @@ packages=(
   # V8 runtime dependencies (libnode108 is extracted, not installed; see below)
   libicu72 libuv1 libc-ares2 libbrotli1
   # test peers and tools
-  python3 python3-pytest python3-yaml python3-httpbin gunicorn haproxy nginx-light wrk curl nghttp2-client
+  python3 python3-pytest python3-yaml python3-httpbin gunicorn haproxy nginx-light wrk curl nghttp2-client nghttp2-server
   openssl nftables iproute2 procps util-linux
 )
 

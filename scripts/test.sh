@@ -18,6 +18,7 @@ if [ "${SKIFF_SKIP_ASAN:-0}" != 1 ]; then
   echo "== tests under ASan+UBSan"
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+  export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}
   (cd build-asan && ctest --output-on-failure -j2 --timeout 900)
 
   echo "== fuzzing (${SKIFF_FUZZ_SECONDS:-20}s per target)"
