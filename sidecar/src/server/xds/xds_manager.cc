@@ -15,6 +15,7 @@
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb.h"
 #include "server/xds/control_plane_tls.h"
+#include "server/xds/nack_message.h"
 #include "server/xds/route_config_provider.h"
 #include "server/xds/secret_refs.h"
 #include "server/xds/version_hash.h"
@@ -56,17 +57,6 @@ void checkAdsSource(const ConfigSource& source, const std::string& path) {
   if (source.resource_api_version() == envoy::config::core::v3::V2) {
     throw std::invalid_argument(path + ".resource_api_version: V2 is not supported (use V3)");
   }
-}
-
-google::protobuf::Timestamp toTimestamp(std::chrono::system_clock::time_point t) {
-  return TimeUtil::NanosecondsToTimestamp(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
-}
-
-std::string joinErrors(const std::string& head, const std::vector<std::string>& errors) {
-  std::string out = head;
-  for (size_t i = 0; i < errors.size(); ++i) out += (i ? ", " : " ") + errors[i];
-  return out;
 }
 
 int64_t nowMs() {
@@ -495,7 +485,7 @@ std::string XdsManager::onClusters(const xds::ConfigUpdate& update) {
     if (!alive.expired()) checkInitialized();
   });
   if (errors.empty()) return "";
-  return joinErrors("Error adding/updating cluster(s)", errors);
+  return nackMessage("Error adding/updating cluster(s)", errors);
 }
 
 bool XdsManager::applyCluster(const Cluster& cluster, const xds::XdsResource& r, bool first,
@@ -588,7 +578,7 @@ std::string XdsManager::onEndpoints(const xds::ConfigUpdate& update) {
     if (!alive.expired()) checkInitialized();
   });
   if (errors.empty()) return "";
-  return joinErrors("Error updating endpoints of", errors);
+  return nackMessage("Error updating endpoints of", errors);
 }
 
 std::string XdsManager::onRoutes(const xds::ConfigUpdate& update) {
@@ -616,7 +606,7 @@ std::string XdsManager::onRoutes(const xds::ConfigUpdate& update) {
     if (!alive.expired()) checkInitialized();
   });
   if (errors.empty()) return "";
-  return joinErrors("Error updating route configuration(s)", errors);
+  return nackMessage("Error updating route configuration(s)", errors);
 }
 
 std::string XdsManager::onListeners(const xds::ConfigUpdate& update) {
@@ -689,7 +679,7 @@ std::string XdsManager::onListeners(const xds::ConfigUpdate& update) {
     if (!alive.expired()) checkInitialized();
   });
   if (errors.empty()) return "";
-  return joinErrors("Error adding/updating listener(s)", errors);
+  return nackMessage("Error adding/updating listener(s)", errors);
 }
 
 void XdsManager::trimAfterLargeUpdate(const xds::ConfigUpdate& update) {
@@ -713,164 +703,6 @@ std::string XdsManager::applyListener(envoy::config::listener::v3::Listener list
 }
 
 // --- SDS over ADS ---------------------------------------------------------------------------------------
-
-void XdsManager::setSecretRefs(std::map<std::string, std::set<std::string>>& refs, const std::string& user,
-                               std::set<std::string> names) {
-  if (names.empty()) {
-    refs.erase(user);
-  } else {
-    refs[user] = std::move(names);
-  }
-}
-
-bool XdsManager::secretsReady(const std::set<std::string>& names) const {
-  for (const auto& name : names) {
-    if (!secrets_.count(name)) return false;
-  }
-  return true;
-}
-
-std::vector<std::string> XdsManager::warmingOnSecrets() const {
-  std::vector<std::string> out;
-  for (const auto& [name, _] : pending_listeners_) out.push_back(name);
-  for (const auto& [name, _] : pending_clusters_) out.push_back(name);
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-std::vector<std::string> XdsManager::sdsNames() const {
-  std::set<std::string> out(static_secret_refs_.begin(), static_secret_refs_.end());
-  for (const auto* refs : {&listener_secret_refs_, &cluster_secret_refs_}) {
-    for (const auto& [_, names] : *refs) out.insert(names.begin(), names.end());
-  }
-  return {out.begin(), out.end()};
-}
-
-void XdsManager::hold(std::map<std::string, Pending>& pending, const xds::XdsResource& r, bool listener) {
-  Pending& p = pending[r.name];
-  p.resource = r;
-  if (p.timer) return;  // still waiting since the first version: keep that deadline
-  p.timer = std::make_unique<asio::steady_timer>(main_, sds_timeout_);
-  std::weak_ptr<bool> alive = alive_;
-  const std::string name = r.name;
-  p.timer->async_wait([this, alive, name, listener](std::error_code ec) {
-    if (ec || alive.expired()) return;
-    SKIFF_LOG(kConfig, warn,
-              "sds: {} '{}' did not get its secrets within initial_fetch_timeout; applied without them",
-              listener ? "listener" : "cluster", name);
-    releasePending(listener ? pending_listeners_ : pending_clusters_, listener, true, name);
-  });
-  SKIFF_LOG(kConfig, info, "sds: {} '{}' warming until its secrets arrive", listener ? "listener" : "cluster",
-            r.name);
-}
-
-void XdsManager::releasePending(std::map<std::string, Pending>& pending, bool listener, bool force,
-                                const std::string& only) {
-  std::vector<std::string> ready;
-  for (const auto& [name, p] : pending) {
-    if (!only.empty() && name != only) continue;
-    const auto& refs = listener ? listener_secret_refs_ : cluster_secret_refs_;
-    auto it = refs.find(name);
-    if (force || it == refs.end() || secretsReady(it->second)) ready.push_back(name);
-  }
-  for (const auto& name : ready) {
-    auto node = pending.extract(name);
-    const xds::XdsResource& r = node.mapped().resource;
-    std::string error;
-    if (listener) {
-      envoy::config::listener::v3::Listener l;
-      if (r.resource.UnpackTo(&l) && listener_sink_) error = applyListener(std::move(l), r);
-    } else {
-      Cluster c;
-      if (r.resource.UnpackTo(&c) && !applyCluster(c, r, false, &error)) {
-        // Already ACKed: the error is logged and shown in /config_dump.
-      }
-      refreshEdsSubscription();
-    }
-    if (!error.empty())
-      SKIFF_LOG(kConfig, warn, "sds: warming {} '{}' failed: {}", listener ? "listener" : "cluster", name,
-                error);
-  }
-  if (!ready.empty()) {
-    refreshRdsSubscription();
-    std::weak_ptr<bool> alive = alive_;
-    asio::post(main_, [this, alive] {
-      if (!alive.expired()) checkInitialized();
-    });
-  }
-}
-
-std::string XdsManager::onSecrets(const xds::ConfigUpdate& update) {
-  std::vector<std::string> errors;
-  auto& store = tls::processSecretManager().staticStore();
-  const auto wanted = sdsNames();
-  for (const auto& r : update.resources) {
-    if (!std::binary_search(wanted.begin(), wanted.end(), r.name)) continue;  // not (or no longer) asked for
-    envoy::extensions::transport_sockets::tls::v3::Secret secret;
-    if (!r.resource.UnpackTo(&secret)) {
-      errors.push_back(r.name + ": the Secret does not decode");
-      continue;
-    }
-    if (secret.name() != r.name) {
-      errors.push_back(r.name + ": name: the resource name and Secret.name ('" + secret.name() + "') differ");
-      continue;
-    }
-    auto existing = secrets_.find(r.name);
-    if (existing != secrets_.end() && existing->second.resource.value() == r.resource.value()) {
-      existing->second.version = r.version;
-      continue;
-    }
-    try {
-      store.update(secret);  // TLS contexts that use it rebuild (rotation)
-    } catch (const std::invalid_argument& e) {
-      errors.push_back(r.name + ": " + e.what());
-      continue;
-    }
-    secrets_[r.name] = {r.resource, r.version, std::chrono::system_clock::now()};
-    SKIFF_LOG(kConfig, info, "sds: secret '{}' version '{}'", r.name, r.version);
-  }
-  for (const auto& name : update.removed) {
-    // Envoy keeps using a removed secret until nothing references it; new warming waits again.
-    secrets_.erase(name);
-  }
-  releasePending(pending_clusters_, false);
-  releasePending(pending_listeners_, true);
-  if (errors.empty()) return "";
-  return joinErrors("Error adding/updating secret(s)", errors);
-}
-
-void XdsManager::refreshSdsSubscription() {
-  if (refresh_sds_scheduled_) return;
-  refresh_sds_scheduled_ = true;
-  std::weak_ptr<bool> alive = alive_;
-  asio::post(main_, [this, alive] {
-    if (alive.expired()) return;
-    refresh_sds_scheduled_ = false;
-    auto names = sdsNames();
-    // Secrets nothing references any more leave the store (only those ADS put there).
-    for (auto it = secrets_.begin(); it != secrets_.end();) {
-      if (std::binary_search(names.begin(), names.end(), it->first)) {
-        ++it;
-        continue;
-      }
-      tls::processSecretManager().staticStore().remove(it->first);
-      it = secrets_.erase(it);
-    }
-    if (!sds_subscribed_) {
-      if (names.empty()) return;
-      sds_subscribed_ = true;
-      sds_sent_ = names;
-      xds::SubscriptionCallbacks callbacks;
-      callbacks.on_update = [this](const xds::ConfigUpdate& u) { return onSecrets(u); };
-      callbacks.initial_fetch_timeout = std::chrono::milliseconds(0);  // per-resource warming timers instead
-      client_->subscribe(std::string(xds::kSecretType), std::move(names), std::move(callbacks));
-      return;
-    }
-    if (names == sds_sent_) return;
-    sds_sent_ = names;
-    client_->updateSubscription(std::string(xds::kSecretType), std::move(names));
-  });
-}
 
 std::vector<std::string> XdsManager::edsNames() const {
   std::vector<std::string> out;
@@ -1036,83 +868,6 @@ void XdsManager::checkInitialized() {
   initialized_ = true;
   SKIFF_LOG(kConfig, info, "xds: initial configuration fetched");
   if (initialized_cb_) initialized_cb_();
-}
-
-void XdsManager::dumpConfig(const std::function<bool(const std::string&)>& match,
-                            envoy::admin::v3::ClustersConfigDump& clusters,
-                            envoy::admin::v3::EndpointsConfigDump& endpoints,
-                            envoy::admin::v3::ListenersConfigDump& listeners,
-                            envoy::admin::v3::RoutesConfigDump& routes) const {
-  clusters.set_version_info(clusters_.cdsVersionInfo());
-  std::map<std::string, upstream::ClusterInfoConstSharedPtr> latest;
-  for (const auto& info : clusters_.allClusters()) latest[info->name] = info;
-  for (const auto& [name, resource] : dynamic_clusters_) {
-    if (!match(name)) continue;
-    auto active = clusters_.info(name);
-    auto it = latest.find(name);
-    const bool warming = !active || it == latest.end() || it->second != active;
-    auto* entry = warming ? clusters.add_dynamic_warming_clusters() : clusters.add_dynamic_active_clusters();
-    entry->set_version_info(resource.version);
-    *entry->mutable_cluster() = resource.resource;
-    *entry->mutable_last_updated() = toTimestamp(resource.last_updated);
-    entry->set_client_status(envoy::admin::v3::ACKED);
-  }
-  for (const auto& [name, pending] : pending_clusters_) {
-    if (!match(name)) continue;
-    auto* entry = clusters.add_dynamic_warming_clusters();  // waiting for its secrets
-    entry->set_version_info(pending.resource.version);
-    *entry->mutable_cluster() = pending.resource.resource;
-    entry->set_client_status(envoy::admin::v3::ACKED);
-  }
-  for (const auto& [name, error] : cluster_errors_) {
-    if (!match(name)) continue;
-    auto* entry = clusters.add_dynamic_warming_clusters();
-    auto* state = entry->mutable_error_state();
-    state->set_details(error.first);
-    *state->mutable_last_update_attempt() = toTimestamp(error.second);
-    entry->set_client_status(envoy::admin::v3::NACKED);
-    envoy::config::cluster::v3::Cluster named;
-    named.set_name(name);
-    state->mutable_failed_configuration()->PackFrom(named);
-  }
-  for (const auto& [name, resource] : endpoints_) {
-    if (!match(name)) continue;
-    auto* entry = endpoints.add_dynamic_endpoint_configs();
-    entry->set_version_info(resource.version);
-    *entry->mutable_endpoint_config() = resource.resource;
-    *entry->mutable_last_updated() = toTimestamp(resource.last_updated);
-    entry->set_client_status(envoy::admin::v3::ACKED);
-  }
-  listeners.set_version_info(client_->stats().types.count(std::string(xds::kListenerType))
-                                 ? client_->stats().types.at(std::string(xds::kListenerType)).version_info
-                                 : "");
-  for (const auto& [name, resource] : dynamic_listeners_) {
-    if (!match(name)) continue;
-    auto* entry = listeners.add_dynamic_listeners();
-    entry->set_name(name);
-    const bool warming = listener_sink_ && listener_sink_->isWarming(name);
-    auto* state = warming ? entry->mutable_warming_state() : entry->mutable_active_state();
-    state->set_version_info(resource.version);
-    *state->mutable_listener() = resource.resource;
-    *state->mutable_last_updated() = toTimestamp(resource.last_updated);
-    entry->set_client_status(envoy::admin::v3::ACKED);
-  }
-  for (const auto& [name, pending] : pending_listeners_) {
-    if (!match(name) || dynamic_listeners_.count(name)) continue;
-    auto* entry = listeners.add_dynamic_listeners();  // waiting for its secrets
-    entry->set_name(name);
-    entry->mutable_warming_state()->set_version_info(pending.resource.version);
-    *entry->mutable_warming_state()->mutable_listener() = pending.resource.resource;
-    entry->set_client_status(envoy::admin::v3::ACKED);
-  }
-  for (const auto& provider : RouteConfigProviderManager::instance().live()) {
-    if (!provider->config() || !match(provider->name())) continue;
-    auto* entry = routes.add_dynamic_route_configs();
-    entry->set_version_info(provider->version());
-    entry->mutable_route_config()->PackFrom(*provider->config());
-    *entry->mutable_last_updated() = toTimestamp(provider->lastUpdated());
-    entry->set_client_status(envoy::admin::v3::ACKED);
-  }
 }
 
 }  // namespace skiff::server
