@@ -19,6 +19,8 @@ packages=(
   # test peers and tools
   python3 python3-pytest python3-yaml python3-httpbin gunicorn haproxy nginx-light wrk curl nghttp2-client nghttp2-server
   openssl nftables iproute2 procps util-linux
+  # benchmark-only: instruction counts per request (bench/lua_overhead.sh --instructions)
+  valgrind
 )
 
 missing=()
