@@ -96,6 +96,32 @@ def rss_kib(pid):
     raise RuntimeError("no VmRSS")
 
 
+def children(pid):
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def skiff_pid(proc, binary):
+    """The pid of skiff itself: under --wrap (heaptrack, valgrind...) the process we started is the wrapper,
+    whose RSS says nothing about skiff's."""
+    name = Path(binary).name[:15]  # /proc/<pid>/comm is truncated to 15 characters
+    todo = [proc.pid]
+    while todo:
+        pid = todo.pop(0)
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == name:
+                return pid
+        except OSError:
+            continue
+        todo += children(pid)
+    return proc.pid
+
+
 def settled_rss(pid, seconds=1.0):
     """RSS once it stopped moving (two reads `seconds` apart within 1%), at most 10 s."""
     last = rss_kib(pid)
@@ -218,8 +244,9 @@ class Run:
         self.skiff = subprocess.Popen(
             args.wrap.split() + [str(args.skiff), "-c", str(config), "--concurrency", str(args.concurrency), "-l", "warning"],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        if not wait_until(lambda: self.server.command("status")["streams"] == 1, 20):
+        if not wait_until(lambda: self.server.command("status")["streams"] == 1, 60):
             raise RuntimeError(f"skiff did not connect; log in {self.log.name}")
+        self.pid = skiff_pid(self.skiff, args.skiff)
         if not wait_until(lambda: any(t["type_url"] == CDS and t["answer_us"] is not None
                                       for t in self.server.command("timing")["timing"]), 20):
             raise RuntimeError("the initial (empty) CDS response was not ACKed")
@@ -305,11 +332,11 @@ def main():
         with tempfile.TemporaryDirectory(prefix="skiff-xds-bench-") as tmp:
             run = Run(args, tmp)
             try:
-                rss0 = settled_rss(run.skiff.pid)
+                rss0 = settled_rss(run.pid)
                 t0 = time.monotonic()
                 cds, eds = run.generate(n, e, args.timeout)
                 wall = (time.monotonic() - t0) * 1000
-                rss1 = settled_rss(run.skiff.pid)
+                rss1 = settled_rss(run.pid)
                 result.update({
                     "cds_ack_ms": round(ms(cds), 1),
                     "eds_ack_ms": round(sum(ms(t) for t in eds), 1),
@@ -328,11 +355,11 @@ def main():
             with tempfile.TemporaryDirectory(prefix="skiff-xds-bench-") as tmp:
                 run = Run(args, tmp)
                 try:
-                    rss0 = settled_rss(run.skiff.pid)
+                    rss0 = settled_rss(run.pid)
                     run.generate(n, 0, args.timeout)
-                    rss1 = settled_rss(run.skiff.pid)
+                    rss1 = settled_rss(run.pid)
                     _, eds = run.generate(n, e, args.timeout)
-                    rss2 = settled_rss(run.skiff.pid)
+                    rss2 = settled_rss(run.pid)
                     result.update({
                         "bytes_per_cluster": round((rss1 - rss0) * 1024 / n),
                         "bytes_per_endpoint": round((rss2 - rss1) * 1024 / (n * e)) if e else None,

@@ -285,10 +285,11 @@ class Mesh:
     """Context manager: `with Mesh(pods) as m:` builds every pod; leaving (or an error) tears it all down."""
 
     def __init__(self, pods, mode="REDIRECT", ipv6=False, skiff_bin=None, init_bin=None, skiff_args=(),
-                 validate=True, inject=True, sidecar=True, log=None):
+                 validate=True, inject=True, sidecar=True, log=None, config_hook=None):
         """inject=False: plain pods (no rules, no sidecar; the "direct" baseline). sidecar=False: capture
         rules but no skiff (what is captured then has nowhere to go). A pod annotated
-        sidecar.istio.io/inject: "false" is always plain."""
+        sidecar.istio.io/inject: "false" is always plain. config_hook(pod, bootstrap) -> bootstrap edits each
+        sidecar's config before it is written (mesh/mtls_config.py: Istio-style mTLS)."""
         if not (isinstance(pods, list) and pods and all(isinstance(p, Pod) for p in pods)):
             pods = load_pods(pods)
         self.pods = {p.name: p for p in pods}
@@ -301,6 +302,7 @@ class Mesh:
         self.inject = inject
         self.sidecar = sidecar
         self.log = log or (lambda msg: None)
+        self.config_hook = config_hook
         self.run_id = None
         self.workdir = None
         self.procs = []  # (pod, role, Popen)
@@ -441,8 +443,10 @@ class Mesh:
         if not self.sidecar:
             return
         config = self.workdir / pod.name / "skiff.json"
-        config.write_text(json.dumps(sidecar_config.bootstrap(pod, self.pods.values(), tproxy, self.ipv6),
-                                     indent=1))
+        bootstrap = sidecar_config.bootstrap(pod, self.pods.values(), tproxy, self.ipv6)
+        if self.config_hook:
+            bootstrap = self.config_hook(pod, bootstrap)
+        config.write_text(json.dumps(bootstrap, indent=1))
         os.chmod(config, 0o644)
         # REDIRECT: uid/gid 1337. TPROXY: uid 0 (IP_TRANSPARENT needs it) with gid 1337, as Istio runs it. An
         # injected pod says so itself (the skiff container's runAsUser/runAsGroup).

@@ -105,6 +105,12 @@ class RawH2:
         self.sock.close()
 
 
+def built_with_asan():
+    """SKIFF_BIN is an ASan build (its memory figures include ASan's quarantine)."""
+    binary = Path(os.environ.get("SKIFF_BIN", ""))
+    return binary.is_file() and b"__asan_init" in binary.read_bytes()
+
+
 def rss_kb(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -331,14 +331,14 @@ def test_per_route_processing_mode_override(skiff_factory, backend, processor_fa
     assert echo(body)["body"] == "ABC"
 
 
-def test_config_rejects_full_duplex(skiff_factory, backend, processor, tmp_path, skiff_bin):
+def test_config_rejects_grpc_body_mode(skiff_factory, backend, processor, tmp_path, skiff_bin):
     from helpers import run_validate
     import json as _json
     cfg = proxy_config(backend.port, processor.port,
-                       [ext_proc_filter("ext_service", {"request_body_mode": "FULL_DUPLEX_STREAMED"})])
+                       [ext_proc_filter("ext_service", {"request_body_mode": "GRPC"})])
     code, out = run_validate(skiff_bin, _json.dumps(cfg), tmp_path, name="c.json")
     assert code != 0
-    assert "FULL_DUPLEX_STREAMED" in out
+    assert "request_body_mode" in out
 
 
 @pytest.mark.parametrize("allow", [False, True])

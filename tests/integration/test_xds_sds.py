@@ -187,3 +187,55 @@ def test_cluster_warms_on_its_ads_validation_secret(pki, xds_server, skiff_facto
         {"name": "mesh-root", "validation_context": {"trusted_ca": {"filename": str(pki.root)}}}]})
     assert wait_until(lambda: state() == (["tls-upstream"], [])), state()
     assert wait_until(lambda: admin_up(skiff) == 200)
+
+
+def secrets_dump(skiff):
+    dump = json.loads(skiff.admin_get("/config_dump")[1])["configs"]
+    return [c for c in dump if c["@type"].endswith("SecretsConfigDump")][0]
+
+
+def stat(skiff, name):
+    for line in skiff.admin_get(f"/stats?filter=^{name}$")[1].splitlines():
+        key, _, value = line.partition(": ")
+        if key == name:
+            return value
+    return None
+
+
+def test_secrets_in_config_dump_redacted_and_sds_stats(pki, echo, xds_server, skiff_factory, tmp_path):
+    port = free_port()
+    push(xds_server, tmp_path / "v1.json",
+         {"listeners": [tls_listener(port)], "clusters": [backend_cluster(echo.port)]}, "load")
+    skiff = skiff_factory(bootstrap(xds_server.port), wait_ready=False)
+    assert wait_until(lambda: admin_up(skiff) is not None), skiff.logs
+    assert wait_until(lambda: any("server-cert" in r["resource_names"] for r in requests_of(xds_server, SDS)))
+
+    # Subscribed, not in yet: listed as warming by name, as Envoy does.
+    assert wait_until(lambda: [s["name"] for s in secrets_dump(skiff).get("dynamic_warming_secrets", [])]
+                      == ["server-cert"]), secrets_dump(skiff)
+    assert "dynamic_active_secrets" not in secrets_dump(skiff)
+
+    key = (pki.a / "key.pem").read_text()
+    secret = {"name": "server-cert", "tls_certificate": {
+        "certificate_chain": {"filename": str(pki.a / "cert-chain.pem")},
+        "private_key": {"inline_string": key}}}
+    v2 = push(xds_server, tmp_path / "v2.json", {"secrets": [secret]})
+    assert wait_until(lambda: acked(xds_server, SDS, v2["version"]))
+    assert wait_until(lambda: served_serial(port, pki) == leaf_serial(pki.a)), skiff.logs
+
+    dump = secrets_dump(skiff)
+    assert "dynamic_warming_secrets" not in dump, dump
+    [active] = dump["dynamic_active_secrets"]
+    assert active["name"] == "server-cert" and active["version_info"] == v2["version"]
+    assert "last_updated" in active
+    tls = active["secret"]["tls_certificate"]
+    assert tls["private_key"] == {"inline_string": "[redacted]"}, tls  # never the key itself
+    assert "BEGIN" not in json.dumps(dump)
+    assert tls["certificate_chain"]["filename"].endswith("cert-chain.pem")
+
+    # Envoy's sds.<name>.* stats.
+    assert stat(skiff, "sds.server-cert.update_success") == "1"
+    assert stat(skiff, "sds.server-cert.update_rejected") == "0"
+    assert stat(skiff, "sds.server-cert.init_fetch_timeout") == "0"
+    assert stat(skiff, "sds.server-cert.version_text") == f"\"{v2['version']}\""
+    assert int(stat(skiff, "sds.server-cert.update_time")) > 0

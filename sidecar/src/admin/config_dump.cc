@@ -151,6 +151,18 @@ std::vector<std::unique_ptr<pb::Message>> buildDumps(const Bootstrap& bootstrap,
     *entry->mutable_last_updated() = updated;
     entry->mutable_secret()->PackFrom(copy);
   }
+  if (context != nullptr) {
+    context->dumpDynamicSecrets([&names](const std::string& name) { return names.match(name); }, *secrets);
+    for (auto* list :
+         {secrets->mutable_dynamic_active_secrets(), secrets->mutable_dynamic_warming_secrets()}) {
+      for (auto& entry : *list) {
+        envoy::extensions::transport_sockets::tls::v3::Secret secret;
+        if (!entry.secret().UnpackTo(&secret)) continue;
+        redact(secret, false);
+        entry.mutable_secret()->PackFrom(secret);
+      }
+    }
+  }
   dumps.push_back(std::move(secrets));
   return dumps;
 }

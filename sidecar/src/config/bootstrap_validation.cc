@@ -55,6 +55,7 @@ std::optional<std::string> extensionProblem(Category category, const std::string
                                             const google::protobuf::Any* typed_config) {
   if (typed_config != nullptr) {
     const std::string type_url = effectiveTypeUrl(*typed_config);
+    if (findByTypeUrl(type_url, category) != nullptr) return std::nullopt;
     const Extension* ext = findByTypeUrl(type_url);
     if (ext == nullptr) {
       return fmt::format("{} '{}' has type '{}', which is not implemented", categoryName(category), name,

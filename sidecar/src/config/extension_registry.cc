@@ -14,7 +14,10 @@ struct Table {
 
 void addLocked(Table& table, Category category, std::string_view name, std::string_view type_url) {
   for (auto& entry : table.entries) {
-    if (!type_url.empty() && typeNameOfUrl(entry.type_url) == typeNameOfUrl(type_url)) {
+    // One entry per (type, category): a type may serve in two (Istio's stats.PluginConfig is both an HTTP
+    // and a network filter).
+    if (!type_url.empty() && typeNameOfUrl(entry.type_url) == typeNameOfUrl(type_url) &&
+        entry.category == category) {
       entry.category = category;
       entry.name = std::string(name);
       return;
@@ -88,6 +91,17 @@ const Extension* findByTypeUrl(std::string_view type_url) {
   const std::string_view wanted = typeNameOfUrl(type_url);
   for (const auto& entry : t.entries) {
     if (!entry.type_url.empty() && typeNameOfUrl(entry.type_url) == wanted) return &entry;
+  }
+  return nullptr;
+}
+
+const Extension* findByTypeUrl(std::string_view type_url, Category category) {
+  Table& t = table();
+  std::lock_guard<std::mutex> lock(t.mutex);
+  const std::string_view wanted = typeNameOfUrl(type_url);
+  for (const auto& entry : t.entries) {
+    if (entry.category == category && !entry.type_url.empty() && typeNameOfUrl(entry.type_url) == wanted)
+      return &entry;
   }
   return nullptr;
 }

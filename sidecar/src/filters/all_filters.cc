@@ -5,6 +5,8 @@
 #include "filters/http/lua/lua_filter.h"
 #include "filters/http/router/router_filter.h"
 #include "filters/http/wasm/wasm_filter.h"
+#include "filters/istio/istio.h"
+#include "filters/network/wasm/network_wasm.h"
 #include "skiff/filters/http_filter_registry.h"
 
 namespace skiff::filters {
@@ -13,8 +15,10 @@ void registerAllHttpFilters() {
   router::registerRouterFilter();
   lua::registerLuaFilter();
   wasm::registerWasmFilter();
+  network::wasm::registerNetworkWasmFilter();  // the L4 Wasm filter (network filter registry)
   ext_proc::registerExtProcFilter();
   ext_authz::registerExtAuthzFilter();
+  istio::registerIstioFilters();  // after wasm: wraps its registration for null-VM built-ins
 }
 
 }  // namespace skiff::filters

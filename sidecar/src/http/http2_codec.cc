@@ -15,8 +15,8 @@ namespace {
 
 constexpr size_t kClientPrefaceLen = 24;  // "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 constexpr uint8_t kData = 0x0, kHeaders = 0x1, kPriority = 0x2, kSettings = 0x4, kPing = 0x6,
-                  kContinuation = 0x9;
-constexpr uint8_t kFlagAck = 0x1, kFlagEndStream = 0x1;
+                  kWindowUpdate = 0x8, kContinuation = 0x9;
+constexpr uint8_t kFlagAck = 0x1, kFlagEndStream = 0x1, kFlagPadded = 0x8;
 
 nghttp2_session* S(void* p) {
   return static_cast<nghttp2_session*>(p);
@@ -82,6 +82,9 @@ Settings Settings::fromProto(const envoy::config::core::v3::Http2ProtocolOptions
         p.max_consecutive_inbound_frames_with_empty_payload().value();
   if (p.has_max_inbound_priority_frames_per_stream())
     s.max_inbound_priority_frames_per_stream = p.max_inbound_priority_frames_per_stream().value();
+  if (p.has_max_inbound_window_update_frames_per_data_frame_sent())
+    s.max_inbound_window_update_frames_per_data_frame_sent =
+        p.max_inbound_window_update_frames_per_data_frame_sent().value();
   s.allow_connect = p.allow_connect();
   return s;
 }
@@ -125,6 +128,7 @@ struct Codec::Stream {
   bool has_provider = false;
   bool deferred = false;
   bool out_end = false;
+  bool send_queued = false;      // counted in pending_send_streams_: bytes or END_STREAM not framed yet
   bool end_sent = false;         // our END_STREAM frame went out
   bool reset_after_end = false;  // RST_STREAM once it has (resetStreamAfterEnd)
   uint32_t reset_code = 0;
@@ -256,6 +260,13 @@ struct Codec::Impl {
 
   static int onFrameSend(nghttp2_session* session, const nghttp2_frame* frame, void* user) {
     Codec& c = C(user);
+    const uint8_t type = frame->hd.type;
+    ++c.outbound_frames_;
+    if (type == NGHTTP2_RST_STREAM ||
+        ((type == NGHTTP2_PING || type == NGHTTP2_SETTINGS) && (frame->hd.flags & NGHTTP2_FLAG_ACK))) {
+      ++c.outbound_control_frames_;
+    }
+    if (type == NGHTTP2_DATA) ++c.outbound_data_frames_;
     if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
         (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
       if (Stream* s = c.find(frame->hd.stream_id)) {
@@ -278,8 +289,10 @@ struct Codec::Impl {
     if (it == c.streams_.end()) return 0;
     std::unique_ptr<Stream> s = std::move(it->second);
     c.streams_.erase(it);
+    if (c.last_found_ == s.get()) c.last_found_ = nullptr;
     if (c.stats_) c.stats_->streams_active.dec();
     c.pending_send_bytes_ -= s->out.size() - s->out_off;
+    c.setSendQueued(*s, false);
     if (s->refused) return 0;
     const bool remote = s->remote_reset;
     if (remote && error_code != 0 && c.role_ == Role::kServer) {
@@ -317,6 +330,7 @@ struct Codec::Impl {
         s->out_off = 0;
       }
     }
+    if (s->out_off == s->out.size()) c.setSendQueued(*s, false);
     if (s->out_off == s->out.size() && s->out_end) {
       *flags |= NGHTTP2_DATA_FLAG_EOF;
       if (s->out_trailers) {
@@ -352,6 +366,10 @@ Codec::Codec(Role role, const Settings& settings, Callbacks& callbacks, const Ht
   nghttp2_option_set_no_auto_window_update(opt, 1);
   nghttp2_option_set_max_continuations(opt, settings_.max_continuation_frames + 1);  // ours trips first
   nghttp2_option_set_max_reserved_remote_streams(opt, 0);
+  // nghttp2 keeps closed streams for the RFC 7540 priority tree, up to SETTINGS_MAX_CONCURRENT_STREAMS (2^31
+  // by Envoy's default): a client opening stream after stream would grow memory without bound. We never use
+  // that tree.
+  nghttp2_option_set_no_closed_streams(opt, 1);
   // nghttp2's own RST_STREAM rate limit stays as a backstop above the premature-reset rule.
   nghttp2_option_set_stream_reset_rate_limit(opt, 2000, 100);
   if (role_ == Role::kClient) {
@@ -392,9 +410,14 @@ Codec::~Codec() {
   nghttp2_session_del(S(session_));
 }
 
+// Callbacks come in runs for one stream (a header block's fields, a DATA frame's chunks): the last stream
+// found is checked first.
 Codec::Stream* Codec::find(int32_t stream_id) const {
+  if (last_found_ != nullptr && last_found_->id == stream_id) return last_found_;
   auto it = streams_.find(stream_id);
-  return it == streams_.end() ? nullptr : it->second.get();
+  if (it == streams_.end()) return nullptr;
+  last_found_ = it->second.get();
+  return last_found_;
 }
 
 void Codec::fail(uint32_t error_code, std::string reason) {
@@ -414,6 +437,12 @@ bool Codec::scanFrames(std::string_view bytes) {
   }
   while (i < bytes.size()) {
     if (frame_payload_left_ > 0) {
+      if (padded_pending_) {  // the pad length decides whether a PADDED frame carries anything
+        padded_pending_ = false;
+        const uint32_t pad = 1u + static_cast<uint8_t>(bytes[i]);
+        const uint32_t payload = padded_length_ > pad ? padded_length_ - pad : 0;
+        if (!trackEmptyFrame(padded_type_, padded_flags_, payload)) return false;
+      }
       const size_t n = std::min(frame_payload_left_, bytes.size() - i);
       frame_payload_left_ -= n;
       i += n;
@@ -437,16 +466,15 @@ bool Codec::scanFrames(std::string_view bytes) {
       fail(NGHTTP2_ENHANCE_YOUR_CALM, "CONTINUATION flood");
       return false;
     }
-    const bool empty = length == 0 && (type == kData || type == kHeaders || type == kContinuation) &&
-                       !(type != kContinuation && (flags & kFlagEndStream));
-    if (empty) {
-      if (++consecutive_empty_frames_ > settings_.max_consecutive_inbound_frames_with_empty_payload) {
-        if (stats_) stats_->inbound_empty_frames_flood.inc();
-        fail(NGHTTP2_ENHANCE_YOUR_CALM, "empty frame flood");
+    if (type == kData || type == kHeaders || type == kContinuation) {
+      if (type != kContinuation && (flags & kFlagPadded) && length > 0) {
+        padded_pending_ = true;
+        padded_type_ = type;
+        padded_flags_ = flags;
+        padded_length_ = length;
+      } else if (!trackEmptyFrame(type, flags, length)) {
         return false;
       }
-    } else if (type == kData || type == kHeaders || type == kContinuation) {
-      consecutive_empty_frames_ = 0;
     }
     if (type == kPriority) {
       ++priority_frames_;
@@ -457,9 +485,21 @@ bool Codec::scanFrames(std::string_view bytes) {
         return false;
       }
     }
+    // WINDOW_UPDATEs are bounded by the streams opened and the DATA frames we sent (Envoy's formula).
+    if (type == kWindowUpdate) {
+      ++window_update_frames_;
+      if (window_update_frames_ >
+          5 + 2 * (streams_opened_ +
+                   uint64_t{settings_.max_inbound_window_update_frames_per_data_frame_sent} *
+                       outbound_data_frames_)) {
+        if (stats_) stats_->inbound_window_update_frames_flood.inc();
+        fail(NGHTTP2_ENHANCE_YOUR_CALM, "WINDOW_UPDATE flood");
+        return false;
+      }
+    }
     // Each PING and SETTINGS makes us queue an ACK; a peer that never reads them piles them up.
     if ((type == kPing || type == kSettings) && !(flags & kFlagAck)) {
-      if (++pending_control_frames_ > settings_.max_outbound_control_frames) {
+      if (++pending_control_frames_ + outbound_control_frames_ > settings_.max_outbound_control_frames) {
         if (stats_) stats_->outbound_control_flood.inc();
         fail(NGHTTP2_ENHANCE_YOUR_CALM, type == kPing ? "PING flood" : "SETTINGS flood");
         return false;
@@ -469,9 +509,57 @@ bool Codec::scanFrames(std::string_view bytes) {
   return true;
 }
 
+// HEADERS, CONTINUATION and DATA frames without payload (padding aside) and without END_STREAM.
+bool Codec::trackEmptyFrame(uint8_t type, uint8_t flags, uint32_t payload) {
+  const bool end_stream = type != kContinuation && (flags & kFlagEndStream);
+  if (payload != 0 || end_stream) {
+    consecutive_empty_frames_ = 0;
+    return true;
+  }
+  if (++consecutive_empty_frames_ > settings_.max_consecutive_inbound_frames_with_empty_payload) {
+    if (stats_) stats_->inbound_empty_frames_flood.inc();
+    fail(NGHTTP2_ENHANCE_YOUR_CALM, "empty frame flood");
+    return false;
+  }
+  return true;
+}
+
+void Codec::setSendQueued(Stream& s, bool queued) {
+  if (s.send_queued == queued) return;
+  s.send_queued = queued;
+  if (queued) {
+    ++pending_send_streams_;
+  } else {
+    --pending_send_streams_;
+  }
+}
+
+// Output the peer does not read: too many frames (or control frames) queued closes the connection. A stream
+// whose answer waits for flow-control window counts as a queued frame too: a client that never reads nor
+// opens its window would otherwise make us keep one finished stream per request.
+bool Codec::checkOutboundLimits() {
+  if (role_ != Role::kServer) return true;
+  if (uint64_t{outbound_frames_} + pending_send_streams_ > settings_.max_outbound_frames) {
+    if (stats_) stats_->outbound_flood.inc();
+    fail(NGHTTP2_ENHANCE_YOUR_CALM, "outbound frame flood");
+    return false;
+  }
+  if (outbound_control_frames_ > settings_.max_outbound_control_frames) {
+    if (stats_) stats_->outbound_control_flood.inc();
+    fail(NGHTTP2_ENHANCE_YOUR_CALM, "outbound control frame flood");
+    return false;
+  }
+  return true;
+}
+
+void Codec::onOutputWritten(OutboundFrames written) {
+  outbound_frames_ -= std::min(outbound_frames_, written.frames);
+  outbound_control_frames_ -= std::min(outbound_control_frames_, written.control);
+}
+
 bool Codec::receive(std::string_view bytes) {
   if (failed_) return false;
-  if (!scanFrames(bytes)) return false;
+  if (!checkOutboundLimits() || !scanFrames(bytes)) return false;
   const ssize_t rv =
       nghttp2_session_mem_recv(S(session_), reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
   if (rv < 0) {
@@ -526,6 +614,7 @@ bool Codec::takeOutput(std::string& out) {
     if (n == 0) break;
     out.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
   }
+  pending_control_frames_ = 0;  // their ACKs are serialized now, counted in outbound_control_frames_
   if (stats_) stats_->pending_send_data.set(static_cast<int64_t>(pending_send_bytes_));
   return true;
 }
@@ -587,6 +676,7 @@ bool Codec::sendData(int32_t stream_id, http::Buffer& data, bool end_stream) {
   }
   data.clear();
   s->out_end = end_stream;
+  setSendQueued(*s, !s->out.empty() || end_stream);
   if (s->deferred) {
     s->deferred = false;
     nghttp2_session_resume_data(S(session_), stream_id);
@@ -598,6 +688,7 @@ bool Codec::sendTrailers(int32_t stream_id, const http::HeaderMap& trailers) {
   Stream* s = find(stream_id);
   if (s == nullptr || !s->has_provider || s->out_end) return false;
   s->out_end = true;
+  setSendQueued(*s, true);
   if (!trailers.empty()) s->out_trailers = std::make_unique<http::HeaderMap>(trailers);
   if (s->deferred) {
     s->deferred = false;

@@ -272,6 +272,7 @@ void dispatch(WorkerContext& worker, const ListenerConfig& listener, const Filte
     auto session = std::make_shared<TcpProxySession>(worker, std::move(transport), chain.tcp_proxy,
                                                      listener.stats, std::move(info));
     session->accepted_by = &listener;
+    session->setNetworkFilters(chain.network_filters);  // Wasm network filters (WASM-FEAT)
     session->start();
     return;
   }

@@ -148,6 +148,14 @@ FilterChainConfigConstSharedPtr buildFilterChain(const envoy::config::listener::
                                   "(http_connection_manager or tcp_proxy), not '" +
                                   what + "'");
     }
+    // Registered network filters (the Wasm one); a null factory means "not run here" (skipped as before).
+    if (const auto* reg =
+            filters::network::findNetworkFilter(f.has_typed_config() ? effectiveType(f) : "", f.name())) {
+      if (auto factory = reg->create(f.typed_config(), store, fpath)) {
+        chain->network_filters.push_back(std::move(factory));
+        continue;
+      }
+    }
     if (isTelemetryOnly(f)) {
       SKIFF_LOG(kConfig, warn, "{}: network filter '{}' is not supported; skipped (telemetry only)", fpath,
                 f.name());
@@ -163,6 +171,10 @@ FilterChainConfigConstSharedPtr buildFilterChain(const envoy::config::listener::
       continue;
     }
     throw std::invalid_argument(fpath + ": network filter '" + what + "' is not supported");
+  }
+  if (chain->hcm && !chain->network_filters.empty()) {
+    SKIFF_LOG(kConfig, warn,
+              "{}: network filters before http_connection_manager are not run (tcp_proxy only)", path);
   }
   return chain;
 }

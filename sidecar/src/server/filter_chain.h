@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "envoy/config/listener/v3/listener_components.pb.h"
+#include "filters/network/network_filter.h"
 #include "server/http/connection_manager_config.h"
 #include "skiff/network/connection_info.h"
 #include "skiff/stats/stats.h"
@@ -31,6 +32,8 @@ struct FilterChainConfig {
 #ifdef SKIFF_HAVE_TCP_PROXY
   TcpProxyConfigSharedPtr tcp_proxy;  // set when it is tcp_proxy
 #endif
+  // Network filters in front of tcp_proxy (e.g. the Wasm network filter), in chain order.
+  std::vector<filters::network::FilterFactorySharedPtr> network_filters;
   // Non-empty: the chain takes part in matching but cannot be served faithfully (an RBAC filter we
   // cannot enforce), so connections it wins are closed.
   std::string unusable;

@@ -225,16 +225,34 @@ void ActiveListener::accept() {
   if (stopped_) return;
   auto self = shared_from_this();
   acceptor_.async_accept(worker_.io, [self](std::error_code ec, asio::ip::tcp::socket socket) {
-    if (self->stopped_) return;
     if (ec) {
-      if (ec == asio::error::operation_aborted) return;
+      if (self->stopped_ || ec == asio::error::operation_aborted) return;
       SKIFF_LOG(kConnection, debug, "accept on {} failed: {}", self->bound_address_, ec.message());
       self->accept();
+      return;
+    }
+    if (self->stopped_) {
+      self->onAcceptedAfterStop(std::move(socket));
       return;
     }
     onAccepted(self->worker_, self->index_, *self->config_, std::move(socket));
     self->accept();
   });
+}
+
+// The accept completed before stop() (an LDS update replaced this listener in the same loop turn): the
+// connection is established and the client may be sending already. Dropping it would reset it; the
+// listener that now owns the address on this worker serves it instead (none: the listener was removed or
+// the server is shutting down, and the connection goes as a queued one would).
+void ActiveListener::onAcceptedAfterStop(asio::ip::tcp::socket socket) {
+  std::error_code ec;
+  const auto local = socket.local_endpoint(ec);
+  if (ec || worker_.draining) return;
+  const ListenerConfig* current = index_.find(local);
+  if (current == nullptr || current == config_.get()) return;
+  SKIFF_LOG(kConnection, debug, "listener '{}' stopped with a connection accepted: handed to its successor",
+            config_->name);
+  onAccepted(worker_, index_, *current, std::move(socket));
 }
 
 }  // namespace skiff::server

@@ -94,6 +94,7 @@ class ActiveListener : public std::enable_shared_from_this<ActiveListener> {
 
  private:
   void accept();
+  void onAcceptedAfterStop(asio::ip::tcp::socket socket);
 
   WorkerContext& worker_;
   const ListenerIndex& index_;

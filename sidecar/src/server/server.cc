@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <fstream>
 
+#include "filters/http/wasm/wasm_plugin_config.h"  // Wasm code.remote fetches (WASM-FEAT)
+#include "filters/istio/workload.h"                // Istio local node (ISTIO-STATS)
 #include "server/listener_filters/listener_filter.h"
 #include "server/xds/route_config_provider.h"
 #include "server/xds/xds_manager.h"
@@ -106,11 +108,13 @@ stats::Store& Server::stats() {
 
 void Server::setUp() {
   stats::Store& store = stats::defaultStore();
-  wasm::setLocalNode(bootstrap_.node());  // node.* properties of WASM plugins
+  wasm::setLocalNode(bootstrap_.node());            // node.* properties of WASM plugins
+  filters::istio::setLocalNode(bootstrap_.node());  // Istio workload labels and peer metadata
   const uint32_t n = options_.concurrency;
   for (uint32_t i = 0; i < n; ++i) workers_.push_back(std::make_unique<Worker>(i));
 
   cluster_manager_ = std::make_unique<upstream::ClusterManager>(main_, store);
+  filters::wasm::installRemoteCodeFetch(main_, *cluster_manager_, store);  // Wasm code.remote (WASM-FEAT)
   cluster_manager_->setUpdateCallback([this](const std::string& name,
                                              const upstream::ClusterInfoConstSharedPtr& info,
                                              const upstream::HostSetConstSharedPtr& hosts) {
@@ -273,6 +277,11 @@ void Server::dumpDynamicConfig(const std::function<bool(const std::string&)>& ma
                                envoy::admin::v3::ListenersConfigDump& listeners,
                                envoy::admin::v3::RoutesConfigDump& routes) const {
   if (xds_) xds_->dumpConfig(match, clusters, endpoints, listeners, routes);
+}
+
+void Server::dumpDynamicSecrets(const std::function<bool(const std::string&)>& match,
+                                envoy::admin::v3::SecretsConfigDump& secrets) const {
+  if (xds_) xds_->dumpSecrets(match, secrets);
 }
 
 std::vector<std::pair<std::string, std::string>> Server::listenerAddresses() const {

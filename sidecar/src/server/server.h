@@ -49,6 +49,8 @@ class Server : public AdminContext {
                          envoy::admin::v3::EndpointsConfigDump& endpoints,
                          envoy::admin::v3::ListenersConfigDump& listeners,
                          envoy::admin::v3::RoutesConfigDump& routes) const override;
+  void dumpDynamicSecrets(const std::function<bool(const std::string&)>& match,
+                          envoy::admin::v3::SecretsConfigDump& secrets) const override;
   std::string serverInfoCommandLine() const override;
   std::chrono::system_clock::time_point startTime() const override { return start_time_; }
   void setHealthCheckFailed(bool failed) override { health_check_failed_ = failed; }

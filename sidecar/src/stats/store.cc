@@ -195,13 +195,33 @@ struct Store::Impl {
     std::vector<uint32_t> offsets;
     uint32_t cells = 0;
     std::unordered_map<std::string_view, uint32_t> index;
+    // The runs of one schema are packed into chunks of their own (see allocateGroup).
+    uint32_t next = 0, end = 0;
   };
   struct Group {
     const Schema* schema;
     uint32_t first;
   };
 
-  const Schema& schemaFor(std::span<const StatSpec> specs) {
+  // A group's run comes from chunks that hold runs of its schema only. Groups written by different threads
+  // (a cluster's main-thread stats vs its traffic stats) then never share a page, so the pages of stats
+  // that only the main thread writes stay dense and the pages of stats nobody wrote stay uncommitted.
+  // Caller holds `mu`.
+  bool allocateGroup(Schema& schema, uint32_t* first) {
+    const uint32_t n = schema.cells;
+    if (n > kChunkCells / 4) return allocate(n, first);  // big runs: no packing needed
+    if (schema.end - schema.next < n || schema.end == 0) {
+      uint32_t chunk_first = 0;
+      if (!allocate(kChunkCells, &chunk_first)) return allocate(n, first);
+      schema.next = chunk_first;
+      schema.end = chunk_first + kChunkCells;
+    }
+    *first = schema.next;
+    schema.next += n;
+    return true;
+  }
+
+  Schema& schemaFor(std::span<const StatSpec> specs) {
     auto& slot = schemas[specs.data()];
     if (!slot) {
       slot = std::make_unique<Schema>();
@@ -310,35 +330,70 @@ Histogram Store::histogram(std::string_view name, Histogram::Unit unit) {
   return Histogram(this, cell);
 }
 
-StatGroup Store::group(std::string_view prefix, std::span<const StatSpec> specs) {
-  StatGroup out;
-  out.store_ = this;
-  out.cells_.resize(specs.size());
+// Registers a group; true with its run's first cell when it is one run of `specs`' schema (then
+// *offsets are the schema's), else false with each name's cell in *cells (names that existed on their own).
+bool Store::registerGroup(std::string_view prefix, std::span<const StatSpec> specs, uint32_t* first,
+                          const uint32_t** offsets, std::vector<uint32_t>* cells) {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  const Impl::Schema& schema = impl_->schemaFor(specs);
+  Impl::Schema& schema = impl_->schemaFor(specs);
+  *offsets = schema.offsets.data();
   const std::string key(prefix);
   auto it = impl_->groups.find(key);
   if (it != impl_->groups.end()) {
     for (const Impl::Group& g : it->second) {
       if (g.schema != &schema) continue;
-      for (size_t i = 0; i < specs.size(); ++i) out.cells_[i] = g.first + schema.offsets[i];
-      return out;  // registered before (a cluster's new version): same cells
+      *first = g.first;
+      return true;  // registered before (a cluster's new version): same cells
     }
   }
-  uint32_t first = 0;
   bool text = false;
   for (const auto& spec : specs) text = text || spec.type == StatType::kTextReadout;
-  if (text || impl_->overlaps(key, schema) || !impl_->allocate(schema.cells, &first)) {
+  if (text || impl_->overlaps(key, schema) || !impl_->allocateGroup(schema, first)) {
     // Some names exist already (or the run does not fit): one entry per name, sharing what exists.
+    cells->resize(specs.size());
     for (size_t i = 0; i < specs.size(); ++i) {
       impl_->getOrCreateLocked(key + std::string(specs[i].suffix), specs[i].type, specs[i].unit,
-                               &out.cells_[i]);
+                               &(*cells)[i]);
     }
-    return out;
+    return false;
   }
-  impl_->groups[key].push_back({&schema, first});
-  for (size_t i = 0; i < specs.size(); ++i) out.cells_[i] = first + schema.offsets[i];
+  impl_->groups[key].push_back({&schema, *first});
+  return true;
+}
+
+StatGroup Store::group(std::string_view prefix, std::span<const StatSpec> specs) {
+  StatGroup out;
+  out.store_ = this;
+  uint32_t first = 0;
+  const uint32_t* offsets = nullptr;
+  if (registerGroup(prefix, specs, &first, &offsets, &out.cells_)) {
+    out.cells_.resize(specs.size());
+    for (size_t i = 0; i < specs.size(); ++i) out.cells_[i] = first + offsets[i];
+  }
   return out;
+}
+
+CompactStatGroup Store::compactGroup(std::string_view prefix, std::span<const StatSpec> specs) {
+  CompactStatGroup out;
+  out.store_ = handleId();
+  std::vector<uint32_t> cells;
+  if (!registerGroup(prefix, specs, &out.first_, &out.offsets_, &cells)) {
+    out.own_ = std::make_unique<uint32_t[]>(cells.size());
+    std::copy(cells.begin(), cells.end(), out.own_.get());
+    out.offsets_ = out.own_.get();
+    out.first_ = 0;
+  }
+  return out;
+}
+
+Counter CompactStatGroup::counter(size_t i) const {
+  return Counter(Store::byHandleId(store_), cell(i));
+}
+Gauge CompactStatGroup::gauge(size_t i) const {
+  return Gauge(Store::byHandleId(store_), cell(i));
+}
+Histogram CompactStatGroup::histogram(size_t i) const {
+  return Histogram(Store::byHandleId(store_), cell(i));
 }
 
 Counter StatGroup::counter(size_t i) const {

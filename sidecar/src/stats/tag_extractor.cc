@@ -10,6 +10,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "stats/labelled_internal.h"
 #include "stats/render_util.h"
 
 namespace skiff::stats {
@@ -74,6 +75,7 @@ std::vector<Extractor> buildExtractors() {
 ExtractedName extractUncached(std::string_view name) {
   static const std::vector<Extractor> kExtractors = buildExtractors();
   ExtractedName result;
+  if (labelledTags(name, &result)) return result;  // labelled families carry their labels (labelled.cc)
   std::vector<bool> removed(name.size(), false);
   re2::StringPiece input(name.data(), name.size());
   re2::StringPiece groups[3];

@@ -4,6 +4,7 @@
 
 #include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb.h"
@@ -117,9 +118,11 @@ int newClientSession(SSL* ssl, SSL_SESSION* session) {
   auto* snap = static_cast<const ContextSnapshot*>(
       SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ContextSnapshot::ctxIndex()));
   if (snap == nullptr || snap->max_session_keys == 0) return 0;
+  // The SNI this connection sent: the session's own hostname is recorded only when the server
+  // acknowledged SNI, which servers without a servername callback never do.
+  const auto* state = static_cast<const ConnectionState*>(SSL_get_ex_data(ssl, ConnectionState::sslIndex()));
   std::lock_guard<std::mutex> lock(snap->session_mu);
-  snap->sessions.emplace_front(session);
-  while (snap->sessions.size() > snap->max_session_keys) snap->sessions.pop_back();
+  snap->storeSession(state != nullptr ? std::string_view(state->sni) : std::string_view(), session);
   return 1;  // we keep the reference
 }
 
@@ -149,6 +152,31 @@ void TlsStats::incFamily(std::string_view family, std::string_view value) const 
 int ContextSnapshot::ctxIndex() {
   static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
   return index;
+}
+
+SSL_SESSION* ContextSnapshot::sessionFor(std::string_view sni) const {
+  for (const auto& entry : sessions) {
+    if (entry.sni == sni) return entry.sessions.empty() ? nullptr : entry.sessions.front().get();
+  }
+  return nullptr;
+}
+
+void ContextSnapshot::storeSession(std::string_view sni, SSL_SESSION* session) const {
+  detail::SslSessionPtr owned(session);
+  auto it =
+      std::find_if(sessions.begin(), sessions.end(), [&](const SniSessions& e) { return e.sni == sni; });
+  if (it == sessions.end()) {
+    sessions.emplace_front();
+    sessions.front().sni = sni;
+    if (sessions.size() > kMaxSessionSnis) sessions.pop_back();
+  } else if (it != sessions.begin()) {
+    SniSessions moved = std::move(*it);
+    sessions.erase(it);
+    sessions.push_front(std::move(moved));
+  }
+  auto& list = sessions.front().sessions;
+  list.push_front(std::move(owned));
+  while (list.size() > max_session_keys) list.pop_back();
 }
 
 int ConnectionState::sslIndex() {

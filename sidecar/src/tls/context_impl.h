@@ -42,8 +42,20 @@ class ContextSnapshot {
   std::vector<std::string> local_uri_sans, local_dns_sans;
   std::string local_subject, local_serial;
 
+  // Client session cache, one list per SNI sent (a session resumes only under the name it was made for,
+  // RFC 8446 4.6.1; with auto_sni one context serves many names). Each list is newest first and holds at
+  // most max_session_keys; past kMaxSessionSnis names the least recently stored one is dropped.
+  struct SniSessions {
+    std::string sni;
+    std::deque<detail::SslSessionPtr> sessions;
+  };
+  static constexpr size_t kMaxSessionSnis = 64;
   mutable std::mutex session_mu;
-  mutable std::deque<detail::SslSessionPtr> sessions;  // client: newest first
+  mutable std::deque<SniSessions> sessions;  // most recently stored SNI first
+  // Callers hold session_mu. The newest session stored for `sni`, or null.
+  SSL_SESSION* sessionFor(std::string_view sni) const;
+  // Callers hold session_mu. Stores `session` (taking the reference) under `sni`.
+  void storeSession(std::string_view sni, SSL_SESSION* session) const;
 
   static int ctxIndex();
 };
@@ -52,6 +64,7 @@ class ContextSnapshot {
 struct ConnectionState {
   const ContextSnapshot* context = nullptr;
   std::vector<std::string> extra_dns_sans;  // auto_sni_san_validation
+  std::string sni;                          // client: the SNI sent (keys the session cache)
   std::string verify_detail;                // "verify cert failed: SAN matcher"
   bool chain_validated = false;
   static int sslIndex();

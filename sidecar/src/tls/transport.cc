@@ -125,8 +125,11 @@ struct TlsTransport::Impl {
   std::string sni_sent;
   std::vector<char> staging;
 
+  // Every I/O loop goes straight back to SSL_* after this: if another handler closed the socket meanwhile,
+  // its descriptor number may already be another connection's, so report it as gone.
   asio::awaitable<std::error_code> wait(asio::socket_base::wait_type type) {
     auto [ec] = co_await socket->async_wait(type, kToken);
+    if (!ec && !socket->is_open()) ec = asio::error::bad_descriptor;
     co_return ec;
   }
 
@@ -229,6 +232,7 @@ struct TlsTransport::Impl {
   }
 
   asio::awaitable<std::error_code> writeAll(const char* data, size_t size) {
+    if (size > 0 && !socket->is_open()) co_return std::error_code(asio::error::bad_descriptor);
     while (size > 0) {
       ERR_clear_error();
       size_t written = 0;
@@ -309,11 +313,22 @@ static bool beginHandshake(TlsTransport::Impl& d, std::error_code* error) {
       }
       SSL_set_alpn_protos(d.ssl.get(), wire.data(), static_cast<unsigned int>(wire.size()));
     }
+    // Resume only a session made for the same SNI (RFC 8446 4.6.1): with auto_sni one context serves many
+    // names, and a resumed handshake skips the certificate check (auto_san_validation) altogether.
+    d.state.sni = d.sni_sent;
     std::lock_guard<std::mutex> lock(d.context->session_mu);
-    if (!d.context->sessions.empty()) SSL_set_session(d.ssl.get(), d.context->sessions.front().get());
+    if (SSL_SESSION* session = d.context->sessionFor(d.sni_sent)) SSL_set_session(d.ssl.get(), session);
   } else {
     SSL_set_accept_state(d.ssl.get());
   }
+  return true;
+}
+
+// OpenSSL holds the descriptor number (socket BIO): once the socket is closed that number may already
+// belong to another connection, so no step may touch OpenSSL's I/O any more.
+static bool socketGone(const TlsTransport::Impl& d, TlsTransport::Step* step) {
+  if (d.socket->is_open()) return false;
+  step->error = asio::error::bad_descriptor;
   return true;
 }
 
@@ -321,6 +336,7 @@ TlsTransport::Step TlsTransport::handshakeStep() {
   Impl& d = *impl_;
   Step step;
   if (d.established) return step;
+  if (socketGone(d, &step)) return step;
   if (!d.started && !beginHandshake(d, &step.error)) return step;
   if (!d.ssl) {
     step.error = make_error_code(TlsError::kHandshakeFailed);
@@ -352,7 +368,7 @@ TlsTransport::Step TlsTransport::readStep(asio::mutable_buffer buffer) {
     step.error = make_error_code(TlsError::kNotConnected);
     return step;
   }
-  if (buffer.size() == 0) return step;
+  if (buffer.size() == 0 || socketGone(d, &step)) return step;
   ERR_clear_error();
   errno = 0;
   int r = SSL_read_ex(d.ssl.get(), buffer.data(), buffer.size(), &step.bytes);
@@ -380,7 +396,7 @@ TlsTransport::Step TlsTransport::writeStep(asio::const_buffer buffer) {
     step.error = make_error_code(TlsError::kNotConnected);
     return step;
   }
-  if (buffer.size() == 0) return step;
+  if (buffer.size() == 0 || socketGone(d, &step)) return step;
   ERR_clear_error();
   errno = 0;
   int r = SSL_write_ex(d.ssl.get(), buffer.data(), buffer.size(), &step.bytes);
@@ -402,7 +418,7 @@ TlsTransport::Step TlsTransport::writeStep(asio::const_buffer buffer) {
 TlsTransport::Step TlsTransport::shutdownStep() {
   Impl& d = *impl_;
   Step step;
-  if (!d.established || !d.ssl || d.errored) return step;
+  if (!d.established || !d.ssl || d.errored || !d.socket->is_open()) return step;
   ERR_clear_error();
   int r = SSL_shutdown(d.ssl.get());
   if (r >= 0) return step;  // close_notify sent (0: the peer's not seen yet, which we don't wait for)
@@ -438,6 +454,7 @@ asio::awaitable<std::pair<std::error_code, size_t>> TlsTransport::readSome(asio:
   Impl& d = *impl_;
   if (!d.established) co_return std::make_pair(make_error_code(TlsError::kNotConnected), size_t{0});
   if (buffer.size() == 0) co_return std::make_pair(std::error_code(), size_t{0});
+  if (!d.socket->is_open()) co_return std::make_pair(std::error_code(asio::error::bad_descriptor), size_t{0});
   while (true) {
     ERR_clear_error();
     errno = 0;
@@ -493,7 +510,7 @@ asio::awaitable<std::error_code> TlsTransport::write(asio::const_buffer buffer) 
 
 asio::awaitable<std::error_code> TlsTransport::shutdown() {
   Impl& d = *impl_;
-  if (!d.established) co_return std::error_code();
+  if (!d.established || !d.ssl || !d.socket->is_open()) co_return std::error_code();
   while (true) {
     ERR_clear_error();
     int r = SSL_shutdown(d.ssl.get());

@@ -26,8 +26,7 @@ struct ClusterManager::Cluster {
     asio::steady_timer timer;
   };
 
-  std::string name;
-  ClusterInfoConstSharedPtr info;         // newest version (published or warming)
+  ClusterInfoConstSharedPtr info;         // newest version (published or warming); info->name is the name
   ClusterInfoConstSharedPtr active_info;  // last published version
   HostSetConstSharedPtr active_hosts;     // last published hosts
   bool warming = true;                    // `info` not published yet

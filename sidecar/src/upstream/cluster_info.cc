@@ -1,6 +1,9 @@
 // Cluster config → ClusterInfo: validation, defaults and the options workers and pools read.
 #include "skiff/upstream/cluster_info.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+
 #include <cctype>
 #include <stdexcept>
 
@@ -175,10 +178,19 @@ ClusterInfo::ClusterInfo(const Cluster& cfg, stats::Store& store, bool added_via
       type(cfg.type()),
       added_via_api(added_via_api_in),
       version_info(std::move(version)),
-      config(cfg),
       stats(store, stat_name),
-      resources(store, stat_name, "default", parseLimits(cfg, envoy::config::core::v3::DEFAULT)),
-      resources_high(store, stat_name, "high", parseLimits(cfg, envoy::config::core::v3::HIGH)) {
+      resources(*this, false, parseLimits(cfg, envoy::config::core::v3::DEFAULT)),
+      resources_high(*this, true, parseLimits(cfg, envoy::config::core::v3::HIGH)),
+      store_(store) {
+  config_bytes_ = clusterConfigBytes(cfg);
+  registerClusterTrafficStats(store, stat_name);
+  for (const ClusterResources* r : {&resources, &resources_high}) {
+    const ResourceLimits& limits = r->limits();
+    registerCircuitBreakerStats(store, stat_name, r == &resources_high ? "high" : "default",
+                                limits.track_remaining);
+    // remaining_* gauges show their maximum before any traffic, as Envoy's do.
+    if (limits.track_remaining) r->get();
+  }
   if (cfg.has_connect_timeout()) connect_timeout = toMs(cfg.connect_timeout());
   if (cfg.has_per_connection_buffer_limit_bytes()) {
     per_connection_buffer_limit = cfg.per_connection_buffer_limit_bytes().value();
@@ -238,7 +250,7 @@ ClusterInfo::ClusterInfo(const Cluster& cfg, stats::Store& store, bool added_via
       od.port_override = static_cast<uint16_t>(lb.upstream_port_override().value());
     }
     if (cfg.has_cleanup_interval()) od.cleanup_interval = toMs(cfg.cleanup_interval());
-    original_dst = std::move(od);
+    original_dst = std::make_unique<const OriginalDst>(std::move(od));
   }
 
   switch (cfg.dns_lookup_family()) {
@@ -267,6 +279,73 @@ ClusterInfo::ClusterInfo(const Cluster& cfg, stats::Store& store, bool added_via
   dns_use_tcp = cfg.use_tcp_for_dns_lookups();
   // dns_resolution_config (deprecated) is not in our proto subset; typed_dns_resolver_config is not read yet.
   transport = makeUpstreamTransportFactory(cfg, store, "cluster." + stat_name + ".");
+}
+
+std::string clusterConfigBytes(const Cluster& config) {
+  // Deterministic (map entries sorted), so equal configs give equal bytes.
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream out(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&out);
+    coded.SetSerializationDeterministic(true);
+    config.SerializeToCodedStream(&coded);
+  }
+  bytes.shrink_to_fit();
+  return bytes;
+}
+
+ClusterInfo::~ClusterInfo() {
+  delete traffic_stats_.load();
+}
+
+Cluster ClusterInfo::config() const {
+  Cluster out;
+  out.ParseFromString(config_bytes_);
+  return out;
+}
+
+ClusterTrafficStats& ClusterInfo::trafficStats() const {
+  ClusterTrafficStats* stats_now = traffic_stats_.load(std::memory_order_acquire);
+  if (stats_now != nullptr) return *stats_now;
+  // First use, maybe on several workers at once: one wins, the others drop theirs (same cells anyway).
+  auto* made = new ClusterTrafficStats(store_, stat_name);
+  if (traffic_stats_.compare_exchange_strong(stats_now, made, std::memory_order_acq_rel)) return *made;
+  delete made;
+  return *stats_now;
+}
+
+namespace {
+const ResourceLimits& defaultLimits() {
+  static const ResourceLimits kDefaults;
+  return kDefaults;
+}
+}  // namespace
+
+ClusterResources::ClusterResources(const ClusterInfo& owner, bool high, const ResourceLimits& limits)
+    : owner_(owner), high_(high) {
+  const ResourceLimits& d = defaultLimits();
+  const bool is_default =
+      limits.max_connections == d.max_connections && limits.max_pending_requests == d.max_pending_requests &&
+      limits.max_requests == d.max_requests && limits.max_retries == d.max_retries &&
+      limits.max_connection_pools == d.max_connection_pools && limits.track_remaining == d.track_remaining;
+  if (!is_default) limits_ = std::make_unique<const ResourceLimits>(limits);
+}
+
+ClusterResources::~ClusterResources() {
+  delete manager_.load();
+}
+
+const ResourceLimits& ClusterResources::limits() const {
+  return limits_ ? *limits_ : defaultLimits();
+}
+
+ResourceManager& ClusterResources::get() const {
+  ResourceManager* now = manager_.load(std::memory_order_acquire);
+  if (now != nullptr) return *now;
+  auto* made = new ResourceManager(owner_.store_, owner_.stat_name, high_ ? "high" : "default", limits());
+  if (manager_.compare_exchange_strong(now, made, std::memory_order_acq_rel)) return *made;
+  delete made;
+  return *now;
 }
 
 }  // namespace skiff::upstream

@@ -1,8 +1,6 @@
 // Main-thread cluster manager: cluster lifecycle, host-set building, DNS refresh and publishing to workers.
 #include "skiff/upstream/cluster_manager.h"
 
-#include <google/protobuf/util/message_differencer.h>
-
 #include <algorithm>
 #include <stdexcept>
 #include <unordered_map>
@@ -111,13 +109,11 @@ ClusterManager::~ClusterManager() = default;
 void ClusterManager::addOrUpdateCluster(const envoy::config::cluster::v3::Cluster& config, bool added_via_api,
                                         std::string version_info) {
   auto existing = clusters_.find(config.name());
-  if (existing != clusters_.end() &&
-      google::protobuf::util::MessageDifferencer::Equals(existing->second->info->config, config)) {
+  if (existing != clusters_.end() && existing->second->info->configBytes() == clusterConfigBytes(config)) {
     return;  // unchanged: Envoy skips identical updates
   }
   auto info = std::make_shared<const ClusterInfo>(config, store_, added_via_api, std::move(version_info));
   auto cluster = std::make_shared<Cluster>();
-  cluster->name = config.name();
   cluster->info = info;
   if (!info->dns_resolvers_csv.empty() || info->dns_use_tcp || info->dns_no_default_search_domain) {
     DnsResolverOptions options = dns_test_options_;
@@ -147,11 +143,11 @@ void ClusterManager::addOrUpdateCluster(const envoy::config::cluster::v3::Cluste
     existing->second = cluster;
     cluster_modified_.inc();
   } else {
-    clusters_.emplace(cluster->name, cluster);
+    clusters_.emplace(config.name(), cluster);
     cluster_added_.inc();
   }
   warming_clusters_.inc();
-  SKIFF_LOG(kUpstream, info, "cluster '{}' {} ({})", cluster->name,
+  SKIFF_LOG(kUpstream, info, "cluster '{}' {} ({})", cluster->info->name,
             existing != clusters_.end() ? "updated" : "added",
             envoy::config::cluster::v3::Cluster::DiscoveryType_Name(info->type));
   if (started_) startCluster(*cluster);
@@ -182,12 +178,13 @@ void ClusterManager::startCluster(Cluster& cluster) {
   switch (info->type) {
     case envoy::config::cluster::v3::Cluster::STATIC: {
       // Reuses the checks and host building of updateEndpoints.
-      updateEndpoints(cluster.name, info->config.load_assignment());
+      const auto config = info->config();
+      applyEndpoints(cluster.info->name, config.load_assignment(), /*is_static_config=*/true);
       break;
     }
     case envoy::config::cluster::v3::Cluster::STRICT_DNS:
     case envoy::config::cluster::v3::Cluster::LOGICAL_DNS: {
-      auto shared = clusters_.at(cluster.name);
+      auto shared = clusters_.at(cluster.info->name);
       if (cluster.targets.empty()) {
         publish(cluster, info, std::make_shared<const HostSet>());
         break;
@@ -212,7 +209,7 @@ DnsResolver& ClusterManager::resolverFor(Cluster& cluster) {
 }
 
 void ClusterManager::resolveTarget(const std::shared_ptr<Cluster>& cluster, size_t index) {
-  cluster->info->stats.update_attempt.inc();
+  cluster->info->stats.update_attempt().inc();
   std::weak_ptr<Cluster> weak = cluster;
   resolverFor(*cluster).resolve(cluster->targets[index]->dns_name, cluster->info->dns_lookup_family,
                                 [this, weak, index](DnsStatus status, std::vector<DnsResponse> responses) {
@@ -228,7 +225,7 @@ void ClusterManager::onDnsResult(const std::shared_ptr<Cluster>& cluster, size_t
   Cluster::Target& target = *cluster->targets[index];
   std::chrono::milliseconds next = info.dns_failure_refresh_rate;
   if (status == DnsStatus::kSuccess) {
-    info.stats.update_success.inc();
+    info.stats.update_success().inc();
     HostIndex previous;
     for (const auto& host : target.hosts) previous.emplace(host->address, host);
     std::vector<HostSharedPtr> hosts;
@@ -244,12 +241,13 @@ void ClusterManager::onDnsResult(const std::shared_ptr<Cluster>& cluster, size_t
     target.hosts = std::move(hosts);
     next = (info.respect_dns_ttl && min_ttl.count() > 0) ? std::chrono::milliseconds(min_ttl)
                                                          : info.dns_refresh_rate;
-    SKIFF_LOG(kDns, debug, "cluster '{}': '{}' resolved to {} address(es)", cluster->name, target.dns_name,
-              responses.size());
+    SKIFF_LOG(kDns, debug, "cluster '{}': '{}' resolved to {} address(es)", cluster->info->name,
+              target.dns_name, responses.size());
   } else {
     // Failure keeps the previous hosts (Envoy does the same) and retries at the failure rate.
-    info.stats.update_failure.inc();
-    SKIFF_LOG(kDns, warn, "cluster '{}': DNS resolution of '{}' failed", cluster->name, target.dns_name);
+    info.stats.update_failure().inc();
+    SKIFF_LOG(kDns, warn, "cluster '{}': DNS resolution of '{}' failed", cluster->info->name,
+              target.dns_name);
   }
   target.resolved = true;
   std::weak_ptr<Cluster> weak = cluster;
@@ -270,23 +268,30 @@ void ClusterManager::rebuildDnsHosts(Cluster& cluster) {
     set->hosts.insert(set->hosts.end(), target->hosts.begin(), target->hosts.end());
   }
   if (!cluster.warming && cluster.active_info == cluster.info && samePointers(cluster.active_hosts, set)) {
-    cluster.info->stats.update_no_rebuild.inc();
+    cluster.info->stats.update_no_rebuild().inc();
     return;
   }
   publish(cluster, cluster.info, std::move(set));
 }
 
 bool ClusterManager::updateEndpoints(const std::string& name, const ClusterLoadAssignment& cla) {
+  return applyEndpoints(name, cla, false);
+}
+
+bool ClusterManager::applyEndpoints(const std::string& name, const ClusterLoadAssignment& cla,
+                                    bool is_static_config) {
   auto it = clusters_.find(name);
   if (it == clusters_.end()) return false;
   Cluster& cluster = *it->second;
   const ClusterInfo& info = *cluster.info;
-  const bool is_static_config = &cla == &info.config.load_assignment();
-  if (!is_static_config) info.stats.update_attempt.inc();
+  if (!is_static_config) info.stats.update_attempt().inc();
 
   // Parse everything first so a bad assignment changes nothing.
   const HostIndex previous = indexHosts(cluster.active_hosts);
   auto set = std::make_shared<HostSet>();
+  size_t count = 0;
+  for (const auto& locality : cla.endpoints()) count += locality.lb_endpoints_size();
+  set->hosts.reserve(count);  // exact: a host set lives as long as its assignment
   for (int i = 0; i < cla.endpoints_size(); ++i) {
     const auto& locality = cla.endpoints(i);
     const auto shared_locality = makeLocality(locality);
@@ -308,8 +313,8 @@ bool ClusterManager::updateEndpoints(const std::string& name, const ClusterLoadA
     }
   }
   if (!is_static_config) {
-    info.stats.update_success.inc();
-    if (set->hosts.empty()) info.stats.update_empty.inc();
+    info.stats.update_success().inc();
+    if (set->hosts.empty()) info.stats.update_empty().inc();
   }
   if (!started_) {
     cluster.active_hosts = set;  // kept for start(); nothing is published before it
@@ -317,7 +322,7 @@ bool ClusterManager::updateEndpoints(const std::string& name, const ClusterLoadA
     return true;
   }
   if (!cluster.warming && cluster.active_info == cluster.info && samePointers(cluster.active_hosts, set)) {
-    info.stats.update_no_rebuild.inc();
+    info.stats.update_no_rebuild().inc();
     return true;
   }
   publish(cluster, cluster.info, std::move(set));
@@ -332,14 +337,14 @@ void ClusterManager::markInitialized(const std::string& name) {
 }
 
 void ClusterManager::publish(Cluster& cluster, ClusterInfoConstSharedPtr info, HostSetConstSharedPtr hosts) {
-  const ClusterStats& stats = info->stats;
+  const ClusterConfigStats& stats = info->stats;
   if (cluster.active_info == nullptr) active_clusters_.inc();
   if (cluster.warming) {
     cluster.warming = false;
     warming_clusters_.dec();
   }
   if (!sameMembership(cluster.active_hosts, hosts) || cluster.active_info == nullptr) {
-    stats.membership_change.inc();
+    stats.membership_change().inc();
   }
   if (cluster.active_hosts != nullptr) cluster_updated_.inc();
   int64_t healthy = 0, degraded = 0, excluded = 0;
@@ -351,14 +356,14 @@ void ClusterManager::publish(Cluster& cluster, ClusterInfoConstSharedPtr info, H
     max_weight = std::max(max_weight, host->weight);
   }
   // Main-thread-owned gauges: set() writes this thread's cell only, which is the whole value.
-  stats.membership_total.set(static_cast<int64_t>(hosts->hosts.size()));
-  stats.membership_healthy.set(healthy);
-  stats.membership_degraded.set(degraded);
-  stats.membership_excluded.set(excluded);
-  stats.max_host_weight.set(max_weight);
+  stats.membership_total().set(static_cast<int64_t>(hosts->hosts.size()));
+  stats.membership_healthy().set(healthy);
+  stats.membership_degraded().set(degraded);
+  stats.membership_excluded().set(excluded);
+  stats.max_host_weight().set(max_weight);
   cluster.active_info = info;
   cluster.active_hosts = hosts;
-  if (update_cb_) update_cb_(cluster.name, std::move(info), std::move(hosts));
+  if (update_cb_) update_cb_(cluster.info->name, std::move(info), std::move(hosts));
   checkInitialized();
 }
 
@@ -374,6 +379,11 @@ void ClusterManager::checkInitialized() {
 ClusterInfoConstSharedPtr ClusterManager::info(const std::string& name) const {
   auto it = clusters_.find(name);
   return it == clusters_.end() ? nullptr : it->second->active_info;
+}
+
+ClusterInfoConstSharedPtr ClusterManager::latestInfo(const std::string& name) const {
+  auto it = clusters_.find(name);
+  return it == clusters_.end() ? nullptr : it->second->info;
 }
 
 HostSetConstSharedPtr ClusterManager::hosts(const std::string& name) const {

@@ -1,4 +1,5 @@
-// Cluster stats: eager handles for the fixed names, lazily created per-response-code counters.
+// Cluster stats: main-thread handles, traffic handles (made on a cluster's first use) and lazily created
+// per-response-code counters.
 #include "skiff/upstream/cluster_stats.h"
 
 #include <algorithm>
@@ -14,173 +15,163 @@ std::string sanitizeClusterStatName(std::string name) {
 
 namespace {
 
-// One fixed stat: its name and the member holding its handle.
+// One fixed stat of the handle set S: its name and the member holding its handle.
+template <typename S>
 struct Field {
   std::string_view suffix;
   stats::StatType type;
   stats::Histogram::Unit unit;
-  stats::Counter ClusterStats::*counter;
-  stats::Gauge ClusterStats::*gauge;
-  stats::Histogram ClusterStats::*histogram;
+  stats::Counter S::*counter;
+  stats::Gauge S::*gauge;
+  stats::Histogram S::*histogram;
 };
 
-// Written by the main thread (discovery, membership): one small run of cells that only slab 0 touches.
-const Field kMainFields[] = {
-    {"membership_change", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::membership_change, nullptr, nullptr},
-    {"update_attempt", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::update_attempt, nullptr, nullptr},
-    {"update_success", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::update_success, nullptr, nullptr},
-    {"update_failure", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::update_failure, nullptr, nullptr},
-    {"update_empty", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::update_empty, nullptr, nullptr},
-    {"update_no_rebuild", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::update_no_rebuild, nullptr, nullptr},
-    {"config_reload", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::config_reload, nullptr, nullptr},
-    {"membership_total", stats::StatType::kGauge, stats::Histogram::Unit::kMilliseconds, nullptr,
-     &ClusterStats::membership_total, nullptr},
-    {"membership_healthy", stats::StatType::kGauge, stats::Histogram::Unit::kMilliseconds, nullptr,
-     &ClusterStats::membership_healthy, nullptr},
-    {"membership_degraded", stats::StatType::kGauge, stats::Histogram::Unit::kMilliseconds, nullptr,
-     &ClusterStats::membership_degraded, nullptr},
-    {"membership_excluded", stats::StatType::kGauge, stats::Histogram::Unit::kMilliseconds, nullptr,
-     &ClusterStats::membership_excluded, nullptr},
-    {"max_host_weight", stats::StatType::kGauge, stats::Histogram::Unit::kMilliseconds, nullptr,
-     &ClusterStats::max_host_weight, nullptr},
-    {"version", stats::StatType::kGauge, stats::Histogram::Unit::kMilliseconds, nullptr,
-     &ClusterStats::version, nullptr},
+// Written by the main thread (discovery, membership): one small run of cells that only slab 0 touches. In
+// the order of ClusterConfigStats' accessors.
+const stats::StatSpec kMainSpecs[] = {
+    {"membership_change", stats::StatType::kCounter},
+    {"update_attempt", stats::StatType::kCounter},
+    {"update_success", stats::StatType::kCounter},
+    {"update_failure", stats::StatType::kCounter},
+    {"update_empty", stats::StatType::kCounter},
+    {"update_no_rebuild", stats::StatType::kCounter},
+    {"config_reload", stats::StatType::kCounter},
+    {"membership_total", stats::StatType::kGauge},
+    {"membership_healthy", stats::StatType::kGauge},
+    {"membership_degraded", stats::StatType::kGauge},
+    {"membership_excluded", stats::StatType::kGauge},
+    {"max_host_weight", stats::StatType::kGauge},
+    {"version", stats::StatType::kGauge},
 };
 
 // Written by workers when the cluster carries traffic: a separate run, so a cluster that never sees a
 // request costs no memory in any slab (the store's pages are committed on first write).
-const Field kTrafficFields[] = {
+using TrafficField = Field<ClusterTrafficStats>;
+const TrafficField kTrafficFields[] = {
     {"upstream_cx_total", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_cx_total, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_cx_total, nullptr, nullptr},
     {"upstream_cx_http1_total", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_cx_http1_total, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_cx_http1_total, nullptr, nullptr},
     {"upstream_cx_http2_total", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_cx_http2_total, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_cx_http2_total, nullptr, nullptr},
     {"upstream_cx_connect_fail", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_cx_connect_fail, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_cx_connect_fail, nullptr, nullptr},
     {"upstream_cx_connect_timeout", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_cx_connect_timeout, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_cx_connect_timeout, nullptr, nullptr},
     {"upstream_cx_idle_timeout", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_cx_idle_timeout, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_cx_idle_timeout, nullptr, nullptr},
     {"upstream_cx_max_duration_reached", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_cx_max_duration_reached, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_cx_max_duration_reached, nullptr, nullptr},
     {"upstream_cx_connect_attempts_exceeded", stats::StatType::kCounter,
-     stats::Histogram::Unit::kMilliseconds, &ClusterStats::upstream_cx_connect_attempts_exceeded, nullptr,
-     nullptr},
+     stats::Histogram::Unit::kMilliseconds, &ClusterTrafficStats::upstream_cx_connect_attempts_exceeded,
+     nullptr, nullptr},
     {"upstream_cx_overflow", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_cx_overflow, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_cx_overflow, nullptr, nullptr},
     {"upstream_cx_destroy", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_cx_destroy, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_cx_destroy, nullptr, nullptr},
     {"upstream_cx_destroy_local", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_cx_destroy_local, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_cx_destroy_local, nullptr, nullptr},
     {"upstream_cx_destroy_remote", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_cx_destroy_remote, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_cx_destroy_remote, nullptr, nullptr},
     {"upstream_cx_destroy_with_active_rq", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_cx_destroy_with_active_rq, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_cx_destroy_with_active_rq, nullptr, nullptr},
     {"upstream_cx_destroy_local_with_active_rq", stats::StatType::kCounter,
-     stats::Histogram::Unit::kMilliseconds, &ClusterStats::upstream_cx_destroy_local_with_active_rq, nullptr,
-     nullptr},
+     stats::Histogram::Unit::kMilliseconds, &ClusterTrafficStats::upstream_cx_destroy_local_with_active_rq,
+     nullptr, nullptr},
     {"upstream_cx_destroy_remote_with_active_rq", stats::StatType::kCounter,
-     stats::Histogram::Unit::kMilliseconds, &ClusterStats::upstream_cx_destroy_remote_with_active_rq, nullptr,
-     nullptr},
+     stats::Histogram::Unit::kMilliseconds, &ClusterTrafficStats::upstream_cx_destroy_remote_with_active_rq,
+     nullptr, nullptr},
     {"upstream_cx_close_notify", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_cx_close_notify, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_cx_close_notify, nullptr, nullptr},
     {"upstream_cx_rx_bytes_total", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_cx_rx_bytes_total, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_cx_rx_bytes_total, nullptr, nullptr},
     {"upstream_cx_tx_bytes_total", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_cx_tx_bytes_total, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_cx_tx_bytes_total, nullptr, nullptr},
     {"upstream_cx_pool_overflow", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_cx_pool_overflow, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_cx_pool_overflow, nullptr, nullptr},
     {"upstream_cx_protocol_error", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_cx_protocol_error, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_cx_protocol_error, nullptr, nullptr},
     {"upstream_cx_max_requests", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_cx_max_requests, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_cx_max_requests, nullptr, nullptr},
     {"upstream_cx_none_healthy", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_cx_none_healthy, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_cx_none_healthy, nullptr, nullptr},
     {"upstream_cx_active", stats::StatType::kGauge, stats::Histogram::Unit::kMilliseconds, nullptr,
-     &ClusterStats::upstream_cx_active, nullptr},
+     &ClusterTrafficStats::upstream_cx_active, nullptr},
     {"upstream_cx_rx_bytes_buffered", stats::StatType::kGauge, stats::Histogram::Unit::kMilliseconds, nullptr,
-     &ClusterStats::upstream_cx_rx_bytes_buffered, nullptr},
+     &ClusterTrafficStats::upstream_cx_rx_bytes_buffered, nullptr},
     {"upstream_cx_tx_bytes_buffered", stats::StatType::kGauge, stats::Histogram::Unit::kMilliseconds, nullptr,
-     &ClusterStats::upstream_cx_tx_bytes_buffered, nullptr},
+     &ClusterTrafficStats::upstream_cx_tx_bytes_buffered, nullptr},
     {"upstream_cx_connect_ms", stats::StatType::kHistogram, stats::Histogram::Unit::kMilliseconds, nullptr,
-     nullptr, &ClusterStats::upstream_cx_connect_ms},
+     nullptr, &ClusterTrafficStats::upstream_cx_connect_ms},
     {"upstream_cx_length_ms", stats::StatType::kHistogram, stats::Histogram::Unit::kMilliseconds, nullptr,
-     nullptr, &ClusterStats::upstream_cx_length_ms},
+     nullptr, &ClusterTrafficStats::upstream_cx_length_ms},
     {"upstream_rq_total", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_rq_total, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_rq_total, nullptr, nullptr},
     {"upstream_rq_pending_total", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_rq_pending_total, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_rq_pending_total, nullptr, nullptr},
     {"upstream_rq_active_overflow", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_rq_active_overflow, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_rq_active_overflow, nullptr, nullptr},
     {"upstream_rq_pending_overflow", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_rq_pending_overflow, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_rq_pending_overflow, nullptr, nullptr},
     {"upstream_rq_pending_failure_eject", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_rq_pending_failure_eject, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_rq_pending_failure_eject, nullptr, nullptr},
     {"upstream_rq_cancelled", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_rq_cancelled, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_rq_cancelled, nullptr, nullptr},
     {"upstream_rq_maintenance_mode", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_rq_maintenance_mode, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_rq_maintenance_mode, nullptr, nullptr},
     {"upstream_rq_timeout", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_rq_timeout, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_rq_timeout, nullptr, nullptr},
     {"upstream_rq_max_duration_reached", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_rq_max_duration_reached, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_rq_max_duration_reached, nullptr, nullptr},
     {"upstream_rq_per_try_timeout", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_rq_per_try_timeout, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_rq_per_try_timeout, nullptr, nullptr},
     {"upstream_rq_rx_reset", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_rq_rx_reset, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_rq_rx_reset, nullptr, nullptr},
     {"upstream_rq_tx_reset", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_rq_tx_reset, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_rq_tx_reset, nullptr, nullptr},
     {"upstream_rq_retry", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_rq_retry, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_rq_retry, nullptr, nullptr},
     {"upstream_rq_retry_backoff_exponential", stats::StatType::kCounter,
-     stats::Histogram::Unit::kMilliseconds, &ClusterStats::upstream_rq_retry_backoff_exponential, nullptr,
-     nullptr},
+     stats::Histogram::Unit::kMilliseconds, &ClusterTrafficStats::upstream_rq_retry_backoff_exponential,
+     nullptr, nullptr},
     {"upstream_rq_retry_backoff_ratelimited", stats::StatType::kCounter,
-     stats::Histogram::Unit::kMilliseconds, &ClusterStats::upstream_rq_retry_backoff_ratelimited, nullptr,
-     nullptr},
+     stats::Histogram::Unit::kMilliseconds, &ClusterTrafficStats::upstream_rq_retry_backoff_ratelimited,
+     nullptr, nullptr},
     {"upstream_rq_retry_limit_exceeded", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_rq_retry_limit_exceeded, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_rq_retry_limit_exceeded, nullptr, nullptr},
     {"upstream_rq_retry_success", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_rq_retry_success, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_rq_retry_success, nullptr, nullptr},
     {"upstream_rq_retry_overflow", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_rq_retry_overflow, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_rq_retry_overflow, nullptr, nullptr},
     {"retry_or_shadow_abandoned", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::retry_or_shadow_abandoned, nullptr, nullptr},
+     &ClusterTrafficStats::retry_or_shadow_abandoned, nullptr, nullptr},
     {"upstream_rq_active", stats::StatType::kGauge, stats::Histogram::Unit::kMilliseconds, nullptr,
-     &ClusterStats::upstream_rq_active, nullptr},
+     &ClusterTrafficStats::upstream_rq_active, nullptr},
     {"upstream_rq_pending_active", stats::StatType::kGauge, stats::Histogram::Unit::kMilliseconds, nullptr,
-     &ClusterStats::upstream_rq_pending_active, nullptr},
+     &ClusterTrafficStats::upstream_rq_pending_active, nullptr},
     {"upstream_rq_per_cx", stats::StatType::kHistogram, stats::Histogram::Unit::kUnspecified, nullptr,
-     nullptr, &ClusterStats::upstream_rq_per_cx},
+     nullptr, &ClusterTrafficStats::upstream_rq_per_cx},
     {"upstream_rq_time", stats::StatType::kHistogram, stats::Histogram::Unit::kMilliseconds, nullptr, nullptr,
-     &ClusterStats::upstream_rq_time},
+     &ClusterTrafficStats::upstream_rq_time},
     {"upstream_flow_control_paused_reading_total", stats::StatType::kCounter,
-     stats::Histogram::Unit::kMilliseconds, &ClusterStats::upstream_flow_control_paused_reading_total,
+     stats::Histogram::Unit::kMilliseconds, &ClusterTrafficStats::upstream_flow_control_paused_reading_total,
      nullptr, nullptr},
     {"upstream_flow_control_resumed_reading_total", stats::StatType::kCounter,
-     stats::Histogram::Unit::kMilliseconds, &ClusterStats::upstream_flow_control_resumed_reading_total,
+     stats::Histogram::Unit::kMilliseconds, &ClusterTrafficStats::upstream_flow_control_resumed_reading_total,
      nullptr, nullptr},
     {"upstream_flow_control_backed_up_total", stats::StatType::kCounter,
-     stats::Histogram::Unit::kMilliseconds, &ClusterStats::upstream_flow_control_backed_up_total, nullptr,
-     nullptr},
+     stats::Histogram::Unit::kMilliseconds, &ClusterTrafficStats::upstream_flow_control_backed_up_total,
+     nullptr, nullptr},
     {"upstream_flow_control_drained_total", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::upstream_flow_control_drained_total, nullptr, nullptr},
+     &ClusterTrafficStats::upstream_flow_control_drained_total, nullptr, nullptr},
     {"bind_errors", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::bind_errors, nullptr, nullptr},
+     &ClusterTrafficStats::bind_errors, nullptr, nullptr},
     {"lb_healthy_panic", stats::StatType::kCounter, stats::Histogram::Unit::kMilliseconds,
-     &ClusterStats::lb_healthy_panic, nullptr, nullptr},
+     &ClusterTrafficStats::lb_healthy_panic, nullptr, nullptr},
 };
 
-template <size_t N>
-std::span<const stats::StatSpec> specsOf(const Field (&fields)[N]) {
+template <typename S, size_t N>
+std::span<const stats::StatSpec> specsOf(const Field<S> (&fields)[N]) {
   // Built once per table; lives as long as the process (the store keeps a pointer to it).
   static const auto* specs = [&] {
     auto* out = new std::vector<stats::StatSpec>();
@@ -190,10 +181,10 @@ std::span<const stats::StatSpec> specsOf(const Field (&fields)[N]) {
   return *specs;
 }
 
-template <size_t N>
-void bind(ClusterStats& stats, const stats::StatGroup& group, const Field (&fields)[N]) {
+template <typename S, size_t N>
+void bind(S& stats, const stats::StatGroup& group, const Field<S> (&fields)[N]) {
   for (size_t i = 0; i < N; ++i) {
-    const Field& f = fields[i];
+    const Field<S>& f = fields[i];
     if (f.counter) stats.*f.counter = group.counter(i);
     if (f.gauge) stats.*f.gauge = group.gauge(i);
     if (f.histogram) stats.*f.histogram = group.histogram(i);
@@ -202,19 +193,26 @@ void bind(ClusterStats& stats, const stats::StatGroup& group, const Field (&fiel
 
 }  // namespace
 
-ClusterStats::ClusterStats(stats::Store& store, const std::string& stat_name)
+ClusterConfigStats::ClusterConfigStats(stats::Store& store, const std::string& stat_name)
+    // One registry entry per group instead of one per name (10k clusters x 80 names adds up).
+    : group_(store.compactGroup("cluster." + stat_name + ".", kMainSpecs)) {}
+
+void registerClusterTrafficStats(stats::Store& store, const std::string& stat_name) {
+  store.group("cluster." + stat_name + ".", specsOf(kTrafficFields));
+}
+
+ClusterTrafficStats::ClusterTrafficStats(stats::Store& store, const std::string& stat_name)
     : store_(store), prefix_("cluster." + stat_name + ".") {
-  // Two groups: one registry entry each instead of one per name (10k clusters x 80 names adds up).
-  bind(*this, store.group(prefix_, specsOf(kMainFields)), kMainFields);
+  // A second registration of the same prefix returns the same cells.
   bind(*this, store.group(prefix_, specsOf(kTrafficFields)), kTrafficFields);
 }
 
-ClusterStats::~ClusterStats() {
+ClusterTrafficStats::~ClusterTrafficStats() {
   for (auto& f : families_) delete f.load();
 }
 
-const stats::Counter& ClusterStats::lazyCounter(std::atomic<const stats::Counter*>& slot,
-                                                const std::string& name) const {
+const stats::Counter& ClusterTrafficStats::lazyCounter(std::atomic<const stats::Counter*>& slot,
+                                                       const std::string& name) const {
   const stats::Counter* counter = slot.load(std::memory_order_acquire);
   if (counter != nullptr) return *counter;
   // First use of this code on any thread: create under the lock, then publish the pointer.
@@ -228,7 +226,7 @@ const stats::Counter& ClusterStats::lazyCounter(std::atomic<const stats::Counter
   return *counter;
 }
 
-void ClusterStats::chargeFamily(Family family, uint32_t code) const {
+void ClusterTrafficStats::chargeFamily(Family family, uint32_t code) const {
   static constexpr const char* kFamilyPrefix[kFamilyCount] = {"", "retry.", "internal.", "external."};
   LazyFamily* table = families_[family].load(std::memory_order_acquire);
   if (table == nullptr) {
@@ -257,7 +255,8 @@ void ClusterStats::chargeFamily(Family family, uint32_t code) const {
   }
 }
 
-void ClusterStats::recordResponse(uint32_t code, bool is_retry_attempt_result, bool internal_request) const {
+void ClusterTrafficStats::recordResponse(uint32_t code, bool is_retry_attempt_result,
+                                         bool internal_request) const {
   if (is_retry_attempt_result) {
     chargeFamily(kRetry, code);
     return;
@@ -266,7 +265,7 @@ void ClusterStats::recordResponse(uint32_t code, bool is_retry_attempt_result, b
   chargeFamily(internal_request ? kInternal : kExternal, code);
 }
 
-void ClusterStats::recordResponseTime(uint64_t ms, bool internal_request) const {
+void ClusterTrafficStats::recordResponseTime(uint64_t ms, bool internal_request) const {
   upstream_rq_time.record(ms);
   auto& slot = internal_request ? rq_time_internal_ : rq_time_external_;
   const stats::Histogram* histogram = slot.load(std::memory_order_acquire);

@@ -26,12 +26,12 @@ void appendLine(std::string& out, const std::string& a, const std::string& b, co
 }
 
 void appendLimits(std::string& out, const std::string& name, const char* priority,
-                  const ResourceManager& rm) {
+                  const ResourceLimits& limits) {
   const std::string key = std::string(priority) + "_priority";
-  appendLine(out, name, key, "max_connections::" + std::to_string(rm.connections().max()));
-  appendLine(out, name, key, "max_pending_requests::" + std::to_string(rm.pendingRequests().max()));
-  appendLine(out, name, key, "max_requests::" + std::to_string(rm.requests().max()));
-  appendLine(out, name, key, "max_retries::" + std::to_string(rm.retries().max()));
+  appendLine(out, name, key, "max_connections::" + std::to_string(limits.max_connections));
+  appendLine(out, name, key, "max_pending_requests::" + std::to_string(limits.max_pending_requests));
+  appendLine(out, name, key, "max_requests::" + std::to_string(limits.max_requests));
+  appendLine(out, name, key, "max_retries::" + std::to_string(limits.max_retries));
 }
 
 std::string jsonString(const std::string& s) {
@@ -48,14 +48,20 @@ std::string metric(const char* name, uint64_t value, bool gauge) {
   return out + "\"name\":" + jsonString(name) + "}";
 }
 
-std::string thresholdsJson(const ResourceManager& rm, bool high) {
+std::string thresholdsJson(const ResourceLimits& limits, bool high) {
   std::string out = "{";
   if (high) out += "\"priority\":\"HIGH\",";
-  out += "\"max_connections\":" + std::to_string(rm.connections().max());
-  out += ",\"max_pending_requests\":" + std::to_string(rm.pendingRequests().max());
-  out += ",\"max_requests\":" + std::to_string(rm.requests().max());
-  out += ",\"max_retries\":" + std::to_string(rm.retries().max());
+  out += "\"max_connections\":" + std::to_string(limits.max_connections);
+  out += ",\"max_pending_requests\":" + std::to_string(limits.max_pending_requests);
+  out += ",\"max_requests\":" + std::to_string(limits.max_requests);
+  out += ",\"max_retries\":" + std::to_string(limits.max_retries);
   return out + "}";
+}
+
+// EDS clusters' eds_cluster_config.service_name (the config is decoded: admin only).
+std::string edsServiceName(const ClusterInfo& info) {
+  if (info.type != envoy::config::cluster::v3::Cluster::EDS) return "";
+  return info.config().eds_cluster_config().service_name();
 }
 
 }  // namespace
@@ -66,12 +72,11 @@ std::string ClusterManager::renderClustersText() const {
     const ClusterInfoConstSharedPtr& info = cluster->active_info;
     if (!info) continue;  // warming clusters are not shown (as Envoy)
     appendLine(out, name, "observability_name", info->observability_name);
-    appendLimits(out, name, "default", info->resources);
-    appendLimits(out, name, "high", info->resources_high);
+    appendLimits(out, name, "default", info->resources.limits());
+    appendLimits(out, name, "high", info->resources_high.limits());
     appendLine(out, name, "added_via_api", info->added_via_api ? "true" : "false");
-    if (info->type == envoy::config::cluster::v3::Cluster::EDS &&
-        !info->config.eds_cluster_config().service_name().empty()) {
-      appendLine(out, name, "eds_service_name", info->config.eds_cluster_config().service_name());
+    if (const std::string service = edsServiceName(*info); !service.empty()) {
+      appendLine(out, name, "eds_service_name", service);
     }
     for (const auto& host : byPriority(cluster->active_hosts)) {
       const std::string& a = host->address;
@@ -114,12 +119,11 @@ std::string ClusterManager::renderClustersJson() const {
     first_cluster = false;
     out += "{\"name\":" + jsonString(name);
     if (info->added_via_api) out += ",\"added_via_api\":true";
-    out += ",\"circuit_breakers\":{\"thresholds\":[" + thresholdsJson(info->resources, false) + "," +
-           thresholdsJson(info->resources_high, true) + "]}";
+    out += ",\"circuit_breakers\":{\"thresholds\":[" + thresholdsJson(info->resources.limits(), false) + "," +
+           thresholdsJson(info->resources_high.limits(), true) + "]}";
     out += ",\"observability_name\":" + jsonString(info->observability_name);
-    if (info->type == envoy::config::cluster::v3::Cluster::EDS &&
-        !info->config.eds_cluster_config().service_name().empty()) {
-      out += ",\"eds_service_name\":" + jsonString(info->config.eds_cluster_config().service_name());
+    if (const std::string service = edsServiceName(*info); !service.empty()) {
+      out += ",\"eds_service_name\":" + jsonString(service);
     }
     const auto hosts = byPriority(cluster->active_hosts);
     if (!hosts.empty()) {

@@ -16,10 +16,10 @@ constexpr std::chrono::milliseconds kProbeAfterIdle{200};
 
 UpstreamConnection::~UpstreamConnection() {
   if (cluster) {
-    cluster->stats.upstream_cx_active.dec();
-    cluster->stats.upstream_cx_destroy.inc();
-    cluster->stats.upstream_rq_per_cx.record(requests);
-    cluster->stats.upstream_cx_length_ms.record(static_cast<uint64_t>(
+    cluster->trafficStats().upstream_cx_active.dec();
+    cluster->trafficStats().upstream_cx_destroy.inc();
+    cluster->trafficStats().upstream_rq_per_cx.record(requests);
+    cluster->trafficStats().upstream_cx_length_ms.record(static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - created)
             .count()));
     cluster->resources.releaseConnection();
@@ -35,8 +35,8 @@ struct ConnPool::PendingRequest : public ConnPool::Pending {
     if (queued && cluster) {
       queued = false;
       cluster->resources.releasePending();
-      cluster->stats.upstream_rq_pending_active.dec();
-      cluster->stats.upstream_rq_cancelled.inc();
+      cluster->trafficStats().upstream_rq_pending_active.dec();
+      cluster->trafficStats().upstream_rq_cancelled.inc();
     }
     // A connect in flight keeps going: the connection joins the idle list if it succeeds.
   }
@@ -44,7 +44,7 @@ struct ConnPool::PendingRequest : public ConnPool::Pending {
     if (queued && cluster) {
       queued = false;
       cluster->resources.releasePending();
-      cluster->stats.upstream_rq_pending_active.dec();
+      cluster->trafficStats().upstream_rq_pending_active.dec();
     }
     if (auto callback = std::move(cb)) {
       cb = nullptr;
@@ -80,6 +80,7 @@ bool ConnPool::isAlive(UpstreamConnection& conn) const {
 
 // The cluster's own upstream_bind_config needs no key of its own: every connection of this pool has it.
 bool ConnPool::isClusterDefault(const UpstreamSource& source) const {
+  if (!source.sni.empty()) return false;  // auto_sni: one idle list per SNI
   return source.empty() || (!source.transparent && source.mark == 0 && source.port == cluster_->source_port &&
                             source.address == cluster_->source_address);
 }
@@ -114,12 +115,12 @@ ConnPool::Acquired ConnPool::acquire(const HostSharedPtr& host, Callback cb, con
     hp.idle.pop_back();
     if (conn->transport_index != transport_index) continue;  // destroyed here
     if (now - conn->idle_since > cluster_->idle_timeout) {
-      cluster_->stats.upstream_cx_idle_timeout.inc();
+      cluster_->trafficStats().upstream_cx_idle_timeout.inc();
       continue;  // destroyed here
     }
     if (now - conn->idle_since > kProbeAfterIdle && !isAlive(*conn)) {
-      cluster_->stats.upstream_cx_close_notify.inc();
-      cluster_->stats.upstream_cx_destroy_remote.inc();
+      cluster_->trafficStats().upstream_cx_close_notify.inc();
+      cluster_->trafficStats().upstream_cx_destroy_remote.inc();
       continue;
     }
     eraseIfEmpty(it);
@@ -137,15 +138,15 @@ ConnPool::Acquired ConnPool::acquire(const HostSharedPtr& host, Callback cb, con
     connect(request);
     return Acquired{nullptr, request, PoolFailure::kNone};
   }
-  cluster_->stats.upstream_cx_overflow.inc();
+  cluster_->trafficStats().upstream_cx_overflow.inc();
   if (!cluster_->resources.tryAcquirePending()) {
-    cluster_->stats.upstream_rq_pending_overflow.inc();
+    cluster_->trafficStats().upstream_rq_pending_overflow.inc();
     eraseIfEmpty(it);
     return Acquired{nullptr, nullptr, PoolFailure::kOverflow};
   }
   request->queued = true;
-  cluster_->stats.upstream_rq_pending_total.inc();
-  cluster_->stats.upstream_rq_pending_active.inc();
+  cluster_->trafficStats().upstream_rq_pending_total.inc();
+  cluster_->trafficStats().upstream_rq_pending_active.inc();
   hp.waiting.push_back(request);
   return Acquired{nullptr, request, PoolFailure::kNone};
 }
@@ -156,15 +157,15 @@ void ConnPool::connect(const std::shared_ptr<PendingRequest>& request) {
   conn->host = host;
   conn->pool_key = request->pool_key;
   conn->cluster = cluster_;
-  cluster_->stats.upstream_cx_total.inc();
-  cluster_->stats.upstream_cx_http1_total.inc();
-  cluster_->stats.upstream_cx_active.inc();
+  cluster_->trafficStats().upstream_cx_total.inc();
+  cluster_->trafficStats().upstream_cx_http1_total.inc();
+  cluster_->trafficStats().upstream_cx_active.inc();
   host->stats.cx_total.fetch_add(1, std::memory_order_relaxed);
   host->stats.cx_active.fetch_add(1, std::memory_order_relaxed);
 
   std::string open_failure;
   const bool opened = openUpstreamSocket(conn->socket, host->endpoint, request->source, &open_failure);
-  if (!opened && open_failure.rfind("bind", 0) == 0) cluster_->stats.bind_errors.inc();
+  if (!opened && open_failure.rfind("bind", 0) == 0) cluster_->trafficStats().bind_errors.inc();
   auto* raw = conn.get();
   auto shared_conn = std::make_shared<UpstreamConnectionPtr>(std::move(conn));
   const auto started = std::chrono::steady_clock::now();
@@ -172,7 +173,7 @@ void ConnPool::connect(const std::shared_ptr<PendingRequest>& request) {
 
   auto fail = [this, request, shared_conn, host, alive](PoolFailure failure, std::string_view reason) {
     if (!*alive) return;
-    cluster_->stats.upstream_cx_connect_fail.inc();
+    cluster_->trafficStats().upstream_cx_connect_fail.inc();
     host->stats.cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
     shared_conn->reset();
     request->finish(nullptr, failure, reason);
@@ -188,7 +189,7 @@ void ConnPool::connect(const std::shared_ptr<PendingRequest>& request) {
   // (or failed): *shared_conn is then empty and there is nothing to time out.
   request->timer.async_wait([this, shared_conn, alive](std::error_code wait_ec) {
     if (wait_ec || !*alive || !*shared_conn) return;
-    cluster_->stats.upstream_cx_connect_timeout.inc();
+    cluster_->trafficStats().upstream_cx_connect_timeout.inc();
     std::error_code ignored;
     (*shared_conn)->socket.close(ignored);  // the connect handler sees operation_aborted
   });
@@ -204,7 +205,7 @@ void ConnPool::connect(const std::shared_ptr<PendingRequest>& request) {
           return;
         }
         UpstreamConnection& conn = **shared_conn;
-        cluster_->stats.upstream_cx_connect_ms.record(static_cast<uint64_t>(
+        cluster_->trafficStats().upstream_cx_connect_ms.record(static_cast<uint64_t>(
             std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started)
                 .count()));
         std::error_code lec;
@@ -221,7 +222,7 @@ void ConnPool::connect(const std::shared_ptr<PendingRequest>& request) {
         conn.transport_index = transport->index;
         conn.transport.attachTls(std::make_unique<tls::TlsTransport>(
             conn.socket, transport->context->current(), tls::TlsTransport::Role::kClient,
-            cluster_->transport->handshakeOptions(*request->host)));
+            cluster_->transport->handshakeOptions(*request->host, request->source.sni)));
         conn.transport.asyncHandshake([this, request, shared_conn, alive, fail](std::error_code hec) {
           if (!*alive) return;
           const bool handshake_timed_out = request->timer.expiry() <= std::chrono::steady_clock::now();
@@ -256,7 +257,7 @@ void ConnPool::release(UpstreamConnectionPtr conn, bool reusable) {
   if (!conn) return;
   const uint32_t max_requests = cluster_->max_requests_per_connection;
   if (reusable && max_requests != 0 && conn->requests >= max_requests) {
-    cluster_->stats.upstream_cx_max_requests.inc();
+    cluster_->trafficStats().upstream_cx_max_requests.inc();
     reusable = false;
   }
   if (!reusable || !conn->socket.is_open() || conn->cluster != cluster_) {
@@ -308,8 +309,8 @@ void ConnPool::closeIdle(bool all) {
       // would sit in CLOSE_WAIT (and count as active) until the next reuse attempt probed it.
       const bool closed = !all && !expired && !isAlive(*idle[i]);
       if (all || expired || closed) {
-        if (expired) cluster_->stats.upstream_cx_idle_timeout.inc();
-        if (closed) cluster_->stats.upstream_cx_destroy_remote.inc();
+        if (expired) cluster_->trafficStats().upstream_cx_idle_timeout.inc();
+        if (closed) cluster_->trafficStats().upstream_cx_destroy_remote.inc();
         idle.erase(idle.begin() + static_cast<long>(i));
       } else {
         ++i;

@@ -26,7 +26,7 @@ constexpr const char* kHttpOptionsKey = "envoy.extensions.upstreams.http.v3.Http
 
 UpstreamProtocolConfig upstreamProtocolFor(const ClusterInfo& cluster) {
   UpstreamProtocolConfig out;
-  const auto& cfg = cluster.config;
+  const auto cfg = cluster.config();
   if (cfg.has_http2_protocol_options()) {  // legacy (deprecated) field: the cluster speaks h2
     out.protocol = UpstreamHttpProtocol::kHttp2;
     out.http2 = http2::Settings::fromProto(cfg.http2_protocol_options());
@@ -79,16 +79,17 @@ H2Connection::~H2Connection() {
 
 void H2Connection::connect(const UpstreamSource& source) {
   const ClusterInfo& cluster = *conn_.cluster;
-  cluster.stats.upstream_cx_total.inc();
-  cluster.stats.upstream_cx_http2_total.inc();
-  cluster.stats.upstream_cx_active.inc();
+  cluster.trafficStats().upstream_cx_total.inc();
+  cluster.trafficStats().upstream_cx_http2_total.inc();
+  cluster.trafficStats().upstream_cx_active.inc();
   conn_.host->stats.cx_total.fetch_add(1, std::memory_order_relaxed);
   conn_.host->stats.cx_active.fetch_add(1, std::memory_order_relaxed);
+  sni_ = source.sni;  // auto_sni: part of this connection's pool key, sent in the handshake
   std::string failure;
   auto self = shared_from_this();
   if (!openUpstreamSocket(conn_.socket, conn_.host->endpoint, source, &failure)) {
     asio::post(io_, [self, failure] {
-      self->conn_.cluster->stats.upstream_cx_connect_fail.inc();
+      self->conn_.cluster->trafficStats().upstream_cx_connect_fail.inc();
       if (self->pool_) self->pool_->onConnectionFailed(*self, PoolFailure::kConnectFailure, failure);
     });
     return;
@@ -98,7 +99,7 @@ void H2Connection::connect(const UpstreamSource& source) {
   timer_.async_wait([weak](std::error_code ec) {
     auto s = weak.lock();
     if (ec || !s || s->connected_) return;
-    s->conn_.cluster->stats.upstream_cx_connect_timeout.inc();
+    s->conn_.cluster->trafficStats().upstream_cx_connect_timeout.inc();
     std::error_code ignored;
     s->conn_.socket.close(ignored);
   });
@@ -108,7 +109,7 @@ void H2Connection::connect(const UpstreamSource& source) {
     const bool timed_out = self->timer_.expiry() <= std::chrono::steady_clock::now();
     if (ec) {
       self->timer_.cancel();
-      self->conn_.cluster->stats.upstream_cx_connect_fail.inc();
+      self->conn_.cluster->trafficStats().upstream_cx_connect_fail.inc();
       self->conn_.host->stats.cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
       if (self->pool_)
         self->pool_->onConnectionFailed(*self,
@@ -116,7 +117,7 @@ void H2Connection::connect(const UpstreamSource& source) {
                                         timed_out ? "connection timeout" : "connection failure");
       return;
     }
-    self->conn_.cluster->stats.upstream_cx_connect_ms.record(static_cast<uint64_t>(
+    self->conn_.cluster->trafficStats().upstream_cx_connect_ms.record(static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started)
             .count()));
     std::error_code lec;
@@ -137,7 +138,7 @@ void H2Connection::startTransport() {
   // TLS (transport_socket): the handshake offers ALPN "h2" and runs under the connect timer, which closes
   // the socket when it fires before onConnected().
   conn_.transport_index = transport->index;
-  tls::HandshakeOptions options = cluster.transport->handshakeOptions(*conn_.host);
+  tls::HandshakeOptions options = cluster.transport->handshakeOptions(*conn_.host, sni_);
   options.alpn = {"h2"};
   conn_.transport.attachTls(std::make_unique<tls::TlsTransport>(
       conn_.socket, transport->context->current(), tls::TlsTransport::Role::kClient, std::move(options)));
@@ -151,7 +152,7 @@ void H2Connection::startTransport() {
       if (reason.empty()) reason = timed_out ? "connection timeout" : "TLS handshake failure";
       SKIFF_LOG(kUpstream, debug, "cluster '{}': TLS handshake with {} failed: {}", self->conn_.cluster->name,
                 self->conn_.host->address, reason);
-      self->conn_.cluster->stats.upstream_cx_connect_fail.inc();
+      self->conn_.cluster->trafficStats().upstream_cx_connect_fail.inc();
       if (self->pool_)
         self->pool_->onConnectionFailed(
             *self, timed_out ? PoolFailure::kTimeout : PoolFailure::kConnectFailure, reason);
@@ -167,7 +168,40 @@ void H2Connection::onConnected() {
   conn_.socket.set_option(asio::ip::tcp::no_delay(true), ignored);
   scheduleFlush();
   doRead();
+  if (const auto& max = conn_.cluster->max_connection_duration; max && max->count() > 0) {
+    // The connect timer is done: it now ends the connection's life (Envoy's max_connection_duration).
+    timer_.expires_at(conn_.created + *max);
+    std::weak_ptr<H2Connection> weak = weak_from_this();
+    timer_.async_wait([weak](std::error_code ec) {
+      auto s = weak.lock();
+      if (ec || !s || s->closed_ || s->retired_) return;
+      s->conn_.cluster->trafficStats().upstream_cx_max_duration_reached.inc();
+      s->retire();
+    });
+  }
   if (pool_) pool_->onConnectionReady(*this);
+}
+
+void H2Connection::retire() {
+  if (retired_ || closed_) return;
+  retired_ = true;
+  // No GOAWAY from here: nghttp2 would hold back requests still queued behind it.
+  closeIfRetiredAndIdle();
+  // Requests waiting for one of its stream slots get a new connection instead.
+  if (pool_ && !pool_->waiting_.empty()) {
+    asio::post(io_, [pool = pool_, alive = std::weak_ptr<bool>(pool_->alive_), key = conn_.pool_key] {
+      if (alive.lock()) pool->redrive(key);
+    });
+  }
+}
+
+void H2Connection::closeIfRetiredAndIdle() {
+  if (!retired_ || closed_ || !streams_.empty()) return;
+  // Not from inside a codec callback: the close runs once the current event is done.
+  auto self = shared_from_this();
+  asio::post(io_, [self] {
+    if (self->streams_.empty() && !self->closed_) self->close("connection retired");
+  });
 }
 
 int32_t H2Connection::newStream(const http::HeaderMap& headers, bool end_stream,
@@ -178,6 +212,11 @@ int32_t H2Connection::newStream(const http::HeaderMap& headers, bool end_stream,
   streams_[id] = callbacks;
   conn_.requests++;
   scheduleFlush();
+  const uint32_t max_requests = conn_.cluster->max_requests_per_connection;
+  if (max_requests != 0 && conn_.requests >= max_requests) {
+    conn_.cluster->trafficStats().upstream_cx_max_requests.inc();
+    retire();
+  }
   return id;
 }
 
@@ -198,7 +237,7 @@ void H2Connection::cancelStream(int32_t id) {
   auto it = streams_.find(id);
   if (it == streams_.end()) return;
   it->second = nullptr;
-  conn_.cluster->stats.upstream_rq_tx_reset.inc();
+  conn_.cluster->trafficStats().upstream_rq_tx_reset.inc();
   codec_.resetStream(id, http2::kCancel);
   scheduleFlush();
 }
@@ -230,9 +269,10 @@ void H2Connection::onStreamClose(int32_t id, uint32_t error_code, bool remote) {
   streams_.erase(it);
   if (cb != nullptr && error_code != 0) {
     const bool refused = error_code == http2::kRefusedStream || static_cast<uint32_t>(id) > goaway_last_;
-    if (remote) conn_.cluster->stats.upstream_rq_rx_reset.inc();
+    if (remote) conn_.cluster->trafficStats().upstream_rq_rx_reset.inc();
     cb->onH2Reset(error_code, refused, refused ? "refused_stream_reset" : "remote_reset");
   }
+  closeIfRetiredAndIdle();
   if (pool_) pool_->onStreamFreed(*this);
 }
 
@@ -259,13 +299,13 @@ void H2Connection::doRead() {
     self->read_in_flight_ = false;
     if (self->closed_) return;
     if (ec) {
-      self->conn_.cluster->stats.upstream_cx_destroy_remote.inc();
+      self->conn_.cluster->trafficStats().upstream_cx_destroy_remote.inc();
       self->close("connection termination");
       return;
     }
-    self->conn_.cluster->stats.upstream_cx_rx_bytes_total.inc(n);
+    self->conn_.cluster->trafficStats().upstream_cx_rx_bytes_total.inc(n);
     if (!self->codec_.receive(std::string_view(self->in_.data(), n))) {
-      self->conn_.cluster->stats.upstream_cx_protocol_error.inc();
+      self->conn_.cluster->trafficStats().upstream_cx_protocol_error.inc();
       SKIFF_LOG(kUpstream, debug, "HTTP/2 upstream {} failed: {}", self->conn_.host->address,
                 self->codec_.error());
     }
@@ -297,7 +337,7 @@ void H2Connection::flush() {
   write_in_flight_ = true;
   writing_.swap(out_);
   out_.clear();
-  conn_.cluster->stats.upstream_cx_tx_bytes_total.inc(writing_.size());
+  conn_.cluster->trafficStats().upstream_cx_tx_bytes_total.inc(writing_.size());
   auto self = shared_from_this();
   conn_.transport.asyncWrite(asio::buffer(writing_), [self](std::error_code ec, size_t) {
     self->write_in_flight_ = false;
@@ -387,7 +427,7 @@ bool H2ConnPool::ensureConnecting(const std::string& key, const HostSharedPtr& h
     if (!c->connected_ && !c->closed_) return true;
   }
   if (!cluster_->resources.tryAcquireConnection()) {
-    cluster_->stats.upstream_cx_overflow.inc();
+    cluster_->trafficStats().upstream_cx_overflow.inc();
     return false;
   }
   auto conn = std::make_shared<H2Connection>(*this, io_, host, cluster_, protocol_.http2, stats_);
@@ -412,7 +452,7 @@ void H2ConnPool::redrive(const std::string& key) {
   bool connecting = false;
   if (auto it = conns_.find(key); it != conns_.end()) {
     for (auto& c : it->second) {
-      if (c->canOpen() || (c->ready() && !c->codec_.goAwayReceived() && !ready)) ready = c;
+      if (c->canOpen() || (c->ready() && !c->retired_ && !c->codec_.goAwayReceived() && !ready)) ready = c;
       if (!c->connected_ && !c->closed_) connecting = true;
     }
   }

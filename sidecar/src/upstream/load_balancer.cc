@@ -76,7 +76,7 @@ class BaseLb : public LoadBalancer {
 
   HostSharedPtr chooseHost(const LbContext& ctx) final {
     if (c_.hosts.empty()) return nullptr;
-    if (c_.panic) info_.stats.lb_healthy_panic.inc();
+    if (c_.panic) info_.trafficStats().lb_healthy_panic.inc();
     if (c_.hosts.size() == 1) return c_.hosts.front();
     return pick(ctx.avoid);
   }

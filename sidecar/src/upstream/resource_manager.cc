@@ -89,4 +89,10 @@ ResourceManager::ResourceManager(stats::Store& store, const std::string& stat_na
   pools_.init(limits.max_connection_pools, gauge(4, "cx_pool_open"), remaining(4, "remaining_cx_pools"));
 }
 
+void registerCircuitBreakerStats(stats::Store& store, const std::string& stat_name,
+                                 const std::string& priority_name, bool track_remaining) {
+  if (priority_name != "default" && priority_name != "high") return;
+  store.group("cluster." + stat_name + ".", specsFor(priority_name, track_remaining));
+}
+
 }  // namespace skiff::upstream

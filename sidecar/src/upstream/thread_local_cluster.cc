@@ -25,16 +25,15 @@ void ThreadLocalClusterManager::update(const std::string& name, ClusterInfoConst
   }
   auto it = clusters_.find(name);
   if (it == clusters_.end()) {
-    clusters_.emplace(name,
-                      std::make_unique<ThreadLocalCluster>(std::move(info), std::move(hosts), lb_seed_));
+    clusters_.try_emplace(name, std::move(info), std::move(hosts), lb_seed_);
   } else {
-    it->second->update(std::move(info), std::move(hosts));
+    it->second.update(std::move(info), std::move(hosts));
   }
 }
 
 ThreadLocalCluster* ThreadLocalClusterManager::get(std::string_view name) {
   auto it = clusters_.find(name);
-  return it == clusters_.end() ? nullptr : it->second.get();
+  return it == clusters_.end() ? nullptr : &it->second;
 }
 
 }  // namespace skiff::upstream

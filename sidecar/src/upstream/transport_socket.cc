@@ -2,6 +2,7 @@
 // the per-endpoint choice between them.
 #include "skiff/upstream/transport_socket.h"
 
+#include <cctype>
 #include <stdexcept>
 
 #include "skiff/common/logging.h"
@@ -79,15 +80,21 @@ UpstreamTransportFactory::UpstreamTransportFactory(const envoy::config::cluster:
   const auto& ext = cluster.typed_extension_protocol_options();
   if (auto it = ext.find("envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
       it != ext.end() && it->second.UnpackTo(&typed) && typed.has_upstream_http_protocol_options()) {
-    auto_sni_ = typed.upstream_http_protocol_options().auto_sni();
-    auto_san_validation_ = typed.upstream_http_protocol_options().auto_san_validation();
+    setAutoSni(typed.upstream_http_protocol_options());
     options = nullptr;
   }
 #endif
-  if (options != nullptr) {
-    auto_sni_ = options->auto_sni();
-    auto_san_validation_ = options->auto_san_validation();
-  }
+  if (options != nullptr) setAutoSni(*options);
+}
+
+void UpstreamTransportFactory::setAutoSni(
+    const envoy::config::core::v3::UpstreamHttpProtocolOptions& options) {
+  auto_sni_ = options.auto_sni();
+  auto_san_validation_ = options.auto_san_validation();
+  auto_sni_header_ =
+      options.override_auto_sni_header().empty() ? ":authority" : options.override_auto_sni_header();
+  for (char& c : auto_sni_header_) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (auto_sni_header_ == "host") auto_sni_header_ = ":authority";  // HTTP/1 Host is kept as :authority
 }
 
 const UpstreamTransport& UpstreamTransportFactory::select(const Host& host) const {
@@ -115,21 +122,35 @@ const UpstreamTransport& UpstreamTransportFactory::select(const Host& host) cons
   return default_;
 }
 
+namespace {
+
+// A host (":authority" value or DNS name) as an SNI: no port, never an IP literal ("" then).
+std::string sniName(std::string_view authority) {
+  std::string name(authority);
+  if (!name.empty() && name.front() == '[') return {};  // [v6]:port
+  if (auto colon = name.rfind(':'); colon != std::string::npos && name.find(':') == colon) name.resize(colon);
+  if (!name.empty() && name.back() == '.') name.pop_back();  // absolute form: "example.com."
+  std::error_code ec;
+  asio::ip::make_address(name, ec);
+  if (!ec) return {};
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return name;
+}
+
+}  // namespace
+
+std::string UpstreamTransportFactory::requestSni(std::string_view authority) const {
+  return auto_sni_ ? sniName(authority) : std::string();
+}
+
 tls::HandshakeOptions UpstreamTransportFactory::handshakeOptions(const Host& host,
                                                                  const std::string& sni_override) const {
   tls::HandshakeOptions options;
   if (auto_sni_) {
-    std::string name = sni_override.empty() ? host.hostname : sni_override;
-    // The SNI is a host name: no port, and never an IP literal.
-    if (auto colon = name.rfind(':');
-        colon != std::string::npos && name.find(']') == std::string::npos && name.find(':') == colon) {
-      name.resize(colon);
-    }
-    std::error_code ec;
-    asio::ip::make_address(name, ec);
-    if (!name.empty() && ec) {
+    std::string name = sniName(sni_override.empty() ? std::string_view(host.hostname) : sni_override);
+    if (!name.empty()) {
       options.sni = name;
-      if (auto_san_validation_) options.extra_dns_san_matches.push_back(name);
+      if (auto_san_validation_) options.extra_dns_san_matches.push_back(std::move(name));
     }
   }
   return options;

@@ -9,10 +9,11 @@
 namespace skiff::upstream {
 
 std::string UpstreamSource::key() const {
-  if (empty()) return {};
+  if (empty() && sni.empty()) return {};
   std::string out = address ? formatEndpoint({*address, port}) : std::string("*");
   if (transparent) out += "/t";
   if (mark != 0) out += "/m" + std::to_string(mark);
+  if (!sni.empty()) out += "/sni=" + sni;
   return out;
 }
 

@@ -46,7 +46,9 @@ struct Memory {
   uint64_t size = 0;
 };
 
-// A compiled module in an isolate of its own; instantiated once. Used by one thread at a time.
+// A compiled module in the isolate of the thread that created it (one isolate per thread, kept entered);
+// instantiated once. Called only on that thread: a call from another thread fails (as a trap would) with
+// an error saying so. It may be destroyed on any thread.
 class Instance {
  public:
   virtual ~Instance() = default;
@@ -75,7 +77,7 @@ class Instance {
 
 class Engine {
  public:
-  // Compiles `code` (once per process per `key`; later instances reuse the compiled code) into a new
+  // Compiles `code` (once per process per `key`; later instances reuse the compiled code) in this thread's
   // isolate. nullptr with `error` set when it does not compile.
   virtual std::unique_ptr<Instance> compile(std::string_view code, const std::string& key,
                                             std::string* error) = 0;

@@ -41,6 +41,10 @@ std::optional<std::string> guestString(Vm& vm, uint64_t ptr, uint64_t size) {
 
 http::HeaderMap* headerMap(Vm& vm, uint32_t type) {
   const auto t = static_cast<MapType>(type);
+  if (t == MapType::kGrpcInitialMetadata || t == MapType::kGrpcTrailingMetadata) {
+    // Readable only inside proxy_on_grpc_receive_{initial,trailing}_metadata (read-only there).
+    return const_cast<http::HeaderMap*>(plugin(vm).grpcMetadata(t));
+  }
   if (t == MapType::kHttpCallResponseHeaders || t == MapType::kHttpCallResponseTrailers) {
     // Readable only inside proxy_on_http_call_response.
     const HttpCallResponse* response = plugin(vm).httpCallResponse();
@@ -200,6 +204,7 @@ const std::string* readableBuffer(Vm& vm, uint32_t type) {
   if (t == BufferType::kVmConfiguration || t == BufferType::kPluginConfiguration) {
     return plugin(vm).configurationBuffer(t);
   }
+  if (t == BufferType::kGrpcReceiveBuffer) return plugin(vm).grpcReceiveBuffer();
   if (t == BufferType::kHttpCallResponseBody) {
     const HttpCallResponse* response = plugin(vm).httpCallResponse();
     return response == nullptr ? nullptr : &response->body;
@@ -439,9 +444,59 @@ uint64_t proxyCallForeignFunction(Vm& vm, const uint64_t* a) {
   if (!vm.view(u32(a[0]), u32(a[1])) || !vm.view(u32(a[2]), u32(a[3]))) return r(R::kInvalidMemoryAccess);
   return r(R::kNotFound);
 }
-// gRPC callouts: linked so SDK modules load, answered Unimplemented for now.
-uint64_t unimplemented(Vm&, const uint64_t*) {
-  return r(R::kUnimplemented);
+// ---- gRPC callouts ----
+
+// The common arguments of proxy_grpc_call / proxy_grpc_stream: service, service name, method, metadata.
+WasmResult grpcRequest(Vm& vm, const uint64_t* a, GrpcRequest* out) {
+  auto service = guestString(vm, a[0], a[1]);
+  auto service_name = guestString(vm, a[2], a[3]);
+  auto method = guestString(vm, a[4], a[5]);
+  auto metadata = vm.view(u32(a[6]), u32(a[7]));
+  if (!service || !service_name || !method || !metadata) return R::kInvalidMemoryAccess;
+  auto pairs = parsePairs(*metadata);
+  if (!pairs) return R::kBadArgument;
+  out->service = std::move(*service);
+  out->service_name = std::move(*service_name);
+  out->method = std::move(*method);
+  for (const auto& [k, v] : *pairs) out->initial_metadata.emplace_back(k, v);
+  return R::kOk;
+}
+
+uint64_t proxyGrpcCall(Vm& vm, const uint64_t* a) {
+  GrpcRequest request;
+  if (const WasmResult result = grpcRequest(vm, a, &request); result != R::kOk) return r(result);
+  auto message = guestString(vm, a[8], a[9]);
+  if (!message || !vm.view(u32(a[11]), 4)) return r(R::kInvalidMemoryAccess);
+  request.message = std::move(*message);
+  request.timeout = std::chrono::milliseconds(u32(a[10]));
+  uint32_t token = 0;
+  const WasmResult result = plugin(vm).grpcCall(std::move(request), &token);
+  if (result != R::kOk) return r(result);
+  return r(vm.writeU32(u32(a[11]), token) ? R::kOk : R::kInvalidMemoryAccess);
+}
+
+uint64_t proxyGrpcStream(Vm& vm, const uint64_t* a) {
+  GrpcRequest request;
+  if (const WasmResult result = grpcRequest(vm, a, &request); result != R::kOk) return r(result);
+  if (!vm.view(u32(a[8]), 4)) return r(R::kInvalidMemoryAccess);
+  uint32_t token = 0;
+  const WasmResult result = plugin(vm).grpcCall(std::move(request), &token);
+  if (result != R::kOk) return r(result);
+  return r(vm.writeU32(u32(a[8]), token) ? R::kOk : R::kInvalidMemoryAccess);
+}
+
+uint64_t proxyGrpcSend(Vm& vm, const uint64_t* a) {
+  auto message = guestString(vm, a[1], a[2]);
+  if (!message) return r(R::kInvalidMemoryAccess);
+  return r(plugin(vm).grpcSend(u32(a[0]), std::move(*message), u32(a[3]) != 0));
+}
+
+uint64_t proxyGrpcCancel(Vm& vm, const uint64_t* a) {
+  return r(plugin(vm).grpcCancel(u32(a[0])));
+}
+
+uint64_t proxyGrpcClose(Vm& vm, const uint64_t* a) {
+  return r(plugin(vm).grpcClose(u32(a[0])));
 }
 uint64_t pthreadEqual(Vm&, const uint64_t* a) {
   return u32(a[0]) == u32(a[1]) ? 1 : 0;
@@ -620,11 +675,11 @@ const HostFunction kHostFunctions[] = {
     {kEnv, "proxy_done", proxyDone, 0, 0, true, 0},
     {kEnv, "proxy_call_foreign_function", proxyCallForeignFunction, 6, 0, true, 0},
     {kEnv, "proxy_http_call", proxyHttpCall, 10, 0, true, 0},
-    {kEnv, "proxy_grpc_call", unimplemented, 12, 0, true, 0},
-    {kEnv, "proxy_grpc_stream", unimplemented, 9, 0, true, 0},
-    {kEnv, "proxy_grpc_send", unimplemented, 4, 0, true, 0},
-    {kEnv, "proxy_grpc_cancel", unimplemented, 1, 0, true, 0},
-    {kEnv, "proxy_grpc_close", unimplemented, 1, 0, true, 0},
+    {kEnv, "proxy_grpc_call", proxyGrpcCall, 12, 0, true, 0},
+    {kEnv, "proxy_grpc_stream", proxyGrpcStream, 9, 0, true, 0},
+    {kEnv, "proxy_grpc_send", proxyGrpcSend, 4, 0, true, 0},
+    {kEnv, "proxy_grpc_cancel", proxyGrpcCancel, 1, 0, true, 0},
+    {kEnv, "proxy_grpc_close", proxyGrpcClose, 1, 0, true, 0},
     {kEnv, "proxy_get_status", proxyGetStatus, 3, 0, true, 0},
     {kEnv, "proxy_register_shared_queue", proxyRegisterSharedQueue, 3, 0, true, 0},
     {kEnv, "proxy_resolve_shared_queue", proxyResolveSharedQueue, 5, 0, true, 0},

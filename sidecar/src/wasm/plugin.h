@@ -1,5 +1,6 @@
-// A plugin's VM on one worker: the module instance, its root context (configured at creation), the stream
-// contexts it serves, its tick timer and custom metrics. Host functions reach their state through it.
+// A plugin's root context on one worker, in a module instance it may share with other plugins of the same
+// VM key (as Envoy shares a VM between root ids): its root context (configured at creation), the stream
+// contexts it serves, its tick timer and callouts. Host functions reach their state through it.
 #pragma once
 
 #include <chrono>
@@ -73,9 +74,43 @@ struct HttpCallResponse {
   std::unique_ptr<http::HeaderMap> trailers;
 };
 
+// gRPC metadata as (lower-case key, value) pairs in wire order.
+using GrpcMetadata = std::vector<std::pair<std::string, std::string>>;
+
+// What comes back on a gRPC callout, in this order: initial metadata?, messages*, trailing metadata?, close
+// (exactly once unless cancelled). Called later on the worker loop, never inside the call that started it.
+struct GrpcEvents {
+  std::function<void(GrpcMetadata)> initial_metadata;
+  std::function<void(std::string)> message;
+  std::function<void(GrpcMetadata)> trailing_metadata;
+  std::function<void(uint32_t status, std::string message)> close;
+};
+
+// A gRPC callout in flight; destroying it cancels it (no events after that).
+class GrpcCallout {
+ public:
+  virtual ~GrpcCallout() = default;
+  // Streams only: false once the stream no longer takes messages.
+  virtual bool send(std::string message, bool end_stream) = 0;
+  virtual void closeSend() = 0;
+};
+
+struct GrpcRequest {
+  std::string service;  // a serialized envoy.config.core.v3.GrpcService, else a cluster name
+  std::string service_name, method;
+  GrpcMetadata initial_metadata;
+  std::optional<std::string> message;  // set: a unary call with this request; else a stream
+  std::chrono::milliseconds timeout{0};
+};
+
 // Outgoing calls of a root context, sent by the filter layer, which knows the worker's clusters and pools.
 class CalloutSender {
  public:
+  // proxy_grpc_call / proxy_grpc_stream: Ok with `*call` set; ParseFailure for an unknown cluster or a
+  // service that cannot be used; Unimplemented when this sender has no gRPC client.
+  virtual WasmResult grpcCall(GrpcRequest request, GrpcEvents events, std::unique_ptr<GrpcCallout>* call) {
+    return WasmResult::kUnimplemented;
+  }
   virtual ~CalloutSender() = default;
   using HttpDone = std::function<void(HttpCallResponse)>;
   // Ok with `*cancel` set (abandons the call; `done` is then never called). BadArgument for an unknown
@@ -85,12 +120,39 @@ class CalloutSender {
                               std::function<void()>* cancel) = 0;
 };
 
+// A custom metric (proxy_define_metric); ids are per module instance, as in Envoy.
+struct CustomMetric {
+  MetricType type;
+  stats::Counter counter;
+  stats::Gauge gauge;
+  stats::Histogram histogram;
+};
+
+class PluginVm;
+
+// One module instance on one worker, shared by the root contexts of every plugin with the same VM key
+// (vm_id, runtime, code hash, vm configuration, environment): module globals are common to them, context
+// ids and metric ids are allocated VM-wide. Counted in wasm.envoy.wasm.runtime.v8.{created,active}.
+struct SharedVm {
+  ~SharedVm();
+  std::unique_ptr<Vm> vm;
+  std::string key;
+  void* owner = nullptr;  // the worker loop it is registered for (null: private to one plugin)
+  uint32_t next_context_id = 1;
+  bool ids_wrapped = false;        // next_context_id went past 2^32-1: new ids must skip the ones in use
+  std::vector<PluginVm*> plugins;  // the root contexts living in it
+  std::vector<CustomMetric> metrics;
+  stats::Gauge active;
+};
+
 class PluginVm {
  public:
-  // Creates the VM and the root context: start (_initialize/main or _start), proxy_on_context_create,
-  // proxy_on_vm_start, proxy_on_configure. nullptr and `error` when any of it fails or returns false.
-  // `dispatcher` (may be null at config validation) runs the tick timer; `sender` (may be null) sends its
-  // proxy_http_call requests.
+  // Creates the root context: proxy_on_context_create, proxy_on_vm_start, proxy_on_configure, in a VM that
+  // is started first (_initialize/main or _start) unless one is shared. nullptr and `error` when any of it
+  // fails or returns false. With a `dispatcher` (a worker loop; null at config validation, where every
+  // plugin gets a VM of its own) the VM is shared with the other live plugins of the same vmKey() on that
+  // loop, and the plugin must be destroyed on that loop's thread. It runs the tick timer; `sender` (may be
+  // null) sends its proxy_http_call requests.
   static std::unique_ptr<PluginVm> create(std::shared_ptr<const PluginSpec> spec, stats::Store* stats,
                                           asio::io_context* dispatcher, std::string* error,
                                           std::unique_ptr<CalloutSender> sender = nullptr);
@@ -98,6 +160,11 @@ class PluginVm {
 
   const PluginSpec& spec() const { return *spec_; }
   Vm& vm() { return *vm_; }
+  // Envoy's VM key: SHA-256 (hex) over vm_id, runtime, code, vm configuration (and, unlike Envoy, the
+  // environment variables, which a shared VM could only take from one plugin).
+  static std::string vmKey(const PluginSpec& spec);
+  // The root contexts (plugins) living in this plugin's VM, this one included.
+  size_t sharedRootContexts() const { return shared_->plugins.size(); }
   bool failed() const { return vm_->failed(); }
   // Inside a root callback (HTTP call answer, tick, queue): streams it acts on resume after it returns.
   bool inRootCallback() const { return in_root_async_; }
@@ -115,7 +182,11 @@ class PluginVm {
   bool dispatcherAlive() const { return dispatcher_alive_ && *dispatcher_alive_; }
   bool tickArmed() const { return tick_armed_; }
   // Work of this VM is pending on its loop (tick, callouts, a queue it owns): destroy it on that thread.
-  bool bound() const { return tick_armed_ || owns_queue_ || !pending_calls_.empty(); }
+  // A VM shared on a worker is always bound: another plugin may use it there at any time.
+  bool bound() const {
+    return shared_->owner != nullptr || tick_armed_ || owns_queue_ || !pending_calls_.empty() ||
+           !grpc_calls_.empty();
+  }
   void markQueueOwner() { owns_queue_ = true; }
 
   // A new stream context (proxy_on_context_create(id, root)); 0 if the VM failed. `stream` can be made
@@ -124,6 +195,12 @@ class PluginVm {
   void detachStream(uint32_t id);
   // Calls a stream callback with `stream` as the target of host functions.
   std::optional<uint32_t> callStream(StreamContext* stream, Export e, std::initializer_list<uint32_t> args);
+
+  // Tests: the next context id the shared VM hands out (to drive the id wrap-around).
+  void setNextContextIdForTest(uint32_t id) {
+    shared_->next_context_id = id;
+    shared_->ids_wrapped = true;
+  }
 
   // Calls any export by name with `stream` current (tests drive host functions this way).
   std::optional<uint32_t> callForTest(StreamContext* stream, std::string_view name,
@@ -144,10 +221,24 @@ class PluginVm {
   void setCalloutSender(std::unique_ptr<CalloutSender> sender) { sender_ = std::move(sender); }
   // The module can take callout answers but has no sender yet (the filter installs one from its worker).
   bool wantsCalloutSender() const {
-    return sender_ == nullptr && vm_->hasExport(Export::kOnHttpCallResponse);
+    return sender_ == nullptr &&
+           (vm_->hasExport(Export::kOnHttpCallResponse) || vm_->hasExport(Export::kOnGrpcClose) ||
+            vm_->hasExport(Export::kOnGrpcReceive));
   }
   WasmResult httpCall(const std::string& cluster, http::HeaderMap headers, std::string body,
                       uint32_t timeout_ms, uint32_t* token);
+  // gRPC callouts (tokens: low 2 bits 1 = call, 2 = stream). Answers arrive as proxy_on_grpc_* on the root
+  // context; the metadata (maps 4/5) and the message (buffer 5) are readable during those callbacks.
+  WasmResult grpcCall(GrpcRequest request, uint32_t* token);
+  WasmResult grpcSend(uint32_t token, std::string message, bool end_stream);
+  WasmResult grpcCancel(uint32_t token);
+  WasmResult grpcClose(uint32_t token);
+  const http::HeaderMap* grpcMetadata(MapType type) const {
+    return type == MapType::kGrpcInitialMetadata    ? grpc_initial_metadata_
+           : type == MapType::kGrpcTrailingMetadata ? grpc_trailing_metadata_
+                                                    : nullptr;
+  }
+  const std::string* grpcReceiveBuffer() const { return grpc_message_; }
   // The response being delivered to proxy_on_http_call_response (maps 6/7, buffer 4), else nullptr.
   const HttpCallResponse* httpCallResponse() const { return http_response_; }
   // proxy_get_status: the status of the last callout answered.
@@ -174,27 +265,30 @@ class PluginVm {
   // run their deferred work; when it failed the VM, every attached stream gets the failure policy.
   void callRootAsync(Export e, std::initializer_list<uint32_t> args);
   void onHttpCallDone(uint32_t token, HttpCallResponse response);
+  void onGrpcClose(uint32_t token, uint32_t status, std::string message);
   StreamContext* findStream(uint32_t id) const;
-
-  struct Metric {
-    MetricType type;
-    stats::Counter counter;
-    stats::Gauge gauge;
-    stats::Histogram histogram;
-  };
+  // A context id not in use in the shared VM (never 0, no root or attached stream of any plugin in it).
+  uint32_t nextContextId();
+  // Finds this worker's live VM of the same key, or creates and starts one.
+  bool attachVm(asio::io_context* dispatcher, std::string* error);
+  // Makes this plugin the target of host functions for a guest call; returns the previous one.
+  PluginVm* enter() {
+    PluginVm* prev = vm_->host();
+    vm_->setHost(this);
+    return prev;
+  }
 
   std::shared_ptr<const PluginSpec> spec_;
-  std::unique_ptr<Vm> vm_;
+  std::shared_ptr<SharedVm> shared_;
+  Vm* vm_ = nullptr;  // shared_->vm
   stats::Store* stats_ = nullptr;
   asio::io_context* dispatcher_ = nullptr;
   std::shared_ptr<const bool> dispatcher_alive_;
   uint32_t root_id_ = 1;
-  uint32_t next_context_id_ = 2;
   StreamContext* current_stream_ = nullptr;
   uint32_t current_id_ = 0;
   const std::string* config_buffer_ = nullptr;
   BufferType config_buffer_type_ = BufferType::kVmConfiguration;
-  std::vector<Metric> metrics_;
   uint32_t tick_ms_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // tick handlers check it (same thread)
   bool tick_armed_ = false;  // a timer is pending on the dispatcher (it owns the timer)
@@ -207,6 +301,10 @@ class PluginVm {
   uint32_t next_token_ = 4;  // tokens step by 4; low 2 bits 0 = HTTP call
   std::vector<std::pair<uint32_t, std::function<void()>>> pending_calls_;  // token → cancel
   const HttpCallResponse* http_response_ = nullptr;
+  std::vector<std::pair<uint32_t, std::unique_ptr<GrpcCallout>>> grpc_calls_;  // token → call or stream
+  const http::HeaderMap* grpc_initial_metadata_ = nullptr;                     // during the callbacks only
+  const http::HeaderMap* grpc_trailing_metadata_ = nullptr;
+  const std::string* grpc_message_ = nullptr;
   uint32_t status_code_ = 0;
   std::string status_message_;
 };

@@ -5,6 +5,7 @@
 #include <v8-wasm.h>
 #include <v8.h>
 
+#include <pthread.h>
 #include <atomic>
 #include <cstdlib>
 #include <deque>
@@ -133,6 +134,21 @@ struct CallbackData {
   const Import* import;
 };
 
+// A handle to what a Global holds without creating a new handle (Node's PersistentToLocal::Strong): the
+// Global's slot stays valid as long as the Global is set.
+template <typename T>
+v8::Local<T> strong(const v8::Global<T>& global) {
+  return *reinterpret_cast<const v8::Local<T>*>(&global);
+}
+
+// An i32 argument from the Wasm-to-JS wrapper is a Smi unless it does not fit one (a HeapNumber then).
+inline bool smiValue(v8::Local<v8::Value> v, uint64_t* out) {
+  const auto tagged = *reinterpret_cast<const v8::internal::Address*>(*v);
+  if (v8::internal::Internals::HasHeapObjectTag(tagged)) return false;
+  *out = static_cast<uint32_t>(v8::internal::Internals::SmiValue(tagged));
+  return true;
+}
+
 // Every host function enters here: arguments are unpacked (i32 as uint32, i64 from BigInt) and the
 // result is returned as an i32 Number.
 void dispatch(const v8::FunctionCallbackInfo<v8::Value>& info) {
@@ -144,6 +160,7 @@ void dispatch(const v8::FunctionCallbackInfo<v8::Value>& info) {
     v8::Local<v8::Value> v = info[i];
     if (fn.i64_args & (1u << i)) {
       if (v->IsBigInt()) args[i] = v.As<v8::BigInt>()->Uint64Value();
+    } else if (smiValue(v, &args[i])) {
     } else if (v->IsInt32()) {
       args[i] = static_cast<uint32_t>(v.As<v8::Int32>()->Value());
     } else if (v->IsUint32()) {
@@ -159,37 +176,172 @@ void dispatch(const v8::FunctionCallbackInfo<v8::Value>& info) {
   if (fn.returns) info.GetReturnValue().Set(static_cast<uint32_t>(result));
 }
 
-class V8Instance final : public Instance {
+// What an instance holds in its isolate. Freed on the isolate's home thread (see ThreadIsolate).
+struct InstanceHandles {
+  v8::Global<v8::WasmModuleObject> module;
+  v8::Global<v8::Object> instance;
+  v8::Global<v8::Object> memory;
+  v8::Global<v8::ArrayBuffer> buffer;  // memory's current buffer; detached when the memory grows
+  std::vector<v8::Global<v8::Function>> exports;
+  std::vector<Import> imports;
+  std::vector<CallbackData> callback_data;  // sized once, so the pointers handed to V8 stay stable
+
+  void reset() {
+    module.Reset();
+    instance.Reset();
+    memory.Reset();
+    buffer.Reset();
+    for (auto& e : exports) e.Reset();
+  }
+};
+
+// The isolate of one thread. Every instance created on a thread lives in that thread's isolate, which the
+// thread enters once, with one context and an outer handle scope, and leaves when it exits (or when its
+// last instance goes): a guest call pays no isolate or context entry, and a worker has one V8 heap however
+// many plugins it runs. Only the home thread uses the isolate; an instance destroyed on another thread
+// hands its handles over (the graveyard), and the home thread frees them at its next call into V8 or when
+// it leaves. Once the home thread is gone the isolate is orphaned: its remaining instances are freed under
+// the mutex from whatever thread destroys them, and the last one disposes of it.
+class ThreadIsolate {
  public:
-  ~V8Instance() override {
-    if (isolate_ == nullptr) return;
-    {
-      v8::Isolate::Scope iscope(isolate_);
-      backing_.reset();
-      for (auto& e : exports_) e.Reset();
-      memory_.Reset();
-      instance_.Reset();
-      module_.Reset();
-      context_.Reset();
-    }
-    v8Engine().platform->forget(isolate_);
-    isolate_->Dispose();
+  // This thread's isolate, created (and entered) on first use.
+  static std::shared_ptr<ThreadIsolate> forThisThread() {
+    Holder& h = holder();
+    if (!h.iso) h.iso = std::shared_ptr<ThreadIsolate>(new ThreadIsolate());
+    return h.iso;
   }
 
-  // Compiles (or re-creates from the cache) in a fresh isolate.
-  bool init(std::string_view code, const std::string& key, std::string* error) {
+  ~ThreadIsolate() {
+    v8Engine().platform->forget(isolate_);
+    isolate_->Dispose();  // never entered by now: left by its home thread (leave())
+  }
+
+  v8::Isolate* isolate() const { return isolate_; }
+  v8::Local<v8::Context> context() const { return strong(context_); }
+  bool onHomeThread() const { return !left_ && pthread_equal(pthread_self(), home_); }
+  ForegroundRunner& runner() { return *runner_; }
+  int& depth() { return depth_; }
+
+  // Home thread, before a call: frees what other threads handed over (one load when there is nothing).
+  void collect() {
+    if (!graveyard_pending_.load(std::memory_order_acquire)) return;
+    std::vector<std::unique_ptr<InstanceHandles>> dead;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      dead.swap(graveyard_);
+      graveyard_pending_.store(false, std::memory_order_relaxed);
+      instances_ -= dead.size();
+    }
+    for (auto& h : dead) h->reset();
+  }
+
+  void addInstance() {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++instances_;
+  }
+
+  // An instance is gone: its handles are freed here (home thread, or orphaned isolate) or handed to the
+  // home thread. On the home thread the isolate is left (and then disposed) with its last instance.
+  void release(std::unique_ptr<InstanceHandles> handles) {
+    if (onHomeThread()) {
+      handles->reset();
+      collect();
+      bool last;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        last = --instances_ == 0;
+      }
+      if (last && depth_ == 0 && holder().iso.get() == this) {
+        leave();
+        holder().iso.reset();  // the caller's reference is the last: disposed after this
+      }
+      return;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!left_) {
+      graveyard_.push_back(std::move(handles));
+      graveyard_pending_.store(true, std::memory_order_release);
+      return;
+    }
+    --instances_;
+    v8::Isolate::Scope scope(isolate_);  // orphaned: nobody else uses it (the mutex)
+    handles->reset();
+  }
+
+ private:
+  struct Holder {
+    std::shared_ptr<ThreadIsolate> iso;
+    ~Holder() {
+      if (iso) iso->leave();
+    }
+  };
+  static Holder& holder() {
+    thread_local Holder h;
+    return h;
+  }
+
+  ThreadIsolate() : home_(pthread_self()) {
     V8& eng = v8Engine();
     v8::Isolate::CreateParams params;
     params.array_buffer_allocator = eng.allocator.get();
     isolate_ = v8::Isolate::New(params);
     runner_ = eng.platform->runnerFor(isolate_);
-    v8::Isolate::Scope iscope(isolate_);
-    // No JavaScript runs here, so no microtask checkpoint after every call into the module.
+    isolate_->Enter();
+    // No JavaScript runs here, so no microtask checkpoint after every call into a module.
     isolate_->SetMicrotasksPolicy(v8::MicrotasksPolicy::kExplicit);
-    v8::HandleScope hscope(isolate_);
+    // The outer scope keeps a handle block, so a call's own scope never allocates one.
+    scope_ = ::new (&scope_storage_) v8::HandleScope(isolate_);
     v8::Local<v8::Context> ctx = v8::Context::New(isolate_);
     context_.Reset(isolate_, ctx);
-    v8::Context::Scope cscope(ctx);
+    ctx->Enter();
+  }
+
+  // Home thread: frees the graveyard and leaves the isolate for good.
+  void leave() {
+    if (left_) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& h : graveyard_) h->reset();
+    instances_ -= graveyard_.size();
+    graveyard_.clear();
+    graveyard_pending_.store(false, std::memory_order_relaxed);
+    context()->Exit();
+    context_.Reset();
+    scope_->~HandleScope();
+    isolate_->Exit();
+    left_ = true;
+  }
+
+  v8::Isolate* isolate_ = nullptr;
+  const pthread_t home_;
+  std::shared_ptr<ForegroundRunner> runner_;
+  v8::Global<v8::Context> context_;
+  alignas(v8::HandleScope) unsigned char scope_storage_[sizeof(v8::HandleScope)];
+  v8::HandleScope* scope_ = nullptr;
+  int depth_ = 0;  // nested guest calls on the home thread (a host function calling the allocator)
+  std::atomic<bool> graveyard_pending_{false};
+  std::mutex mu_;  // graveyard_, instances_, left_ transitions
+  std::vector<std::unique_ptr<InstanceHandles>> graveyard_;
+  size_t instances_ = 0;
+  bool left_ = false;
+};
+
+constexpr const char* kWrongThread =
+    "the Wasm VM was called from a thread other than the one that created it";
+
+class V8Instance final : public Instance {
+ public:
+  ~V8Instance() override {
+    if (iso_) iso_->release(std::move(h_));
+  }
+
+  // Compiles (or re-creates from the cache) in this thread's isolate.
+  bool init(std::string_view code, const std::string& key, std::string* error) {
+    iso_ = ThreadIsolate::forThisThread();
+    iso_->addInstance();
+    isolate_ = iso_->isolate();
+    h_ = std::make_unique<InstanceHandles>();
+    v8::HandleScope hscope(isolate_);
+    v8::Local<v8::Context> ctx = iso_->context();
     v8::TryCatch tc(isolate_);
 
     v8::Local<v8::WasmModuleObject> module;
@@ -231,7 +383,7 @@ class V8Instance final : public Instance {
       g_cache.emplace(key, CachedModule{std::make_shared<v8::CompiledWasmModule>(module->GetCompiledModule()),
                                         export_names_});
     }
-    module_.Reset(isolate_, module);
+    h_->module.Reset(isolate_, module);
     return true;
   }
 
@@ -239,16 +391,18 @@ class V8Instance final : public Instance {
 
   bool instantiate(std::span<const Import> imports, Host* host, std::span<const char* const> exports,
                    std::string* error) override {
-    v8::Isolate::Scope iscope(isolate_);
+    if (!iso_->onHomeThread()) {
+      *error = kWrongThread;
+      return false;
+    }
     v8::HandleScope hscope(isolate_);
-    v8::Local<v8::Context> ctx = context_.Get(isolate_);
-    v8::Context::Scope cscope(ctx);
+    v8::Local<v8::Context> ctx = iso_->context();
     v8::TryCatch tc(isolate_);
 
     // The imports under their modules (WASI also under its older name).
-    imports_.assign(imports.begin(), imports.end());
-    callback_data_.clear();
-    callback_data_.reserve(imports_.size());  // pointers into it are handed to V8
+    h_->imports.assign(imports.begin(), imports.end());
+    h_->callback_data.clear();
+    h_->callback_data.reserve(h_->imports.size());  // pointers into it are handed to V8
     v8::Local<v8::Object> import_obj = v8::Object::New(isolate_);
     std::map<std::string, v8::Local<v8::Object>> modules;
     auto moduleObject = [&](const std::string& name) {
@@ -259,10 +413,10 @@ class V8Instance final : public Instance {
       }
       return m;
     };
-    for (const Import& fn : imports_) {
-      callback_data_.push_back(CallbackData{host, &fn});
+    for (const Import& fn : h_->imports) {
+      h_->callback_data.push_back(CallbackData{host, &fn});
       v8::Local<v8::Function> f =
-          v8::Function::New(ctx, dispatch, v8::External::New(isolate_, &callback_data_.back()), fn.arity)
+          v8::Function::New(ctx, dispatch, v8::External::New(isolate_, &h_->callback_data.back()), fn.arity)
               .ToLocalChecked();
       const std::string module_name = fn.module;
       moduleObject(module_name)->Set(ctx, str(isolate_, fn.name), f).Check();
@@ -272,13 +426,13 @@ class V8Instance final : public Instance {
 
     v8::Local<v8::Function> instance_ctor =
         wasmNamespace(ctx)->Get(ctx, str(isolate_, "Instance")).ToLocalChecked().As<v8::Function>();
-    v8::Local<v8::Value> argv[] = {module_.Get(isolate_), import_obj};
+    v8::Local<v8::Value> argv[] = {strong(h_->module), import_obj};
     v8::Local<v8::Object> instance;
     if (!instance_ctor->NewInstance(ctx, 2, argv).ToLocal(&instance)) {
       *error = "cannot link the Wasm module: " + exceptionText(isolate_, tc);
       return false;
     }
-    instance_.Reset(isolate_, instance);
+    h_->instance.Reset(isolate_, instance);
     v8::Local<v8::Object> export_obj =
         instance->Get(ctx, str(isolate_, "exports")).ToLocalChecked().As<v8::Object>();
     v8::Local<v8::Value> memory;
@@ -286,105 +440,114 @@ class V8Instance final : public Instance {
       *error = "the Wasm module does not export its memory as 'memory'";
       return false;
     }
-    memory_.Reset(isolate_, memory.As<v8::Object>());
-    exports_.clear();
-    exports_.resize(exports.size());
+    h_->memory.Reset(isolate_, memory.As<v8::Object>());
+    refreshBuffer();
+    h_->exports.clear();
+    h_->exports.resize(exports.size());
     for (size_t e = 0; e < exports.size(); ++e) {
       v8::Local<v8::Value> f;
       if (export_obj->Get(ctx, str(isolate_, exports[e])).ToLocal(&f) && f->IsFunction()) {
-        exports_[e].Reset(isolate_, f.As<v8::Function>());
+        h_->exports[e].Reset(isolate_, f.As<v8::Function>());
       }
     }
     return true;
   }
 
   bool hasExport(uint32_t index) const override {
-    return index < exports_.size() && !exports_[index].IsEmpty();
+    return index < h_->exports.size() && !h_->exports[index].IsEmpty();
   }
 
   bool call(uint32_t index, const uint32_t* args, size_t argc, uint32_t* result,
             std::string* error) override {
-    v8::Isolate::Scope iscope(isolate_);
+    if (!iso_->onHomeThread()) {
+      *error = kWrongThread;
+      return false;
+    }
+    iso_->collect();
+    // The isolate and its context are entered already (ThreadIsolate): a handle scope and a try-catch is
+    // all a call needs.
     v8::HandleScope hscope(isolate_);
-    v8::Local<v8::Context> ctx = context_.Get(isolate_);
-    v8::Context::Scope cscope(ctx);
     v8::TryCatch tc(isolate_);
     v8::Local<v8::Value> argv[8];
     argc = std::min<size_t>(argc, 8);
     for (size_t i = 0; i < argc; ++i) argv[i] = v8::Integer::NewFromUnsigned(isolate_, args[i]);
-    ++depth_;
+    ++iso_->depth();
     v8::MaybeLocal<v8::Value> ret =
-        exports_[index].Get(isolate_)->Call(ctx, v8::Undefined(isolate_), static_cast<int>(argc), argv);
-    --depth_;
-    return finish(ret, ctx, tc, result, error);
+        strong(h_->exports[index])
+            ->Call(iso_->context(), v8::Undefined(isolate_), static_cast<int>(argc), argv);
+    --iso_->depth();
+    return finish(ret, tc, result, error);
   }
 
   bool callByName(std::string_view name, const uint32_t* args, size_t argc, uint32_t* result, bool* found,
                   std::string* error) override {
-    v8::Isolate::Scope iscope(isolate_);
+    *found = false;
+    if (!iso_->onHomeThread()) {
+      *error = kWrongThread;
+      return false;
+    }
+    iso_->collect();
     v8::HandleScope hscope(isolate_);
-    v8::Local<v8::Context> ctx = context_.Get(isolate_);
-    v8::Context::Scope cscope(ctx);
+    v8::Local<v8::Context> ctx = iso_->context();
     v8::TryCatch tc(isolate_);
     v8::Local<v8::Object> export_obj =
-        instance_.Get(isolate_)->Get(ctx, str(isolate_, "exports")).ToLocalChecked().As<v8::Object>();
+        strong(h_->instance)->Get(ctx, str(isolate_, "exports")).ToLocalChecked().As<v8::Object>();
     v8::Local<v8::Value> f;
     *found = export_obj->Get(ctx, str(isolate_, name)).ToLocal(&f) && f->IsFunction();
     if (!*found) return false;
     v8::Local<v8::Value> argv[8];
     argc = std::min<size_t>(argc, 8);
     for (size_t i = 0; i < argc; ++i) argv[i] = v8::Integer::NewFromUnsigned(isolate_, args[i]);
-    ++depth_;
+    ++iso_->depth();
     v8::MaybeLocal<v8::Value> ret =
         f.As<v8::Function>()->Call(ctx, ctx->Global(), static_cast<int>(argc), argv);
-    --depth_;
-    return finish(ret, ctx, tc, result, error);
+    --iso_->depth();
+    return finish(ret, tc, result, error);
   }
 
   Memory memory() override {
-    v8::HandleScope hscope(isolate_);
-    v8::Local<v8::Object> memory = memory_.Get(isolate_);
-    v8::Local<v8::ArrayBuffer> buffer = v8::WasmMemoryObject::Cast(*memory)->Buffer();
-    // The memory object owns its backing store and it only changes while guest code runs (memory.grow),
-    // after which the host re-reads it: no BackingStore reference (an atomic pair) per host call.
-    return Memory{static_cast<uint8_t*>(buffer->Data()), buffer->ByteLength()};
+    // The buffer only changes when the guest grows its memory (which detaches the old one): one check.
+    if (h_->buffer.IsEmpty() || strong(h_->buffer)->WasDetached()) refreshBuffer();
+    return mem_;
   }
+
+  void terminate() override { isolate_->TerminateExecution(); }
+  void cancelTerminate() override { isolate_->CancelTerminateExecution(); }
 
  private:
   v8::Local<v8::Object> wasmNamespace(v8::Local<v8::Context> ctx) {
     return ctx->Global()->Get(ctx, str(isolate_, "WebAssembly")).ToLocalChecked().As<v8::Object>();
   }
 
-  bool finish(v8::MaybeLocal<v8::Value> ret, v8::Local<v8::Context> ctx, v8::TryCatch& tc, uint32_t* result,
-              std::string* error) {
+  void refreshBuffer() {
+    v8::HandleScope hscope(isolate_);
+    v8::Local<v8::ArrayBuffer> buffer = v8::WasmMemoryObject::Cast(*strong(h_->memory))->Buffer();
+    h_->buffer.Reset(isolate_, buffer);
+    mem_ = Memory{static_cast<uint8_t*>(buffer->Data()), buffer->ByteLength()};
+  }
+
+  bool finish(v8::MaybeLocal<v8::Value> ret, v8::TryCatch& tc, uint32_t* result, std::string* error) {
     v8::Local<v8::Value> value;
     if (!ret.ToLocal(&value)) {
       *error = tc.HasTerminated() ? std::string("execution terminated") : exceptionText(isolate_, tc);
       return false;
     }
-    if (depth_ == 0) runner_->runPending();
-    *result = value->IsUndefined() ? 0u : static_cast<uint32_t>(value->Uint32Value(ctx).FromMaybe(0));
+    if (iso_->depth() == 0) iso_->runner().runPending();
+    uint64_t v = 0;
+    if (smiValue(value, &v)) {
+      *result = static_cast<uint32_t>(v);
+    } else {
+      *result =
+          value->IsUndefined() ? 0u : static_cast<uint32_t>(value->Uint32Value(iso_->context()).FromMaybe(0));
+    }
     return true;
   }
 
+  std::shared_ptr<ThreadIsolate> iso_;
   v8::Isolate* isolate_ = nullptr;
-  std::shared_ptr<ForegroundRunner> runner_;
-  v8::Global<v8::Context> context_;
-  v8::Global<v8::WasmModuleObject> module_;
-  v8::Global<v8::Object> instance_;
-  v8::Global<v8::Object> memory_;
-  std::vector<v8::Global<v8::Function>> exports_;
-  std::shared_ptr<v8::BackingStore> backing_;
-  void terminate() override { isolate_->TerminateExecution(); }
-  void cancelTerminate() override {
-    v8::Isolate::Scope iscope(isolate_);
-    isolate_->CancelTerminateExecution();
-  }
-
-  int depth_ = 0;  // nested guest calls (the allocator inside a host function)
+  std::unique_ptr<InstanceHandles> h_;
+  Memory mem_;
   std::vector<std::string> export_names_;
-  std::vector<Import> imports_;
-  std::vector<CallbackData> callback_data_;  // sized once, so pointers into it stay stable
 };
 
 class V8Engine final : public Engine {

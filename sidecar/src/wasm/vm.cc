@@ -40,8 +40,18 @@ constexpr const char* kExportNames[] = {
     "proxy_on_delete",
     "proxy_on_http_call_response",
     "proxy_on_queue_ready",
+    "proxy_on_new_connection",
+    "proxy_on_downstream_data",
+    "proxy_on_upstream_data",
+    "proxy_on_downstream_connection_close",
+    "proxy_on_upstream_connection_close",
+    "proxy_on_grpc_receive_initial_metadata",
+    "proxy_on_grpc_receive",
+    "proxy_on_grpc_receive_trailing_metadata",
+    "proxy_on_grpc_close",
 };
 static_assert(std::size(kExportNames) == static_cast<size_t>(Export::kCount));
+static_assert(static_cast<size_t>(Export::kCount) <= 64);  // Vm::export_mask_
 
 }  // namespace
 
@@ -59,7 +69,7 @@ Vm::~Vm() {
   if (watched_registered_) unwatch(&watched_);
 }
 
-bool Vm::endCall(bool outer, std::string_view what) {
+bool Vm::endCall(bool outer, const char* what) {
   --call_depth_;
   if (!outer || !watched_.leave(*instance_)) return true;
   timed_out_ = true;
@@ -95,6 +105,9 @@ std::unique_ptr<Vm> Vm::create(std::string_view code, PluginVm* host, std::strin
   watch(&vm->watched_, vm->instance_.get());
   vm->watched_registered_ = true;
   if (!vm->instance_->instantiate(imports, vm.get(), kExportNames, error)) return nullptr;
+  for (uint32_t e = 0; e < static_cast<uint32_t>(Export::kCount); ++e) {
+    if (vm->instance_->hasExport(e)) vm->export_mask_ |= uint64_t{1} << e;
+  }
   if (!vm->hasExport(Export::kMalloc) && !vm->hasExport(Export::kMemoryAllocate)) {
     *error = "Wasm module is missing malloc function (export proxy_on_memory_allocate or malloc)";
     return nullptr;
@@ -110,10 +123,6 @@ const std::string* Vm::callImport(uint32_t index, const uint64_t* args, uint64_t
   *result = fn.fn(*this, args);
   leaveHost();
   return failed_ ? &error_ : nullptr;
-}
-
-bool Vm::hasExport(Export e) const {
-  return instance_->hasExport(static_cast<uint32_t>(e));
 }
 
 void Vm::abort(std::string_view why) {
@@ -147,7 +156,7 @@ std::optional<uint32_t> Vm::callByName(std::string_view name, std::initializer_l
   std::string trap;
   const bool outer = beginCall();
   const bool ok = instance_->callByName(name, args.begin(), args.size(), &result, &found, &trap);
-  if (!endCall(outer, name)) return std::nullopt;
+  if (!endCall(outer, std::string(name).c_str())) return std::nullopt;
   if (ok) return result;
   if (found && !failed_) {
     failed_ = true;

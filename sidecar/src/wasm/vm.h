@@ -42,6 +42,16 @@ enum class Export : uint32_t {
   kOnDelete,
   kOnHttpCallResponse,
   kOnQueueReady,
+  // Network filter and gRPC callouts (WASM-FEAT; appended).
+  kOnNewConnection,
+  kOnDownstreamData,
+  kOnUpstreamData,
+  kOnDownstreamConnectionClose,
+  kOnUpstreamConnectionClose,
+  kOnGrpcReceiveInitialMetadata,
+  kOnGrpcReceive,
+  kOnGrpcReceiveTrailingMetadata,
+  kOnGrpcClose,
   kCount,
 };
 
@@ -60,7 +70,7 @@ class Vm final : private engine::Host {
   Vm& operator=(const Vm&) = delete;
 
   AbiVersion abi() const { return abi_; }
-  bool hasExport(Export e) const;
+  bool hasExport(Export e) const { return (export_mask_ >> static_cast<uint32_t>(e)) & 1u; }
   // Calls an export with i32 arguments. nullopt when it trapped (failed() is then true and error() says
   // why) or is not exported; a void export yields 0.
   std::optional<uint32_t> call(Export e, std::initializer_list<uint32_t> args);
@@ -86,6 +96,8 @@ class Vm final : private engine::Host {
   WasmResult copyOut(std::string_view data, uint32_t ptr_ptr, uint32_t size_ptr);
 
   PluginVm* host() const { return host_; }
+  // The plugin whose root context calls in next (plugins of one vm_id share a VM).
+  void setHost(PluginVm* host) { host_ = host; }
 
   // Host function entry/exit (the dispatcher): memory is re-read once per host call and after any guest
   // call made inside it, instead of on every access.
@@ -106,9 +118,10 @@ class Vm final : private engine::Host {
     return outer;
   }
   // Returns false (and fails the VM) when the watchdog stopped the call.
-  bool endCall(bool outer, std::string_view what);
+  bool endCall(bool outer, const char* what);  // a C string: no strlen per call
 
   std::unique_ptr<engine::Instance> instance_;
+  uint64_t export_mask_ = 0;  // bit e: Export e is resolved (no call into the engine to ask)
   PluginVm* host_ = nullptr;
   AbiVersion abi_ = AbiVersion::kUnknown;
   bool failed_ = false;

@@ -37,10 +37,19 @@ TEST(ConfigRegistryTest, RegisterAddsAndReplaces) {
   EXPECT_EQ(ext->name, "test.filter");
   EXPECT_EQ(ext->type_url, "type.googleapis.com/test.pkg.Config");
 
-  registerExtension(Category::kNetworkFilter, "test.filter2", "type.googleapis.com/test.pkg.Config");
+  registerExtension(Category::kHttpFilter, "test.filter2", "type.googleapis.com/test.pkg.Config");
   EXPECT_EQ(findByTypeUrl("test.pkg.Config"), ext);  // same entry, updated in place
   EXPECT_EQ(ext->name, "test.filter2");
-  EXPECT_EQ(ext->category, Category::kNetworkFilter);
+  EXPECT_EQ(ext->category, Category::kHttpFilter);
+
+  // The same type in another category is a second entry (Istio's stats.PluginConfig is both).
+  registerExtension(Category::kNetworkFilter, "test.filter3", "type.googleapis.com/test.pkg.Config");
+  const Extension* net = findByTypeUrl("test.pkg.Config", Category::kNetworkFilter);
+  ASSERT_NE(net, nullptr);
+  EXPECT_NE(net, ext);
+  EXPECT_EQ(net->name, "test.filter3");
+  EXPECT_EQ(findByTypeUrl("test.pkg.Config", Category::kHttpFilter), ext);
+  EXPECT_EQ(findByTypeUrl("test.pkg.Config", Category::kListenerFilter), nullptr);
 }
 
 }  // namespace

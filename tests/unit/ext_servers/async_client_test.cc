@@ -25,10 +25,17 @@ namespace pb = envoy::service::ext_proc::v3;
 
 class Authz final : public auth::Authorization::Service {
  public:
-  ::grpc::Status Check(::grpc::ServerContext*, const auth::CheckRequest* req,
+  ::grpc::Status Check(::grpc::ServerContext* context, const auth::CheckRequest* req,
                        auth::CheckResponse* resp) override {
     const std::string& path = req->attributes().request().http().path();
-    if (path == "/slow") std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    if (path == "/slow") {
+      // A slow server that notices when the client gives up, so no handler is still running when the
+      // fixture shuts the server down (grpc's sync server can crash when it is torn down under one).
+      const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+      while (std::chrono::steady_clock::now() < until && !context->IsCancelled()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+    }
     if (path == "/fail") return ::grpc::Status(::grpc::StatusCode::PERMISSION_DENIED, "no");
     resp->mutable_status()->set_code(0);
     resp->mutable_ok_response()->add_headers_to_remove(path);
@@ -222,6 +229,14 @@ TEST(ServiceConfigTest, FromProto) {
   EXPECT_EQ(c.initial_metadata[0].first, "x-token");
   proto.mutable_google_grpc()->set_target_uri("127.0.0.1:1");
   proto.mutable_google_grpc()->mutable_channel_credentials()->mutable_ssl_credentials();
+  EXPECT_NE(ServiceConfig::fromProto(proto, "x").google_ssl, nullptr);  // gRPC's default roots
+  proto.mutable_google_grpc()->mutable_channel_credentials()->mutable_google_default();
+  EXPECT_THROW(ServiceConfig::fromProto(proto, "x"), std::invalid_argument);
+  proto.mutable_google_grpc()
+      ->mutable_channel_credentials()
+      ->mutable_ssl_credentials()
+      ->mutable_cert_chain()
+      ->set_filename("/nonexistent/chain.pem");
   EXPECT_THROW(ServiceConfig::fromProto(proto, "x"), std::invalid_argument);
 }
 

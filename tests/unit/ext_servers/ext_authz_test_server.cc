@@ -3,7 +3,9 @@
 // no denied_response: Envoy answers 403), error (the RPC fails with UNAVAILABLE), slow (allows after 2 s).
 // An allowed request gets `x-authz-user: alice`, loses `x-remove-me`, gains `?authz=1`, and its response
 // gets `x-authz-resp: ok`; `x-authz-seen` carries the header names the check saw (sorted, comma-joined),
-// `x-authz-context` the context extensions and `x-authz-body` the body it was given.
+// `x-authz-context` the context extensions and `x-authz-body` the body it was given. Allowed checks emit
+// dynamic metadata {user: alice, checks: n + 1} where n is the forwarded metadata_context's checks (0 when
+// none; also sent upstream as x-authz-md-checks).
 //
 //   skiff-ext-authz-test-server [--port N]     prints "listening on <port>", then "check <path>" per call
 #include <grpcpp/grpcpp.h>
@@ -78,6 +80,19 @@ class Authz final : public auth::Authorization::Service {
     q->set_key("authz");
     q->set_value("1");
     addHeader(ok->mutable_response_headers_to_add(), "x-authz-resp", "ok");
+    // Dynamic metadata: user=alice and checks=<the checks count in metadata_context, if forwarded> + 1;
+    // x-authz-md-checks tells the upstream what this check saw.
+    int prior = 0;
+    const auto& fm = req->attributes().metadata_context().filter_metadata();
+    if (auto ns = fm.find("envoy.filters.http.ext_authz"); ns != fm.end()) {
+      if (auto f = ns->second.fields().find("checks"); f != ns->second.fields().end()) {
+        prior = static_cast<int>(f->second.number_value());
+      }
+    }
+    auto& md = *resp->mutable_dynamic_metadata()->mutable_fields();
+    md["user"].set_string_value("alice");
+    md["checks"].set_number_value(prior + 1);
+    addHeader(ok->mutable_headers(), "x-authz-md-checks", std::to_string(prior));
     return grpc::Status::OK;
   }
 };

@@ -10,7 +10,12 @@
 // · slow (replies after x-ext-proc-delay-ms, default 1000) · close (ends the stream OK at once)
 // · error (ends the stream with INTERNAL) · replace (CONTINUE_AND_REPLACE with a new request body)
 // · spurious (answers request headers with a response_headers reply) · override (mode_override: response
-// headers SKIP). Request attributes come back in `x-ext-attributes` (name=value;...).
+// headers SKIP) · duplex (FULL_DUPLEX_STREAMED: each body chunk comes back upper-cased as a
+// streamed_response, with "|end" appended to the last) · metadata (request headers: x-ext-md lists the
+// metadata_context namespaces it got, "ns.key=value;..."; the reply carries dynamic_metadata
+// {ext.allowed: {from: processor}, ext.denied: {from: processor}}) · slowbody (body replies after
+// x-ext-proc-delay-ms, default 1000) · slowduplex (duplex, each body reply after x-ext-proc-delay-ms).
+// Request attributes come back in `x-ext-attributes` (name=value;...).
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -112,6 +117,10 @@ class Processor final : public pb::ExternalProcessor::Service {
       if (mode == "close") return grpc::Status::OK;
       if (mode == "error") return grpc::Status(grpc::StatusCode::INTERNAL, "processor failed on purpose");
       if (mode == "slow") std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+      if ((mode == "slowbody" || mode == "slowduplex") &&
+          (req.has_request_body() || req.has_response_body())) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+      }
       if (ctx->IsCancelled()) return grpc::Status::CANCELLED;
       pb::ProcessingResponse resp;
       if (mode == "immediate" && req.has_request_headers()) {
@@ -120,6 +129,16 @@ class Processor final : public pb::ExternalProcessor::Service {
         ir->set_body("denied by ext_proc");
         setHeader(ir->mutable_headers(), "x-ext-immediate", "yes");
         ir->set_details("ext_proc_test_immediate");
+        stream->Write(resp);
+        continue;
+      }
+      if ((mode == "duplex" || mode == "slowduplex") && (req.has_request_body() || req.has_response_body())) {
+        const auto& b = req.has_request_body() ? req.request_body() : req.response_body();
+        auto* common = req.has_request_body() ? resp.mutable_request_body()->mutable_response()
+                                              : resp.mutable_response_body()->mutable_response();
+        auto* sr = common->mutable_body_mutation()->mutable_streamed_response();
+        sr->set_body(upper(b.body()) + (b.end_of_stream() ? "|end" : ""));
+        sr->set_end_of_stream(b.end_of_stream());
         stream->Write(resp);
         continue;
       }
@@ -158,6 +177,21 @@ class Processor final : public pb::ExternalProcessor::Service {
         std::string joined;
         for (const auto& [k, v] : attrs) joined += (joined.empty() ? "" : ";") + k + "=" + v;
         if (!joined.empty()) setHeader(m, "x-ext-attributes", joined);
+        if (mode == "metadata") {
+          std::string got;
+          for (const auto& [ns, st] : req.metadata_context().filter_metadata()) {
+            for (const auto& [k, v] : st.fields()) {
+              got += (got.empty() ? "" : ";") + ns + "." + k + "=" + v.string_value();
+            }
+          }
+          for (const auto& [ns, any] : req.metadata_context().typed_filter_metadata()) {
+            got += (got.empty() ? "" : ";") + ns + "=<typed>";
+          }
+          setHeader(m, "x-ext-md", got.empty() ? "none" : got);
+          auto& md = *resp->mutable_dynamic_metadata()->mutable_fields();
+          (*md["ext.allowed"].mutable_struct_value()->mutable_fields())["from"].set_string_value("processor");
+          (*md["ext.denied"].mutable_struct_value()->mutable_fields())["from"].set_string_value("processor");
+        }
         if (mode == "override") {
           // Asks for no response headers (honoured only with allow_mode_override).
           resp->mutable_mode_override()->set_response_header_mode(

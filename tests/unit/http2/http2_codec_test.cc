@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "envoy/config/core/v3/protocol.pb.h"
+
 #include <map>
 
 namespace skiff::http2 {
@@ -332,6 +334,123 @@ TEST_F(Http2CodecTest, EmptyDataFloodClosesConnection) {
   in += frame(0x0, 0, 1, "");
   EXPECT_FALSE(server_.receive(in));
   EXPECT_EQ(server_stats_.inbound_empty_frames_flood.value(), 1u);
+}
+
+TEST_F(Http2CodecTest, PaddedEmptyDataCountsAsEmpty) {
+  std::string in = preface() + frame(0x1, 0x4, 1, "\x83\x84\x86");  // POST, END_HEADERS
+  const std::string padding_only("\x03\0\0\0", 4);                  // pad length 3, no data
+  in += frame(0x0, 0x8, 1, padding_only);
+  in += frame(0x0, 0x8, 1, padding_only);
+  EXPECT_FALSE(server_.receive(in));
+  EXPECT_EQ(server_stats_.inbound_empty_frames_flood.value(), 1u);
+}
+
+TEST_F(Http2CodecTest, DataBetweenEmptyFramesIsFine) {
+  std::string in = preface() + frame(0x1, 0x4, 1, "\x83\x84\x86");
+  for (int i = 0; i < 10; ++i) in += frame(0x0, 0, 1, "") + frame(0x0, 0, 1, "x");
+  EXPECT_TRUE(server_.receive(in));
+  EXPECT_EQ(server_stats_.inbound_empty_frames_flood.value(), 0u);
+}
+
+TEST_F(Http2CodecTest, PriorityFloodClosesConnection) {
+  std::string in = preface();
+  const std::string priority("\0\0\0\0\x10", 5);
+  for (int i = 0; i < 101; ++i) in += frame(0x2, 0, 3, priority);
+  EXPECT_FALSE(server_.receive(in));
+  EXPECT_EQ(server_stats_.inbound_priority_frames_flood.value(), 1u);
+}
+
+// Envoy's bound: 5 + 2 * (streams opened + max_inbound_window_update_frames_per_data_frame_sent * DATA sent).
+TEST_F(Http2CodecTest, WindowUpdateFloodClosesConnection) {
+  std::string in = preface();
+  const std::string one("\0\0\0\x01", 4);
+  for (int i = 0; i < 5; ++i) in += frame(0x8, 0, 0, one);
+  EXPECT_TRUE(server_.receive(in));
+  EXPECT_FALSE(server_.receive(frame(0x8, 0, 0, one)));
+  EXPECT_EQ(server_stats_.inbound_window_update_frames_flood.value(), 1u);
+}
+
+TEST_F(Http2CodecTest, WindowUpdatesAfterDataAreFine) {
+  const int32_t id = client_.submitRequest(request("GET"), true);
+  pump();
+  http::HeaderMap response;
+  response.add(":status", "200");
+  ASSERT_TRUE(server_.submitResponse(id, response, false));
+  http::Buffer body(std::string(100000, 'x'));  // several DATA frames, each allowing 20 WINDOW_UPDATEs
+  ASSERT_TRUE(server_.sendData(id, body, true));
+  pump();
+  std::string in;
+  const std::string one("\0\0\0\x01", 4);
+  for (int i = 0; i < 40; ++i) in += frame(0x8, 0, 0, one);
+  EXPECT_TRUE(server_.receive(in));
+  EXPECT_EQ(server_stats_.inbound_window_update_frames_flood.value(), 0u);
+}
+
+// GET with ":authority: a" (literal without indexing): nghttp2 answers requests without one with RST_STREAM.
+const std::string kGetWithAuthority(
+    "\x82\x84\x86\x01\x01"
+    "a",
+    6);
+
+// A peer that sends requests and never reads: the answers pile up as frames in our output until
+// max_outbound_frames trips on the next bytes received.
+TEST_F(Http2CodecTest, OutboundFrameFloodClosesConnection) {
+  server_.~Codec();
+  server_settings_.max_outbound_frames = 50;
+  new (&server_) Codec(Codec::Role::kServer, server_settings_, server_cb_, &server_stats_);
+  std::string in = preface();
+  for (uint32_t id = 1; id < 60; id += 2) in += frame(0x1, 0x5, id, kGetWithAuthority);
+  ASSERT_TRUE(server_.receive(in));
+  http::HeaderMap response;
+  response.add(":status", "200");
+  for (uint32_t id = 1; id < 60; id += 2) {
+    ASSERT_TRUE(server_.submitResponse(static_cast<int32_t>(id), response, false));
+    http::Buffer body(std::string("ok"));
+    ASSERT_TRUE(server_.sendData(static_cast<int32_t>(id), body, true));
+  }
+  std::string out;
+  ASSERT_TRUE(server_.takeOutput(out));  // never written to the peer
+  EXPECT_GT(server_.outboundFrames().frames, 50u);
+  EXPECT_FALSE(server_.receive(frame(0x6, 0, 0, "12345678")));
+  EXPECT_EQ(server_stats_.outbound_flood.value(), 1u);
+  EXPECT_TRUE(server_.wantsClose());
+}
+
+TEST_F(Http2CodecTest, WrittenFramesAreReleased) {
+  server_.~Codec();
+  server_settings_.max_outbound_frames = 50;
+  new (&server_) Codec(Codec::Role::kServer, server_settings_, server_cb_, &server_stats_);
+  std::string in = preface();
+  ASSERT_TRUE(server_.receive(in));
+  http::HeaderMap response;
+  response.add(":status", "200");
+  for (uint32_t round = 0; round < 10; ++round) {
+    std::string batch;
+    for (uint32_t i = 0; i < 10; ++i) {
+      batch += frame(0x1, 0x5, 1 + 2 * (round * 10 + i), kGetWithAuthority);
+    }
+    ASSERT_TRUE(server_.receive(batch)) << server_.error();
+    for (uint32_t i = 0; i < 10; ++i) {
+      ASSERT_TRUE(server_.submitResponse(static_cast<int32_t>(1 + 2 * (round * 10 + i)), response, true));
+    }
+    std::string out;
+    ASSERT_TRUE(server_.takeOutput(out));
+    const auto taken = server_.outboundFrames();
+    server_.onOutputWritten(taken);
+    EXPECT_EQ(server_.outboundFrames().frames, 0u);
+  }
+  EXPECT_EQ(server_stats_.outbound_flood.value(), 0u);
+}
+
+TEST(Http2SettingsTest, FloodLimitsFromProto) {
+  envoy::config::core::v3::Http2ProtocolOptions proto;
+  proto.mutable_max_inbound_window_update_frames_per_data_frame_sent()->set_value(3);
+  proto.mutable_max_outbound_frames()->set_value(77);
+  const Settings s = Settings::fromProto(proto);
+  EXPECT_EQ(s.max_inbound_window_update_frames_per_data_frame_sent, 3u);
+  EXPECT_EQ(s.max_outbound_frames, 77u);
+  EXPECT_EQ(s.max_outbound_control_frames, 1000u);
+  EXPECT_EQ(Settings{}.max_inbound_window_update_frames_per_data_frame_sent, 10u);
 }
 
 TEST_F(Http2CodecTest, RapidResetClosesConnection) {

@@ -114,5 +114,35 @@ TEST(StatGroup, HandlesOfManyStoresStayApart) {
   }
 }
 
+TEST(StatGroup, InterleavedSchemasOverManyChunksKeepTheirValues) {
+  // Runs of each schema are packed into chunks of their own: thousands of clusters registering two
+  // schemas in turn must still land every value on its own name.
+  Store store(2);
+  std::vector<StatGroup> a, b;
+  const int n = 3000;  // > one 4096-cell chunk for kSpecs (24 cells each)
+  for (int i = 0; i < n; ++i) {
+    const std::string prefix = "cluster.c" + std::to_string(i) + ".";
+    a.push_back(store.group(prefix, kSpecs));
+    b.push_back(store.group(prefix, kOther));
+    store.counter(prefix + "loose");  // a by-name stat between the groups
+  }
+  for (int i = 0; i < n; ++i) {
+    a[i].counter(0).inc(i + 1);
+    a[i].histogram(2).record(7);
+    b[i].gauge(0).set(i);
+  }
+  for (int i = 0; i < n; i += 499) {
+    const std::string prefix = "cluster.c" + std::to_string(i) + ".";
+    EXPECT_EQ(store.counter(prefix + "upstream_rq_total").value(), static_cast<uint64_t>(i + 1));
+    EXPECT_EQ(store.gauge(prefix + "circuit_breakers.default.cx_open").value(), i);
+    EXPECT_EQ(store.gauge(prefix + "membership_total").value(), 0);
+    EXPECT_EQ(store.counter(prefix + "loose").value(), 0u);
+  }
+  const auto all =
+      store.snapshot([](std::string_view name) { return name == "cluster.c2999.upstream_rq_time"; });
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].histogram.sample_count, 1u);
+}
+
 }  // namespace
 }  // namespace skiff::stats

@@ -1,11 +1,16 @@
 // network::Transport (plain and TLS, callback style, large writes, moves) and the upstream transport
 // choice (transport_socket_matches on endpoint metadata, auto_sni / auto_san_validation).
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "envoy/config/cluster/v3/cluster.pb.h"
 #include "skiff/network/transport.h"
 #include "skiff/upstream/host.h"
 #include "skiff/upstream/transport_socket.h"
+#include "skiff/upstream/upstream_socket.h"
 #include "tls_test_util.h"
 
 namespace skiff::tls::testing {
@@ -94,6 +99,115 @@ TEST(NetworkTransport, TlsHandshakeLargeWritesAndCloseNotify) {
   client.shutdownWrite();  // close_notify + FIN
   readAll(io, moved, 1, &ec);
   EXPECT_EQ(ec, asio::error::eof);
+}
+
+// A transport whose socket was closed must never run OpenSSL on the descriptor number again: the kernel
+// hands that number to the next socket, and a late close_notify (or write) there corrupts another
+// connection's TLS stream (seen as bad_record_mac by its client).
+TEST(NetworkTransport, NoTlsIoAfterCloseEvenWhenTheFdNumberIsReused) {
+  Pki pki;
+  auto server_dir = pki.workload("server", "shop", "cart");
+  stats::Store store(1);
+  auto server_ctx = serverContext("common_tls_context: {" + certYaml(server_dir) + "}\n", store);
+  auto client_ctx = clientContext("{}", store);
+  asio::io_context io;
+  SocketPair pair(io);
+  network::Transport client(std::move(pair.client)), server(std::move(pair.server));
+  client.attachTls(
+      std::make_unique<TlsTransport>(client.socket(), client_ctx->current(), TlsTransport::Role::kClient));
+  server.attachTls(
+      std::make_unique<TlsTransport>(server.socket(), server_ctx->current(), TlsTransport::Role::kServer));
+  std::optional<std::error_code> c, s;
+  client.asyncHandshake([&](std::error_code ec) { c = ec; });
+  server.asyncHandshake([&](std::error_code ec) { s = ec; });
+  ASSERT_TRUE(runUntil(io, [&] { return c && s; }));
+  ASSERT_FALSE(*c);
+  ASSERT_FALSE(*s);
+
+  const int old_fd = server.socket().native_handle();
+  server.close();
+  SocketPair victim(io);  // the lowest free descriptor: very likely old_fd again
+  const bool reused = victim.client.native_handle() == old_fd || victim.server.native_handle() == old_fd;
+  // Make sure the number is reused, or the test would pass trivially: old_fd becomes another descriptor
+  // of the victim's server end.
+  int forced_fd = -1;
+  if (!reused) {
+    ASSERT_EQ(::dup2(victim.server.native_handle(), old_fd), old_fd) << std::strerror(errno);
+    forced_fd = old_fd;
+  }
+  victim.client.non_blocking(true);  // a stray OpenSSL read there must fail the test, not block it
+  victim.server.non_blocking(true);
+  server.shutdownWrite();  // late close_notify: must not reach the victim
+  std::optional<std::error_code> w;
+  server.asyncWrite(asio::buffer(std::string("late")), [&](std::error_code ec, size_t) { w = ec; });
+  ASSERT_TRUE(runUntil(io, [&] { return w.has_value(); }));
+  EXPECT_TRUE(*w);
+  std::optional<std::error_code> r;
+  std::vector<char> buf(64);
+  server.asyncReadSome(asio::buffer(buf), [&](std::error_code ec, size_t) { r = ec; });
+  ASSERT_TRUE(runUntil(io, [&] { return r.has_value(); }));
+  EXPECT_TRUE(*r);
+  for (auto* sock : {&victim.client, &victim.server}) {
+    std::error_code ec;
+    char byte;
+    EXPECT_EQ(sock->receive(asio::buffer(&byte, 1), 0, ec), 0u);
+    EXPECT_EQ(ec, asio::error::would_block)
+        << "bytes leaked into another connection (fd reused: " << reused << ")";
+  }
+  if (forced_fd >= 0) ::close(forced_fd);
+}
+
+// The coroutine API (TlsTransport::readSome): the wait for readability completes, but before the read
+// resumes another handler closes the socket and its descriptor number goes to another connection. The
+// read must fail with bad_descriptor instead of running SSL_read on the other connection's bytes.
+TEST(TlsTransportCoroutines, NoSslReadAfterTheSocketIsClosedDuringTheWait) {
+  Pki pki;
+  auto server_dir = pki.workload("server", "shop", "cart");
+  stats::Store store(1);
+  auto server_ctx = serverContext("common_tls_context: {" + certYaml(server_dir) + "}\n", store);
+  auto client_ctx = clientContext("{}", store);
+  asio::io_context io;
+  Connection conn(io, client_ctx, server_ctx);
+  ASSERT_TRUE(conn.handshake(io));
+  ASSERT_FALSE(*conn.client_ec);
+  ASSERT_FALSE(*conn.server_ec);
+  ASSERT_EQ(conn.exchange(io, conn.client, conn.server, "warm"), "warm");
+
+  SocketPair victim(io);
+  const std::string victim_bytes = "victim's own bytes";
+  asio::write(victim.client, asio::buffer(victim_bytes));
+  asio::ip::tcp::socket& sock = conn.sockets.server;
+  const int old_fd = sock.native_handle();
+  int forced_fd = -1;
+  // Registered before the read's own wait, so it runs first when both complete in one reactor pass.
+  sock.async_wait(asio::socket_base::wait_read, [&](std::error_code ec) {
+    if (ec) return;
+    std::error_code ignored;
+    sock.close(ignored);
+    if (::dup2(victim.server.native_handle(), old_fd) == old_fd) forced_fd = old_fd;
+  });
+  std::optional<std::pair<std::error_code, size_t>> r;
+  char buf[64];
+  asio::co_spawn(
+      io, [&]() -> asio::awaitable<void> { r = co_await conn.server.readSome(asio::buffer(buf)); },
+      asio::detached);
+  io.poll();  // the read finds nothing and waits
+  io.restart();
+  ASSERT_FALSE(r.has_value());
+  std::optional<std::error_code> w;
+  asio::co_spawn(
+      io, [&]() -> asio::awaitable<void> { w = co_await conn.client.write(asio::buffer(std::string("x"))); },
+      asio::detached);
+  ASSERT_TRUE(runUntil(io, [&] { return r.has_value() && w.has_value(); }));
+  ASSERT_GE(forced_fd, 0) << "the guard did not run or dup2 failed: " << std::strerror(errno);
+  EXPECT_EQ(r->first, asio::error::bad_descriptor) << r->first.message();
+  // The other connection's bytes are all still there.
+  std::string left(victim_bytes.size(), '\0');
+  std::error_code ec;
+  victim.server.non_blocking(true);
+  EXPECT_EQ(victim.server.receive(asio::buffer(left), 0, ec), victim_bytes.size()) << ec.message();
+  EXPECT_EQ(left, victim_bytes);
+  ::close(forced_fd);
 }
 
 TEST(NetworkTransport, TlsHandshakeAgainstPlaintextPeerFails) {
@@ -193,6 +307,58 @@ TEST(UpstreamTransportFactory, AutoSniUsesTheHostNameNeverAnAddress) {
   EXPECT_EQ(options.extra_dns_san_matches, std::vector<std::string>{"api.example.com"});
   EXPECT_EQ(factory->handshakeOptions(*hostWith("", "10.0.0.1")).sni, "");
   EXPECT_EQ(factory->handshakeOptions(*hostWith("", ""), "shop.example.com:8443").sni, "shop.example.com");
+}
+
+TEST(UpstreamTransportFactory, RequestSniFromTheAuthorityOrTheOverrideHeader) {
+  stats::Store store(1);
+  const std::string tls =
+      "transport_socket: {name: envoy.transport_sockets.tls, typed_config: {\"@type\": "
+      "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext}}\n";
+  auto factory = upstream::makeUpstreamTransportFactory(
+      clusterYaml("name: ext\n" + tls + "upstream_http_protocol_options: {auto_sni: true}\n"), store,
+      "cluster.ext.");
+  ASSERT_TRUE(factory);
+  EXPECT_TRUE(factory->autoSni());
+  EXPECT_EQ(factory->autoSniHeader(), ":authority");
+  EXPECT_EQ(factory->requestSni("Shop.Example.com:8443"), "shop.example.com");
+  EXPECT_EQ(factory->requestSni("shop.example.com."), "shop.example.com");
+  EXPECT_EQ(factory->requestSni("10.1.2.3:80"), "");
+  EXPECT_EQ(factory->requestSni("[::1]:443"), "");
+  EXPECT_EQ(factory->requestSni("::1"), "");
+  EXPECT_EQ(factory->requestSni(""), "");
+  // No SAN check unless auto_san_validation.
+  EXPECT_TRUE(factory->handshakeOptions(*hostWith(""), "a.example").extra_dns_san_matches.empty());
+
+  auto typed = upstream::makeUpstreamTransportFactory(
+      clusterYaml(
+          "name: ext\n" + tls +
+          "typed_extension_protocol_options:\n"
+          "  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
+          "    \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n"
+          "    upstream_http_protocol_options: {auto_sni: true, auto_san_validation: true, "
+          "override_auto_sni_header: X-SNI}\n"
+          "    explicit_http_config: {http_protocol_options: {}}\n"),
+      store, "cluster.ext.");
+  ASSERT_TRUE(typed);
+  EXPECT_EQ(typed->autoSniHeader(), "x-sni");
+  EXPECT_EQ(typed->handshakeOptions(*hostWith(""), typed->requestSni("b.example")).extra_dns_san_matches,
+            std::vector<std::string>{"b.example"});
+
+  auto off = upstream::makeUpstreamTransportFactory(clusterYaml("name: ext\n" + tls), store, "cluster.ext.");
+  ASSERT_TRUE(off);
+  EXPECT_FALSE(off->autoSni());
+  EXPECT_EQ(off->requestSni("shop.example.com"), "");
+}
+
+TEST(UpstreamSource, SniIsPartOfThePoolKeyButNotASocketOption) {
+  upstream::UpstreamSource source;
+  EXPECT_EQ(source.key(), "");
+  source.sni = "a.example";
+  EXPECT_TRUE(source.empty());
+  upstream::UpstreamSource other;
+  other.sni = "b.example";
+  EXPECT_NE(source.key(), other.key());
+  EXPECT_NE(source.key(), "");
 }
 
 }  // namespace

@@ -76,7 +76,7 @@ TEST(ClusterInfoTest, ParsesOptions) {
   EXPECT_TRUE(info.added_via_api);
   EXPECT_EQ(info.version_info, "v7");
   // Stats use the sanitized observability name.
-  info.stats.upstream_rq_total.inc();
+  info.trafficStats().upstream_rq_total.inc();
   EXPECT_EQ(store.counter("cluster.alt_name.upstream_rq_total").value(), 1u);
 }
 

@@ -26,13 +26,16 @@ struct Extension {
 };
 
 // Process-wide table of implemented extensions. The core's own extensions are registered
-// on first use; filter code adds more at start-up. Registering the same type URL again
-// replaces the entry's name and category.
+// on first use; filter code adds more at start-up. Registering the same type URL again in the
+// same category replaces the entry's name; in another category it adds an entry (a type may be
+// both an HTTP and a network filter, as Istio's stats.PluginConfig is).
 void registerExtension(Category category, std::string_view name, std::string_view type_url);
 
 // Matches on the type name after the last '/', so "type.googleapis.com/x.Y" and "x.Y" are equal.
 // The returned pointer stays valid for the life of the process.
 const Extension* findByTypeUrl(std::string_view type_url);
+// The entry of `type_url` in `category`, or nullptr.
+const Extension* findByTypeUrl(std::string_view type_url, Category category);
 const Extension* findByName(std::string_view name);
 
 // Everything registered so far (a copy; for `--mode validate` and admin output).

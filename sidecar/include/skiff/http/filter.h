@@ -71,6 +71,14 @@ class DecoderFilterCallbacks : public virtual StreamCallbacks {
   virtual HeaderMap& requestHeaders() = 0;
   // Body buffered by this filter's kStopAndBuffer returns so far (nullptr if none).
   virtual Buffer* decodingBuffer() = 0;
+  // The same buffer, created empty if this filter holds none: a filter holding the headers may add a body
+  // where there was none (ext_proc CONTINUE_AND_REPLACE); the headers then go on without end_stream.
+  // nullptr where unsupported.
+  virtual Buffer* addDecodingBuffer() { return decodingBuffer(); }
+  // Sends `data` on to the filters after this one as this filter's own body chunk (ext_proc's full-duplex
+  // body): headers this filter held go on first; `end_stream` ends the stream for the later filters
+  // (request trailers then follow). `data` is consumed. No-op where unsupported.
+  virtual void injectDecodedData(Buffer& data, bool end_stream) {}
   // Used by terminal filters (the router) to produce the response; it enters the encoder filters.
   virtual void encodeHeaders(std::unique_ptr<HeaderMap> headers, bool end_stream) = 0;
   virtual void encodeData(Buffer& data, bool end_stream) = 0;
@@ -90,6 +98,9 @@ class EncoderFilterCallbacks : public virtual StreamCallbacks {
   virtual void continueEncoding() = 0;
   virtual HeaderMap& responseHeaders() = 0;
   virtual Buffer* encodingBuffer() = 0;
+  // As addDecodingBuffer, for the response.
+  virtual Buffer* addEncodingBuffer() { return encodingBuffer(); }
+  virtual void injectEncodedData(Buffer& data, bool end_stream) {}
 };
 
 class StreamDecoderFilter {

@@ -4,8 +4,10 @@
 // with takeOutput(), and reacts to Callbacks. One codec serves one connection, client or server side.
 // Headers use skiff's HeaderMap with the pseudo-headers (":method", ":status"...) first, as HTTP/1 does.
 //
-// Abuse limits (rapid reset, CONTINUATION, PING and SETTINGS floods, header-list size, empty frames) are
-// enforced here: a violation counts the matching http2.* stat, queues GOAWAY and makes wantsClose() true.
+// Abuse limits (rapid reset, CONTINUATION, PING and SETTINGS floods, header-list size, Envoy's
+// Http2ProtocolOptions flood limits: outbound frames, outbound control frames, empty frames, PRIORITY and
+// WINDOW_UPDATE floods) are enforced here: a violation counts the matching http2.* stat, queues GOAWAY and
+// makes wantsClose() true.
 #pragma once
 
 #include <cstdint>
@@ -47,6 +49,7 @@ struct Settings {
   uint32_t max_outbound_control_frames = 1000;
   uint32_t max_consecutive_inbound_frames_with_empty_payload = 1;
   uint32_t max_inbound_priority_frames_per_stream = 100;
+  uint32_t max_inbound_window_update_frames_per_data_frame_sent = 10;
   uint32_t max_continuation_frames = 8;  // per header block (nghttp2's own limit)
   // Rapid reset (CVE-2023-44487), Envoy's overload.premature_reset_*: once
   // `premature_reset_total_stream_count` streams were opened, more than half of them reset by the peer within
@@ -99,8 +102,18 @@ class Codec {
   bool receive(std::string_view bytes);
   // Appends every frame ready to be sent to `out`. Returns false on an internal error.
   bool takeOutput(std::string& out);
-  // The owner wrote everything it took: outbound control frames (PING/SETTINGS ACKs) are gone.
-  void onOutputDrained() { pending_control_frames_ = 0; }
+  // Envoy's outbound queue accounting: frames takeOutput() produced that the owner has not written yet.
+  // `control` are PING/SETTINGS ACKs and RST_STREAMs (max_outbound_control_frames); `frames` are all of
+  // them (max_outbound_frames). Checked while receiving on the server side, as Envoy does.
+  struct OutboundFrames {
+    uint32_t frames = 0;
+    uint32_t control = 0;
+  };
+  OutboundFrames outboundFrames() const { return {outbound_frames_, outbound_control_frames_}; }
+  // The owner wrote `written` (a value outboundFrames() returned when it took that output).
+  void onOutputWritten(OutboundFrames written);
+  // The owner wrote everything it took.
+  void onOutputDrained() { onOutputWritten(outboundFrames()); }
 
   // Client: opens a stream with request `headers`; returns the stream id, or -1 (no stream ids left,
   // GOAWAY received, or the peer's max_concurrent_streams reached: see canOpenStream()).
@@ -142,6 +155,9 @@ class Codec {
   Stream* find(int32_t stream_id) const;
   void fail(uint32_t error_code, std::string reason);
   bool scanFrames(std::string_view bytes);
+  bool trackEmptyFrame(uint8_t type, uint8_t flags, uint32_t payload);
+  bool checkOutboundLimits();
+  void setSendQueued(Stream& s, bool queued);
 
   Role role_;
   Settings settings_;
@@ -149,8 +165,12 @@ class Codec {
   const Http2Stats* stats_;
   void* session_ = nullptr;  // nghttp2_session*
   std::unordered_map<int32_t, std::unique_ptr<Stream>> streams_;
+  mutable Stream* last_found_ = nullptr;  // find()'s cache
   size_t pending_send_bytes_ = 0;
-  size_t pending_control_frames_ = 0;
+  uint32_t pending_control_frames_ = 0;  // inbound PING/SETTINGS whose ACK is not serialized yet
+  uint32_t outbound_frames_ = 0;
+  uint32_t outbound_control_frames_ = 0;
+  uint32_t pending_send_streams_ = 0;  // streams with body bytes or END_STREAM not framed yet
   bool goaway_received_ = false;
   bool failed_ = false;
   bool fatal_ = false;  // nghttp2 returned a fatal error: the session must not be used again
@@ -166,6 +186,13 @@ class Codec {
   uint64_t streams_opened_ = 0;
   uint64_t premature_resets_ = 0;
   uint64_t priority_frames_ = 0;
+  uint64_t window_update_frames_ = 0;
+  uint64_t outbound_data_frames_ = 0;
+  bool padded_pending_ =
+      false;  // the frame being scanned is PADDED: its first payload byte is the pad length
+  uint8_t padded_type_ = 0;
+  uint8_t padded_flags_ = 0;
+  uint32_t padded_length_ = 0;
   std::string fatal_goaway_;  // hand-made GOAWAY after nghttp2 gave up on the session
 
   friend struct Impl;

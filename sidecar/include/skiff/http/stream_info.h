@@ -4,12 +4,17 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include "skiff/http/header_map.h"
 #include "skiff/network/connection_info.h"
+
+namespace envoy::config::core::v3 {
+class Metadata;
+}
 
 namespace skiff::http {
 
@@ -86,6 +91,12 @@ struct StreamInfo {
   uint64_t connection_id = 0;
   // The downstream connection (addresses as restored by original_dst, SNI, original_src); null in tests.
   network::ConnectionInfoConstSharedPtr connection;
+  // Envoy's dynamic metadata (filter_metadata by namespace), shared by the stream's filters; null until a
+  // filter writes some (ext_authz, ext_proc). Worker-only, like the rest of the stream.
+  std::shared_ptr<envoy::config::core::v3::Metadata> dynamic_metadata;
+  // The Istio peer workload (a filters::istio::WorkloadInfo) that istio.metadata_exchange found for
+  // istio.stats: per-stream filter state, typed by those filters; null when there is no peer.
+  std::shared_ptr<const void> istio_peer;
 
   // Set by the connection manager for the formatter; owned by the stream.
   const HeaderMap* request_headers = nullptr;

@@ -23,6 +23,7 @@ class ClustersConfigDump;
 class EndpointsConfigDump;
 class ListenersConfigDump;
 class RoutesConfigDump;
+class SecretsConfigDump;
 }  // namespace envoy::admin::v3
 namespace skiff::stats {
 class Store;
@@ -56,6 +57,10 @@ class AdminContext {
                                  envoy::admin::v3::EndpointsConfigDump& /*endpoints*/,
                                  envoy::admin::v3::ListenersConfigDump& /*listeners*/,
                                  envoy::admin::v3::RoutesConfigDump& /*routes*/) const {}
+  // Adds the ADS-delivered secrets (dynamic_active_secrets, dynamic_warming_secrets) whose names pass
+  // `match`; /config_dump redacts them as it redacts static ones. Default: none.
+  virtual void dumpDynamicSecrets(const std::function<bool(const std::string&)>& /*match*/,
+                                  envoy::admin::v3::SecretsConfigDump& /*secrets*/) const {}
   // JSON object of admin.v3.CommandLineOptions (concurrency, log_level, drain_time, service_cluster, ...).
   virtual std::string serverInfoCommandLine() const = 0;
   virtual std::chrono::system_clock::time_point startTime() const = 0;

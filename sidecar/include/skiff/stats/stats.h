@@ -33,6 +33,7 @@ class Counter {
  private:
   friend class Store;
   friend class StatGroup;
+  friend class CompactStatGroup;
   Counter(Store* store, uint32_t cell);
   uint32_t store_ = 0;  // Store::handleId(): a handle is 8 bytes (thousands of clusters hold ~70 each)
   uint32_t cell_ = 0;
@@ -52,6 +53,7 @@ class Gauge {
  private:
   friend class Store;
   friend class StatGroup;
+  friend class CompactStatGroup;
   Gauge(Store* store, uint32_t cell);
   uint32_t store_ = 0;  // Store::handleId(): a handle is 8 bytes (thousands of clusters hold ~70 each)
   uint32_t cell_ = 0;
@@ -69,6 +71,7 @@ class Histogram {
  private:
   friend class Store;
   friend class StatGroup;
+  friend class CompactStatGroup;
   Histogram(Store* store, uint32_t first_cell);
   uint32_t store_ = 0;  // Store::handleId(): a handle is 8 bytes (thousands of clusters hold ~70 each)
   uint32_t first_cell_ = 0;
@@ -118,6 +121,26 @@ class StatGroup {
   std::vector<uint32_t> cells_;
 };
 
+// Handles of a registered group made on demand: 24 bytes however many stats the group has (a group of N
+// StatGroup handles costs a vector of N cells; thousands of clusters each hold one).
+class CompactStatGroup {
+ public:
+  CompactStatGroup() = default;
+  CompactStatGroup(CompactStatGroup&&) = default;
+  CompactStatGroup& operator=(CompactStatGroup&&) = default;
+  Counter counter(size_t i) const;
+  Gauge gauge(size_t i) const;
+  Histogram histogram(size_t i) const;
+
+ private:
+  friend class Store;
+  uint32_t cell(size_t i) const { return first_ + offsets_[i]; }
+  uint32_t store_ = 0;  // Store::handleId()
+  uint32_t first_ = 0;
+  const uint32_t* offsets_ = nullptr;  // the schema's offsets, or own_ (names that existed on their own)
+  std::unique_ptr<uint32_t[]> own_;
+};
+
 class Store {
  public:
   // `max_slabs` = 1 (main) + the number of workers.
@@ -134,6 +157,8 @@ class Store {
   // Each name behaves exactly as if created by counter()/gauge()/histogram() (same lookup, same cells on a
   // second registration of the same prefix). Text readouts are not allowed in a group.
   StatGroup group(std::string_view prefix, std::span<const StatSpec> specs);
+  // The same registration, holding the handles compactly (see CompactStatGroup).
+  CompactStatGroup compactGroup(std::string_view prefix, std::span<const StatSpec> specs);
   // Text readouts (e.g. control_plane.identifier) are rare and set from the main thread.
   void setText(std::string_view name, std::string_view value);
 
@@ -151,6 +176,8 @@ class Store {
   uint64_t sumCells(uint32_t cell) const;
 
  private:
+  bool registerGroup(std::string_view prefix, std::span<const StatSpec> specs, uint32_t* first,
+                     const uint32_t** offsets, std::vector<uint32_t>* cells);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

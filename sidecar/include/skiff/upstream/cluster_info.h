@@ -3,6 +3,7 @@
 
 #include <asio/ip/address.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -18,6 +19,48 @@ namespace skiff::upstream {
 
 class UpstreamTransportFactory;
 
+struct ClusterInfo;
+
+// A cluster priority's circuit breakers, created on first use (most of a mesh's clusters never carry
+// traffic; a ResourceManager is ~200 bytes). Reads like the ResourceManager it holds. Creating it is
+// thread-safe; its stats names are registered with the cluster, so /stats lists them from the start.
+class ClusterResources {
+ public:
+  ClusterResources(const ClusterInfo& owner, bool high, const ResourceLimits& limits);
+  ~ClusterResources();
+  ClusterResources(const ClusterResources&) = delete;
+  ClusterResources& operator=(const ClusterResources&) = delete;
+
+  ResourceManager& get() const;
+  operator ResourceManager&() const { return get(); }  // NOLINT: reads as the manager
+
+  bool tryAcquireConnection() const { return get().tryAcquireConnection(); }
+  void releaseConnection() const { get().releaseConnection(); }
+  bool tryAcquirePending() const { return get().tryAcquirePending(); }
+  void releasePending() const { get().releasePending(); }
+  bool tryAcquireRequest() const { return get().tryAcquireRequest(); }
+  void releaseRequest() const { get().releaseRequest(); }
+  bool tryAcquireRetry() const { return get().tryAcquireRetry(); }
+  void releaseRetry() const { get().releaseRetry(); }
+  bool tryAcquireConnectionPool() const { return get().tryAcquireConnectionPool(); }
+  void releaseConnectionPool() const { get().releaseConnectionPool(); }
+  const Resource& connections() const { return get().connections(); }
+  const Resource& pendingRequests() const { return get().pendingRequests(); }
+  const Resource& requests() const { return get().requests(); }
+  const Resource& retries() const { return get().retries(); }
+  const Resource& connectionPools() const { return get().connectionPools(); }
+
+  // Without creating the manager (admin rendering of thousands of clusters).
+  const ResourceLimits& limits() const;
+  bool created() const { return manager_.load(std::memory_order_acquire) != nullptr; }
+
+ private:
+  const ClusterInfo& owner_;
+  std::unique_ptr<const ResourceLimits> limits_;  // null: Envoy's defaults
+  mutable std::atomic<ResourceManager*> manager_{nullptr};
+  const bool high_;
+};
+
 enum class LbPolicy { kRoundRobin, kLeastRequest, kRandom, kClusterProvided };
 enum class DnsLookupFamily { kAuto, kV4Only, kV6Only, kV4Preferred, kAll };
 
@@ -25,6 +68,7 @@ struct ClusterInfo {
   // Validates `config` and resolves its stats. Throws std::invalid_argument naming the offending field.
   ClusterInfo(const envoy::config::cluster::v3::Cluster& config, stats::Store& store, bool added_via_api,
               std::string version_info);
+  ~ClusterInfo();
   ClusterInfo(const ClusterInfo&) = delete;
   ClusterInfo& operator=(const ClusterInfo&) = delete;
 
@@ -52,7 +96,7 @@ struct ClusterInfo {
     std::optional<uint16_t> port_override;                       // upstream_port_override
     std::chrono::milliseconds cleanup_interval{5000};            // Cluster.cleanup_interval
   };
-  std::optional<OriginalDst> original_dst;  // set iff type == ORIGINAL_DST
+  std::unique_ptr<const OriginalDst> original_dst;  // set iff type == ORIGINAL_DST (rare: not inline)
 
   // DNS (STRICT_DNS / LOGICAL_DNS).
   DnsLookupFamily dns_lookup_family = DnsLookupFamily::kAuto;
@@ -64,21 +108,37 @@ struct ClusterInfo {
   bool dns_no_default_search_domain = false;
 
   bool added_via_api = false;
-  std::string version_info;                    // CDS version that delivered this cluster ("" for static)
-  envoy::config::cluster::v3::Cluster config;  // for /config_dump and later TLS/HTTP/2 options
+  std::string version_info;  // CDS version that delivered this cluster ("" for static)
+  // The cluster as configured, decoded from the bytes kept (a decoded Cluster costs ~1 KB per cluster and
+  // is rarely read after construction: pools read their protocol options once, admin reads it).
+  envoy::config::cluster::v3::Cluster config() const;
+  // Its deterministic serialization; equal bytes mean an equal cluster.
+  const std::string& configBytes() const { return config_bytes_; }
 
   // transport_socket / transport_socket_matches (see transport_socket.h); null when every connection is
   // plaintext.
   std::shared_ptr<const UpstreamTransportFactory> transport;
 
-  mutable ClusterStats stats;
-  mutable ResourceManager resources;       // default priority
-  mutable ResourceManager resources_high;  // high priority
+  // Main-thread stats (membership, updates).
+  mutable ClusterConfigStats stats;
+  // Traffic stats (upstream_cx_*, upstream_rq_*, ...), created on the first call from any thread.
+  ClusterTrafficStats& trafficStats() const;
+  mutable ClusterResources resources;       // default priority
+  mutable ClusterResources resources_high;  // high priority
 
   ResourceManager& resourceManager(bool high_priority) const {
-    return high_priority ? resources_high : resources;
+    return high_priority ? resources_high.get() : resources.get();
   }
+
+ private:
+  friend class ClusterResources;
+  stats::Store& store_;
+  std::string config_bytes_;
+  mutable std::atomic<ClusterTrafficStats*> traffic_stats_{nullptr};
 };
+
+// A cluster config's deterministic serialization (what ClusterInfo::configBytes() holds).
+std::string clusterConfigBytes(const envoy::config::cluster::v3::Cluster& config);
 
 using ClusterInfoConstSharedPtr = std::shared_ptr<const ClusterInfo>;
 

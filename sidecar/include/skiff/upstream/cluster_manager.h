@@ -58,6 +58,8 @@ class ClusterManager {
   // Last published snapshot (main thread); nullptrs if unknown or still warming.
   ClusterInfoConstSharedPtr info(const std::string& name) const;
   HostSetConstSharedPtr hosts(const std::string& name) const;
+  // Newest version, published or warming; nullptr if unknown.
+  ClusterInfoConstSharedPtr latestInfo(const std::string& name) const;
   std::vector<std::string> clusterNames() const;
   // Static and CDS configs with their versions, for /config_dump.
   std::vector<ClusterInfoConstSharedPtr> allClusters() const;
@@ -70,6 +72,8 @@ class ClusterManager {
 
  private:
   struct Cluster;
+  bool applyEndpoints(const std::string& cluster,
+                      const envoy::config::endpoint::v3::ClusterLoadAssignment& cla, bool is_static_config);
   void publish(Cluster& cluster, ClusterInfoConstSharedPtr info, HostSetConstSharedPtr hosts);
   void startCluster(Cluster& cluster);
   void resolveTarget(const std::shared_ptr<Cluster>& cluster, size_t target_index);

@@ -13,12 +13,39 @@
 
 namespace skiff::upstream {
 
-struct ClusterStats {
+// Written by the main thread (discovery, membership), registered for every cluster. Handles are made on
+// each call from one compact group (24 bytes instead of 13 handles: 10,000s of clusters).
+class ClusterConfigStats {
+ public:
   // `stat_name` is the cluster's observability name with ':' already replaced by '_'.
-  ClusterStats(stats::Store& store, const std::string& stat_name);
-  ~ClusterStats();
-  ClusterStats(const ClusterStats&) = delete;
-  ClusterStats& operator=(const ClusterStats&) = delete;
+  ClusterConfigStats(stats::Store& store, const std::string& stat_name);
+
+  stats::Counter membership_change() const { return group_.counter(0); }
+  stats::Counter update_attempt() const { return group_.counter(1); }
+  stats::Counter update_success() const { return group_.counter(2); }
+  stats::Counter update_failure() const { return group_.counter(3); }
+  stats::Counter update_empty() const { return group_.counter(4); }
+  stats::Counter update_no_rebuild() const { return group_.counter(5); }
+  stats::Counter config_reload() const { return group_.counter(6); }
+  stats::Gauge membership_total() const { return group_.gauge(7); }
+  stats::Gauge membership_healthy() const { return group_.gauge(8); }
+  stats::Gauge membership_degraded() const { return group_.gauge(9); }
+  stats::Gauge membership_excluded() const { return group_.gauge(10); }
+  stats::Gauge max_host_weight() const { return group_.gauge(11); }
+  stats::Gauge version() const { return group_.gauge(12); }
+
+ private:
+  stats::CompactStatGroup group_;  // in the order of the accessors above
+};
+
+// Written by workers when the cluster carries traffic. A ClusterInfo creates its set on first use (Envoy's
+// deferred stats): with thousands of clusters most never see a request, and their handles would cost
+// ~600 bytes each. The names are registered eagerly (registerClusterTrafficStats) so /stats lists them.
+struct ClusterTrafficStats {
+  ClusterTrafficStats(stats::Store& store, const std::string& stat_name);
+  ~ClusterTrafficStats();
+  ClusterTrafficStats(const ClusterTrafficStats&) = delete;
+  ClusterTrafficStats& operator=(const ClusterTrafficStats&) = delete;
 
   // Connections.
   stats::Counter upstream_cx_total, upstream_cx_http1_total, upstream_cx_http2_total,
@@ -47,12 +74,7 @@ struct ClusterStats {
   stats::Counter upstream_flow_control_paused_reading_total, upstream_flow_control_resumed_reading_total,
       upstream_flow_control_backed_up_total, upstream_flow_control_drained_total;
 
-  // Membership and discovery (written by the main thread).
-  stats::Counter membership_change, update_attempt, update_success, update_failure, update_empty,
-      update_no_rebuild, config_reload, bind_errors;
-  stats::Gauge membership_total, membership_healthy, membership_degraded, membership_excluded,
-      max_host_weight, version;
-
+  stats::Counter bind_errors;
   // Load balancer.
   stats::Counter lb_healthy_panic;
 
@@ -86,6 +108,16 @@ struct ClusterStats {
   mutable std::mutex create_mutex_;
   mutable std::vector<std::unique_ptr<stats::Counter>> owned_counters_;
   mutable std::vector<std::unique_ptr<stats::Histogram>> owned_histograms_;
+};
+
+// Registers the names of a cluster's traffic stats (no handles are made; their cells stay uncommitted
+// until a worker writes one).
+void registerClusterTrafficStats(stats::Store& store, const std::string& stat_name);
+
+// Both sets at once, for code that keeps a cluster's stats on its own (tests, tools).
+struct ClusterStats : ClusterConfigStats, ClusterTrafficStats {
+  ClusterStats(stats::Store& store, const std::string& stat_name)
+      : ClusterConfigStats(store, stat_name), ClusterTrafficStats(store, stat_name) {}
 };
 
 // Envoy's stat-name form of a cluster name: ':' becomes '_'.

@@ -63,7 +63,7 @@ class H2Connection : public std::enable_shared_from_this<H2Connection>, public h
   void readDisable(int32_t id, bool disabled);
   size_t pendingBytes(int32_t id) const { return codec_.streamPendingSendBytes(id); }
   bool ready() const { return connected_ && !closed_; }
-  bool canOpen() const { return ready() && codec_.canOpenStream(); }
+  bool canOpen() const { return ready() && !retired_ && codec_.canOpenStream(); }
   bool closed() const { return closed_; }
   size_t activeStreams() const { return streams_.size(); }
   UpstreamConnection& connection() { return conn_; }
@@ -85,10 +85,15 @@ class H2Connection : public std::enable_shared_from_this<H2Connection>, public h
   void doRead();
   void scheduleFlush();
   void flush();
+  // No new streams (max_requests_per_connection or max_connection_duration reached): the pool opens
+  // another connection for new requests, and this one closes once its streams are done.
+  void retire();
+  void closeIfRetiredAndIdle();
 
   H2ConnPool* pool_;  // null once the pool is gone
   asio::io_context& io_;
   UpstreamConnection conn_;
+  std::string sni_;  // UpstreamSource::sni (auto_sni) this connection was opened for
   // Shared with the pool and declared before codec_: ~Codec updates the gauges, and a connection can
   // outlive its pool (handlers of a stopped worker loop are destroyed after the worker thread exits).
   std::shared_ptr<const http2::Http2Stats> stats_;
@@ -103,6 +108,7 @@ class H2Connection : public std::enable_shared_from_this<H2Connection>, public h
   bool read_in_flight_ = false;
   bool write_in_flight_ = false;
   bool flush_scheduled_ = false;
+  bool retired_ = false;
   uint32_t goaway_last_ = 0x7fffffff;
   asio::steady_timer timer_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

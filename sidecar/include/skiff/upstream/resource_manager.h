@@ -78,4 +78,9 @@ class ResourceManager {
   Resource connections_, pending_, requests_, retries_, pools_;
 };
 
+// Registers the circuit_breakers.<priority>.* names of a cluster without making a manager (their cells
+// stay uncommitted until written); a ResourceManager made later for the same names uses the same cells.
+void registerCircuitBreakerStats(stats::Store& store, const std::string& stat_name,
+                                 const std::string& priority_name, bool track_remaining);
+
 }  // namespace skiff::upstream

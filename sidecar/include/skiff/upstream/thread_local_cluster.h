@@ -61,7 +61,7 @@ class ThreadLocalClusterManager {
   // Balancer housekeeping for every cluster (the worker's periodic timer), so ORIGINAL_DST hosts go away
   // when traffic stops too.
   void cleanup(std::chrono::steady_clock::time_point now) {
-    for (auto& [name, cluster] : clusters_) cluster->cleanup(now);
+    for (auto& [name, cluster] : clusters_) cluster.cleanup(now);
   }
 
  private:
@@ -69,7 +69,8 @@ class ThreadLocalClusterManager {
     using is_transparent = void;
     size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
   };
-  std::unordered_map<std::string, std::unique_ptr<ThreadLocalCluster>, Hash, std::equal_to<>> clusters_;
+  // By value: one allocation per cluster per worker (the node), pointers stay valid across rehashes.
+  std::unordered_map<std::string, ThreadLocalCluster, Hash, std::equal_to<>> clusters_;
   uint64_t lb_seed_;
 };
 

@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "envoy/config/cluster/v3/cluster.pb.h"
@@ -39,11 +40,21 @@ class UpstreamTransportFactory {
   const UpstreamTransport& select(const Host& host) const;
   bool anyTls() const { return any_tls_; }
 
-  // Per-connection TLS options for `host`: auto_sni (the host name, or the request's Host via
-  // `sni_override`) and auto_san_validation from the cluster's upstream HTTP options.
+  // Per-connection TLS options for `host`: auto_sni (`sni_override`, the request's host from requestSni();
+  // without one the host's DNS name) and auto_san_validation from the cluster's upstream HTTP options.
   tls::HandshakeOptions handshakeOptions(const Host& host, const std::string& sni_override = "") const;
 
+  // upstream_http_protocol_options.auto_sni: the router asks requestSni() with the value of
+  // autoSniHeader() (":authority", or override_auto_sni_header) and keys its connection on the result.
+  bool autoSni() const { return auto_sni_; }
+  const std::string& autoSniHeader() const { return auto_sni_header_; }
+  // The SNI for a request whose host is `authority`: the name without its port; "" for an IP literal,
+  // an empty value, or when auto_sni is off (the context's `sni` then applies).
+  std::string requestSni(std::string_view authority) const;
+
  private:
+  void setAutoSni(const envoy::config::core::v3::UpstreamHttpProtocolOptions& options);
+
   struct Match {
     std::vector<std::pair<std::string, std::string>> fields;  // string values only; others never match
     bool unmatchable = false;                                 // a non-string criterion
@@ -54,6 +65,7 @@ class UpstreamTransportFactory {
   bool any_tls_ = false;
   bool auto_sni_ = false;
   bool auto_san_validation_ = false;
+  std::string auto_sni_header_ = ":authority";
 };
 
 // Null when the cluster has neither a TLS transport_socket nor transport_socket_matches.

@@ -18,7 +18,10 @@ struct UpstreamSource {
   uint16_t port = 0;
   bool transparent = false;  // IP_TRANSPARENT / IPV6_TRANSPARENT: bind to a non-local (client) address
   uint32_t mark = 0;         // SO_MARK when non-zero
+  // auto_sni: the SNI taken from this request's host; connections with different SNIs are never shared.
+  std::string sni;
 
+  // No socket option or bind (the SNI is no socket property).
   bool empty() const { return !address && mark == 0; }
   // Pool key part: connections with different keys are never shared. "" for the default source.
   std::string key() const;

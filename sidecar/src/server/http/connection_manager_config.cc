@@ -9,6 +9,7 @@
 #include "envoy/extensions/access_loggers/file/v3/file.pb.h"
 #include "envoy/extensions/access_loggers/stream/v3/stream.pb.h"
 #include "skiff/common/logging.h"
+#include "skiff/config/typed_struct.h"
 
 namespace skiff::server {
 
@@ -81,6 +82,8 @@ HcmStats::HcmStats(stats::Store& store, const std::string& p)
       rs_too_large(store.counter(p + "rs_too_large")),
       downstream_cx_http2_total(store.counter(p + "downstream_cx_http2_total")),
       downstream_rq_http2_total(store.counter(p + "downstream_rq_http2_total")),
+      downstream_rq_max_duration_reached(store.counter(p + "downstream_rq_max_duration_reached")),
+      downstream_cx_max_duration_reached(store.counter(p + "downstream_cx_max_duration_reached")),
       downstream_cx_http2_active(store.gauge(p + "downstream_cx_http2_active")),
       downstream_cx_active(store.gauge(p + "downstream_cx_active")),
       downstream_cx_http1_active(store.gauge(p + "downstream_cx_http1_active")),
@@ -231,10 +234,13 @@ ConnectionManagerConfig::ConnectionManagerConfig(const Proto& proto, const std::
     const auto& f = proto.http_filters(i);
     const std::string fpath = path + ".http_filters[" + std::to_string(i) + "]";
     if (f.disabled()) continue;
-    const auto* reg = filters::findHttpFilter(f.typed_config().type_url().empty()
-                                                  ? std::string_view()
-                                                  : std::string_view(f.typed_config().type_url()),
-                                              f.name());
+    // A TypedStruct (istiod wraps its Wasm filters so) stands for the type it names.
+    google::protobuf::Any unwrapped;
+    const google::protobuf::Any& typed_config =
+        config::unwrapTypedStruct(f.typed_config(), &unwrapped) ? unwrapped : f.typed_config();
+    const auto* reg = filters::findHttpFilter(
+        typed_config.type_url().empty() ? std::string_view() : std::string_view(typed_config.type_url()),
+        f.name());
     if (reg == nullptr) {
       if (f.is_optional()) {
         SKIFF_LOG(kConfig, warn, "{}: optional filter '{}' is not available; skipped", fpath, f.name());
@@ -242,7 +248,7 @@ ConnectionManagerConfig::ConnectionManagerConfig(const Proto& proto, const std::
       }
       throw std::invalid_argument(
           fpath + ": unknown HTTP filter '" +
-          (f.typed_config().type_url().empty() ? f.name() : f.typed_config().type_url()) + "'");
+          (f.typed_config().type_url().empty() ? f.name() : config::wrappedTypeUrl(f.typed_config())) + "'");
     }
     if (reg->terminal && i + 1 != proto.http_filters_size()) {
       throw std::invalid_argument(fpath + ": terminal filter '" + reg->name +
@@ -254,7 +260,7 @@ ConnectionManagerConfig::ConnectionManagerConfig(const Proto& proto, const std::
     try {
       filters::FactoryContext filter_context = context;
       filter_context.filter_name = f.name();
-      filter_factories.push_back(reg->create(f.typed_config(), filter_context));
+      filter_factories.push_back(reg->create(typed_config, filter_context));
     } catch (const std::invalid_argument& e) {
       throw std::invalid_argument(fpath + ".typed_config: " + e.what());
     }
@@ -289,6 +295,7 @@ ConnectionManagerConfig::ConnectionManagerConfig(const Proto& proto, const std::
     const auto& o = proto.common_http_protocol_options();
     if (o.has_idle_timeout()) idle_timeout = toMs(o.idle_timeout());
     if (o.has_max_connection_duration()) max_connection_duration = toMs(o.max_connection_duration());
+    if (o.has_max_stream_duration()) max_stream_duration = toMs(o.max_stream_duration());
     if (o.has_max_headers_count()) limits.max_headers = o.max_headers_count().value();
     if (o.has_max_requests_per_connection())
       max_requests_per_connection = o.max_requests_per_connection().value();

@@ -33,6 +33,7 @@ struct HcmStats {
       downstream_rq_header_timeout, downstream_flow_control_paused_reading_total,
       downstream_flow_control_resumed_reading_total, rs_too_large;
   stats::Counter downstream_cx_http2_total, downstream_rq_http2_total;  // HTTP/2 (http2_server_connection)
+  stats::Counter downstream_rq_max_duration_reached, downstream_cx_max_duration_reached;
   stats::Gauge downstream_cx_http2_active;
   stats::Gauge downstream_cx_active, downstream_cx_http1_active, downstream_rq_active;
   stats::Histogram downstream_cx_length_ms, downstream_rq_time;
@@ -102,6 +103,7 @@ struct ConnectionManagerConfig {
   std::chrono::milliseconds request_headers_timeout{0};
   std::chrono::milliseconds drain_timeout{5000};
   std::chrono::milliseconds max_connection_duration{0};
+  std::chrono::milliseconds max_stream_duration{0};  // common_http_protocol_options (a route may override)
   uint32_t max_requests_per_connection = 0;
   http1::Limits limits;
   uint32_t buffer_limit;

@@ -1,6 +1,10 @@
 // FilterManager: per-stream iteration over decoder and encoder filters, with pause, resume and buffering.
 #include "server/http/filter_manager.h"
 
+#include <algorithm>
+#include <new>
+#include <utility>
+
 namespace skiff::server {
 
 using http::Buffer;
@@ -47,6 +51,10 @@ struct FilterManager::DecoderEntry : public http::DecoderFilterCallbacks {
   void continueDecoding() override { fm.continueDecoding(index); }
   HeaderMap& requestHeaders() override { return *fm.request_headers_; }
   Buffer* decodingBuffer() override { return held.empty() ? nullptr : &held; }
+  Buffer* addDecodingBuffer() override { return &held; }
+  void injectDecodedData(Buffer& data, bool end_stream) override {
+    fm.injectDecoded(*this, data, end_stream);
+  }
   void encodeHeaders(std::unique_ptr<HeaderMap> headers, bool end_stream) override {
     fm.encodeHeaders(std::move(headers), end_stream);
   }
@@ -70,19 +78,28 @@ struct FilterManager::DecoderEntry : public http::DecoderFilterCallbacks {
   bool stopped = false;         // iteration is held at this filter
   Buffer held;                  // body this filter buffered
   std::unique_ptr<http::StreamDecoderFilter> owned;
+  std::unique_ptr<http::StreamFilter> owned_dual;  // a stream filter: both entries point at it
 };
 
 struct FilterManager::EncoderEntry : public http::EncoderFilterCallbacks {
-  EncoderEntry(FilterManager& m, http::StreamEncoderFilter* f) : fm(m), filter(f) {}
+  EncoderEntry(FilterManager& m, http::StreamEncoderFilter* f, size_t p, bool d)
+      : fm(m), filter(f), position(p), dual(d) {}
   SKIFF_FORWARD_STREAM_CALLBACKS
 
-  void continueEncoding() override { fm.continueEncoding(index); }
+  void continueEncoding() override { fm.continueEncoding(index()); }
+  // Position in run order; it shifts as later-configured encoders are added in front of it.
+  size_t index() const { return fm.encoders_.size() - 1 - position; }
   HeaderMap& responseHeaders() override { return *fm.response_headers_; }
   Buffer* encodingBuffer() override { return held.empty() ? nullptr : &held; }
+  Buffer* addEncodingBuffer() override { return &held; }
+  void injectEncodedData(Buffer& data, bool end_stream) override {
+    fm.injectEncoded(*this, data, end_stream);
+  }
 
   FilterManager& fm;
   http::StreamEncoderFilter* filter;
-  size_t index = 0;
+  size_t position;  // in configuration order
+  bool dual;        // a stream filter, which hears onDestroy through its decoder side
   bool headers_passed = false;
   bool stopped = false;
   Buffer held;
@@ -91,51 +108,142 @@ struct FilterManager::EncoderEntry : public http::EncoderFilterCallbacks {
 
 #undef SKIFF_FORWARD_STREAM_CALLBACKS
 
+// ---- entry storage ----
+
+namespace {
+
+// A per-thread free list of one entry type's blocks: a worker reuses the entries of finished streams, so
+// setting up a stream's chain does not reach malloc once the worker has warmed up. Bounded, so a burst of
+// concurrent streams does not pin its memory.
+template <class T>
+class EntryPool {
+ public:
+  static void* take() {
+    List& l = list();
+    if (l.head == nullptr) return ::operator new(sizeof(T));
+    Node* n = l.head;
+    l.head = n->next;
+    --l.count;
+    return n;
+  }
+  static void give(void* p) {
+    List& l = list();
+    if (l.count >= kMaxFree) {
+      ::operator delete(p);
+      return;
+    }
+    l.head = ::new (p) Node{l.head};
+    ++l.count;
+  }
+
+ private:
+#if defined(__SANITIZE_ADDRESS__)
+  static constexpr size_t kMaxFree = 0;  // ASan sees every entry's use after free
+#else
+  static constexpr size_t kMaxFree = 512;
+#endif
+  struct Node {
+    Node* next;
+  };
+  struct List {
+    ~List() {
+      while (head != nullptr) {
+        Node* n = head;
+        head = n->next;
+        ::operator delete(n);
+      }
+    }
+    Node* head = nullptr;
+    size_t count = 0;
+  };
+  static List& list() {
+    thread_local List l;
+    return l;
+  }
+};
+
+template <class T, class... Args>
+T* newEntry(Args&&... args) {
+  return ::new (EntryPool<T>::take()) T(std::forward<Args>(args)...);
+}
+
+template <class T>
+void deleteEntry(T* entry) {
+  entry->~T();
+  EntryPool<T>::give(entry);
+}
+
+}  // namespace
+
+template <class T>
+void FilterManager::EntryList<T>::push(T* entry) {
+  if (size_ < kInlineEntries) {
+    inline_[size_++] = entry;
+    return;
+  }
+  const uint32_t spilled = size_ - kInlineEntries;
+  if (spilled == spill_capacity_) {
+    const uint32_t capacity = spill_capacity_ == 0 ? 4 : spill_capacity_ * 2;
+    T** grown = new T*[capacity];
+    std::copy(spill_, spill_ + spilled, grown);
+    delete[] spill_;
+    spill_ = grown;
+    spill_capacity_ = capacity;
+  }
+  spill_[spilled] = entry;
+  ++size_;
+}
+
+template <class T>
+FilterManager::EntryList<T>::~EntryList() {
+  // In the order added, as the vectors of owners this replaces did.
+  for (size_t i = 0; i < size_; ++i) deleteEntry(&(*this)[i]);
+  delete[] spill_;
+}
+
 FilterManager::FilterManager(http::StreamCallbacks& stream, FilterManagerSink& sink, uint32_t buffer_limit)
     : stream_(stream), sink_(sink), buffer_limit_(buffer_limit) {}
 
 FilterManager::~FilterManager() {
   destroyFilters();
+  // Stream filters go first, while both of their entries still exist.
+  for (size_t i = 0; i < decoders_.size(); ++i) decoders_[i].owned_dual.reset();
 }
 
 void FilterManager::destroyFilters() {
   if (destroyed_) return;
   destroyed_ = true;
-  for (auto& d : decoders_) d->filter->onDestroy();
-  for (auto& e : encoders_) {
-    // A dual filter already heard onDestroy through its decoder side.
-    bool dual = false;
-    for (auto& f : owned_dual_filters_) dual |= static_cast<http::StreamEncoderFilter*>(f.get()) == e->filter;
-    if (!dual) e->filter->onDestroy();
+  for (size_t i = 0; i < decoders_.size(); ++i) decoders_[i].filter->onDestroy();
+  // In run order; a stream filter already heard onDestroy through its decoder side.
+  for (size_t i = 0; i < encoders_.size(); ++i) {
+    EncoderEntry& e = encoderAt(i);
+    if (!e.dual) e.filter->onDestroy();
   }
 }
 
 void FilterManager::addDecoderFilter(std::unique_ptr<http::StreamDecoderFilter> filter) {
-  auto entry = std::make_unique<DecoderEntry>(*this, filter.get(), decoders_.size());
-  filter->setDecoderFilterCallbacks(*entry);
-  entry->owned = std::move(filter);
-  decoders_.push_back(std::move(entry));
+  DecoderEntry& entry = *newEntry<DecoderEntry>(*this, filter.get(), decoders_.size());
+  decoders_.push(&entry);
+  filter->setDecoderFilterCallbacks(entry);
+  entry.owned = std::move(filter);
 }
 
 void FilterManager::addEncoderFilter(std::unique_ptr<http::StreamEncoderFilter> filter) {
-  auto entry = std::make_unique<EncoderEntry>(*this, filter.get());
-  filter->setEncoderFilterCallbacks(*entry);
-  entry->owned = std::move(filter);
-  // Encoders run in reverse configuration order.
-  encoders_.insert(encoders_.begin(), std::move(entry));
-  for (size_t i = 0; i < encoders_.size(); ++i) encoders_[i]->index = i;
+  EncoderEntry& entry = *newEntry<EncoderEntry>(*this, filter.get(), encoders_.size(), false);
+  encoders_.push(&entry);
+  filter->setEncoderFilterCallbacks(entry);
+  entry.owned = std::move(filter);
 }
 
 void FilterManager::addStreamFilter(std::unique_ptr<http::StreamFilter> filter) {
-  auto* f = filter.get();
-  auto dec = std::make_unique<DecoderEntry>(*this, f, decoders_.size());
-  f->setDecoderFilterCallbacks(*dec);
-  decoders_.push_back(std::move(dec));
-  auto enc = std::make_unique<EncoderEntry>(*this, f);
-  f->setEncoderFilterCallbacks(*enc);
-  encoders_.insert(encoders_.begin(), std::move(enc));
-  for (size_t i = 0; i < encoders_.size(); ++i) encoders_[i]->index = i;
-  owned_dual_filters_.push_back(std::move(filter));
+  http::StreamFilter* f = filter.get();
+  DecoderEntry& dec = *newEntry<DecoderEntry>(*this, f, decoders_.size());
+  decoders_.push(&dec);
+  f->setDecoderFilterCallbacks(dec);
+  EncoderEntry& enc = *newEntry<EncoderEntry>(*this, f, encoders_.size(), true);
+  encoders_.push(&enc);
+  f->setEncoderFilterCallbacks(enc);
+  dec.owned_dual = std::move(filter);
 }
 
 // ---- request path ----
@@ -162,7 +270,7 @@ void FilterManager::decodeTrailers(std::unique_ptr<HeaderMap> trailers) {
 void FilterManager::runDecoders(size_t from, Buffer* data, bool data_end) {
   Buffer carried;
   for (size_t i = from; i < decoders_.size() && !destroyed_; ++i) {
-    DecoderEntry& e = *decoders_[i];
+    DecoderEntry& e = decoders_[i];
     if (!e.headers_passed && !e.stopped) {
       const bool headers_end = request_end_ && data == nullptr && !request_trailers_;
       e.stopped = e.filter->decodeHeaders(*request_headers_, headers_end) == HeadersStatus::kStop;
@@ -212,7 +320,7 @@ void FilterManager::runDecoders(size_t from, Buffer* data, bool data_end) {
 
 void FilterManager::continueDecoding(size_t index) {
   if (destroyed_) return;
-  DecoderEntry& e = *decoders_[index];
+  DecoderEntry& e = decoders_[index];
   if (!e.stopped) return;
   e.stopped = false;
   e.headers_passed = true;
@@ -222,8 +330,30 @@ void FilterManager::continueDecoding(size_t index) {
   if (index + 1 >= decoders_.size()) return;
   // An end-of-stream the held filter swallowed must still reach the next filters, as an empty last chunk.
   const bool send_data =
-      !body.empty() || (request_end_ && !request_trailers_ && decoders_[index + 1]->headers_passed);
+      !body.empty() || (request_end_ && !request_trailers_ && decoders_[index + 1].headers_passed);
   runDecoders(index + 1, send_data ? &body : nullptr, request_end_);
+}
+
+// A filter's own body chunks (ext_proc full duplex): whatever it held (headers) goes on, and `end_stream`
+// is the end of the stream as the later filters see it (request trailers follow the last chunk).
+void FilterManager::injectDecoded(DecoderEntry& e, Buffer& data, bool end_stream) {
+  if (destroyed_ || e.index + 1 >= decoders_.size()) return;
+  e.stopped = false;
+  e.headers_passed = true;
+  const bool downstream_end = request_end_;
+  request_end_ = end_stream;
+  runDecoders(e.index + 1, data.empty() && !end_stream ? nullptr : &data, end_stream);
+  if (!destroyed_) request_end_ = downstream_end;
+}
+
+void FilterManager::injectEncoded(EncoderEntry& e, Buffer& data, bool end_stream) {
+  if (destroyed_ || response_complete_) return;
+  e.stopped = false;
+  e.headers_passed = true;
+  const bool upstream_end = response_end_;
+  response_end_ = end_stream;
+  runEncoders(e.index() + 1, data.empty() && !end_stream ? nullptr : &data, end_stream);
+  if (!destroyed_) response_end_ = upstream_end;
 }
 
 // ---- response path ----
@@ -253,7 +383,7 @@ void FilterManager::encodeTrailers(std::unique_ptr<HeaderMap> trailers) {
 void FilterManager::runEncoders(size_t from, Buffer* data, bool data_end) {
   Buffer carried;
   for (size_t i = from; i < encoders_.size() && !destroyed_; ++i) {
-    EncoderEntry& e = *encoders_[i];
+    EncoderEntry& e = encoderAt(i);
     if (!e.headers_passed && !e.stopped) {
       const bool headers_end = response_end_ && data == nullptr && !response_trailers_;
       e.stopped = e.filter->encodeHeaders(*response_headers_, headers_end) == HeadersStatus::kStop;
@@ -317,14 +447,14 @@ void FilterManager::runEncoders(size_t from, Buffer* data, bool data_end) {
 
 void FilterManager::continueEncoding(size_t index) {
   if (destroyed_) return;
-  EncoderEntry& e = *encoders_[index];
+  EncoderEntry& e = encoderAt(index);
   if (!e.stopped) return;
   e.stopped = false;
   e.headers_passed = true;
   Buffer body;
   body.swap(e.held);
   const bool next_has_headers =
-      index + 1 < encoders_.size() ? encoders_[index + 1]->headers_passed : response_started_;
+      index + 1 < encoders_.size() ? encoderAt(index + 1).headers_passed : response_started_;
   const bool send_data = !body.empty() || (response_end_ && !response_trailers_ && next_has_headers);
   runEncoders(index + 1, send_data ? &body : nullptr, response_end_);
 }

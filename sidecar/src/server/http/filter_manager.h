@@ -4,8 +4,12 @@
 // filter, whether the headers went past it and the body it holds (kStopAndBuffer). A new chunk always
 // enters at the first filter; a stopped filter still sees new chunks (Envoy's semantics), and when it
 // continues, the headers it held, then its held body, then the trailers move on.
+//
+// The per-filter entries (the callbacks objects the filters hold) come from a per-thread free list and the
+// usual chain fits the in-place pointer arrays, so setting up a chain allocates nothing beyond the filters.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -66,18 +70,43 @@ class FilterManager : public http::FilterChainBuilder {
   struct DecoderEntry;
   struct EncoderEntry;
 
+  // Entries in the order added, owned. The first kInlineEntries pointers live in place, so a usual
+  // chain needs no vector; the entries themselves come from a per-thread free list (see the .cc).
+  // Members are defined in the .cc, where T is complete.
+  static constexpr uint32_t kInlineEntries = 3;
+  template <class T>
+  class EntryList {
+   public:
+    EntryList() = default;
+    EntryList(const EntryList&) = delete;
+    EntryList& operator=(const EntryList&) = delete;
+    ~EntryList();
+    void push(T* entry);
+    T& operator[](size_t i) { return *(i < kInlineEntries ? inline_[i] : spill_[i - kInlineEntries]); }
+    size_t size() const { return size_; }
+
+   private:
+    T* inline_[kInlineEntries] = {};
+    T** spill_ = nullptr;  // entries past kInlineEntries
+    uint32_t size_ = 0;
+    uint32_t spill_capacity_ = 0;
+  };
+
   void runDecoders(size_t from, http::Buffer* data, bool data_end);
+  void injectDecoded(DecoderEntry& e, http::Buffer& data, bool end_stream);
+  void injectEncoded(EncoderEntry& e, http::Buffer& data, bool end_stream);
   void continueDecoding(size_t index);
   void runEncoders(size_t from, http::Buffer* data, bool data_end);
   void continueEncoding(size_t index);
+  // Encoders run in reverse configuration order; entries are stored in configuration order.
+  EncoderEntry& encoderAt(size_t run_index) { return encoders_[encoders_.size() - 1 - run_index]; }
   bool overLimit(size_t held) const { return held > buffer_limit_; }
 
   http::StreamCallbacks& stream_;
   FilterManagerSink& sink_;
   uint32_t buffer_limit_;
-  std::vector<std::unique_ptr<DecoderEntry>> decoders_;
-  std::vector<std::unique_ptr<EncoderEntry>> encoders_;  // in run order (reverse of configuration)
-  std::vector<std::unique_ptr<http::StreamFilter>> owned_dual_filters_;
+  EntryList<DecoderEntry> decoders_;
+  EntryList<EncoderEntry> encoders_;  // in configuration order (see encoderAt)
 
   std::unique_ptr<http::HeaderMap> request_headers_;
   std::unique_ptr<http::HeaderMap> request_trailers_;

@@ -62,6 +62,21 @@ class Http2ServerConnection::ActiveStream : public http::StreamCallbacks, public
     }
   }
 
+  // A timeout's local reply: Envoy's, in gRPC form (trailers-only, grpc-status) for a gRPC request.
+  void sendTimeoutReply(std::string_view body, std::string_view details) {
+    const http::HeaderMap* request = fm_.requestHeaders();
+    if (request != nullptr && request->getOr(http::headers::kContentType).rfind("application/grpc", 0) == 0 &&
+        !fm_.responseStarted()) {
+      sendLocalReply(200, {}, details, [body](http::HeaderMap& h) {
+        h.set(http::headers::kContentType, "application/grpc");
+        h.set("grpc-status", "2");  // UNKNOWN: Envoy's mapping of 408
+        h.set("grpc-message", std::string(body));
+      });
+      return;
+    }
+    sendLocalReply(408, body, details, nullptr);
+  }
+
   void resetStream() override {
     if (reset_ || finished_) return;
     reset_ = true;
@@ -92,6 +107,7 @@ class Http2ServerConnection::ActiveStream : public http::StreamCallbacks, public
       }
     }
     if (reset_) return;
+    last_activity_ = std::chrono::steady_clock::now();
     const bool end = end_stream || head_request_;
     conn_.codec_.submitResponse(stream_id_, headers, end);
     if (end) response_sent_ = true;
@@ -102,6 +118,7 @@ class Http2ServerConnection::ActiveStream : public http::StreamCallbacks, public
   void writeData(http::Buffer& data, bool end_stream) override {
     info_.bytes_sent += data.size();
     if (reset_ || response_sent_) return;
+    last_activity_ = std::chrono::steady_clock::now();
     conn_.codec_.sendData(stream_id_, data, end_stream);
     conn_.scheduleFlush();
     if (end_stream) {
@@ -144,6 +161,8 @@ class Http2ServerConnection::ActiveStream : public http::StreamCallbacks, public
   bool head_request_ = false;
   bool reset_ = false;
   bool finished_ = false;
+  bool timed_out_ = false;  // a timeout answered or reset it: no more deadlines
+  std::chrono::steady_clock::time_point last_activity_ = std::chrono::steady_clock::now();
   std::vector<std::function<void()>> writable_callbacks_;
 };
 
@@ -160,7 +179,7 @@ Http2ServerConnection::Http2ServerConnection(WorkerContext& worker, network::Tra
       local_address_(upstream::formatEndpoint(info_->local)),
       remote_address_(upstream::formatEndpoint(info_->remote)),
       codec_(http2::Codec::Role::kServer, config_->http2_settings, *this, config_->http2_stats.get()),
-      idle_timer_(worker.io) {
+      timer_(worker.io) {
   std::error_code ec;
   transport_.socket().set_option(asio::ip::tcp::no_delay(true), ec);
   worker_.connections.insert(this);
@@ -184,7 +203,8 @@ Http2ServerConnection::~Http2ServerConnection() {
 
 void Http2ServerConnection::start() {
   scheduleFlush();  // our SETTINGS
-  armIdleTimer();
+  if (config_->idle_timeout.count() > 0) armTimer(last_activity_ + config_->idle_timeout);
+  if (config_->max_connection_duration.count() > 0) armTimer(created_ + config_->max_connection_duration);
   doRead();
 }
 
@@ -193,13 +213,17 @@ Http2ServerConnection::ActiveStream* Http2ServerConnection::find(int32_t id) {
   return it == streams_.end() ? nullptr : it->second.get();
 }
 
-bool Http2ServerConnection::onNewStream(int32_t) {
+bool Http2ServerConnection::onNewStream(int32_t stream_id) {
   // After GOAWAY nghttp2 ignores new streams itself; while shutting down refuse them.
-  return !draining_ && !worker_.draining;
+  if (draining_ || worker_.draining) return false;
+  header_stream_id_ = stream_id;
+  header_started_ = Clock::now();
+  return true;
 }
 
 void Http2ServerConnection::onHeaders(int32_t stream_id, std::unique_ptr<http::HeaderMap> headers,
                                       bool end_stream) {
+  if (header_stream_id_ == stream_id) header_stream_id_ = 0;
   const HcmStats& stats = config_->stats;
   stats.downstream_rq_total.inc();
   stats.downstream_rq_http2_total.inc();
@@ -248,12 +272,26 @@ void Http2ServerConnection::onHeaders(int32_t stream_id, std::unique_ptr<http::H
         codec_.readDisable(stream_id, paused);
         if (!paused) scheduleFlush();  // the window update
       });
+  // Envoy's max_requests_per_connection on HTTP/2: this stream is served, later ones go elsewhere (GOAWAY).
+  if (config_->max_requests_per_connection != 0 && ++requests_ >= config_->max_requests_per_connection &&
+      !goaway_sent_) {
+    stats.downstream_cx_max_requests_reached.inc();
+    draining_ = true;
+    goaway_sent_ = true;
+    codec_.goAway(http2::kNoError, false);
+    scheduleFlush();
+  }
   s.fm_.decodeHeaders(std::move(headers), end_stream);
+  // The route (picked while decoding) may set its own idle timeout and max stream duration.
+  if (ActiveStream* p = find(stream_id)) {
+    if (auto deadline = streamDeadline(*p)) armTimer(*deadline);
+  }
 }
 
 void Http2ServerConnection::onData(int32_t stream_id, http::Buffer& data, bool end_stream) {
   ActiveStream* s = find(stream_id);
   if (s == nullptr || s->finished_) return;
+  s->last_activity_ = Clock::now();
   s->info_.bytes_received += data.size();
   if (end_stream) {
     s->request_complete_ = true;
@@ -265,12 +303,14 @@ void Http2ServerConnection::onData(int32_t stream_id, http::Buffer& data, bool e
 void Http2ServerConnection::onTrailers(int32_t stream_id, std::unique_ptr<http::HeaderMap> trailers) {
   ActiveStream* s = find(stream_id);
   if (s == nullptr || s->finished_) return;
+  s->last_activity_ = Clock::now();
   s->request_complete_ = true;
   s->info_.last_downstream_rx = s->info_.elapsed();
   s->fm_.decodeTrailers(std::move(trailers));
 }
 
 void Http2ServerConnection::onStreamClose(int32_t stream_id, uint32_t error_code, bool remote) {
+  if (header_stream_id_ == stream_id) header_stream_id_ = 0;
   auto it = streams_.find(stream_id);
   if (it == streams_.end()) return;
   std::unique_ptr<ActiveStream> s = std::move(it->second);
@@ -295,12 +335,16 @@ void Http2ServerConnection::onStreamClose(int32_t stream_id, uint32_t error_code
   s->fm_.destroyFilters();
   config_->access_logs->log(worker_.index, s->info_);
   finished_streams_.push_back(std::move(s));
-  auto self = shared_from_this();
-  asio::post(worker_.io, [self] {
-    self->finished_streams_.clear();
-    self->maybeClose();
-  });
-  last_activity_ = std::chrono::steady_clock::now();
+  // One deferred cleanup for all the streams that end in this turn of the loop.
+  if (finished_streams_.size() == 1) {
+    auto self = shared_from_this();
+    asio::post(worker_.io, [self] {
+      self->finished_streams_.clear();
+      self->maybeClose();
+    });
+  }
+  last_activity_ = Clock::now();
+  if (streams_.empty() && config_->idle_timeout.count() > 0) armTimer(last_activity_ + config_->idle_timeout);
 }
 
 void Http2ServerConnection::doRead() {
@@ -330,8 +374,12 @@ void Http2ServerConnection::onRead(std::error_code ec, size_t n) {
   if (!codec_.receive(std::string_view(in_.data(), n))) {
     SKIFF_LOG(kConnection, debug, "[C{}] HTTP/2 connection error: {}", id_, codec_.error());
     config_->stats.downstream_cx_protocol_error.inc();
+    closeSoon();
   }
   scheduleFlush();
+  if (header_stream_id_ != 0 && config_->request_headers_timeout.count() > 0) {
+    armTimer(header_started_ + config_->request_headers_timeout);
+  }
   if (!codec_.wantsClose()) doRead();
 }
 
@@ -345,12 +393,15 @@ void Http2ServerConnection::scheduleFlush() {
   });
 }
 
+// Frames are serialized as soon as they are ready, also while a write is in flight (as Envoy's codec
+// fills its output buffer): what the peer does not read counts against max_outbound_frames.
 void Http2ServerConnection::flush() {
-  if (closed_ || write_in_flight_) return;
+  if (closed_) return;
   if (!codec_.takeOutput(out_)) {
     close();
     return;
   }
+  if (write_in_flight_) return;
   if (out_.empty()) {
     maybeClose();
     return;
@@ -358,6 +409,7 @@ void Http2ServerConnection::flush() {
   write_in_flight_ = true;
   writing_.swap(out_);
   out_.clear();
+  writing_frames_ = codec_.outboundFrames();
   config_->stats.downstream_cx_tx_bytes_total.inc(writing_.size());
   auto self = shared_from_this();
   transport_.asyncWrite(asio::buffer(writing_), [self](std::error_code ec, size_t) {
@@ -367,7 +419,7 @@ void Http2ServerConnection::flush() {
       self->close();
       return;
     }
-    if (self->out_.empty()) self->codec_.onOutputDrained();
+    self->codec_.onOutputWritten(self->writing_frames_);
     self->onWritable();
     self->flush();
     self->doRead();
@@ -397,27 +449,147 @@ void Http2ServerConnection::maybeClose() {
   }
 }
 
-void Http2ServerConnection::armIdleTimer() {
-  if (config_->idle_timeout.count() <= 0 || closed_) return;
-  // With streams open the connection is not idle: look again a full timeout later (last_activity_ may be
-  // long past, and re-arming there would fire at once, over and over).
-  if (streams_.empty()) {
-    idle_timer_.expires_at(last_activity_ + config_->idle_timeout);
-  } else {
-    idle_timer_.expires_after(config_->idle_timeout);
-  }
+void Http2ServerConnection::armTimer(Clock::time_point deadline) {
+  if (closed_) return;
+  // A wait that fires earlier re-evaluates then; only an earlier deadline needs the timer moved.
+  if (timer_armed_ && timer_deadline_ <= deadline) return;
+  timer_armed_ = true;
+  timer_deadline_ = deadline;
+  timer_.expires_at(deadline);
   std::weak_ptr<Http2ServerConnection> weak = weak_from_this();
-  idle_timer_.async_wait([weak](std::error_code ec) {
+  timer_.async_wait([weak](std::error_code ec) {
     auto self = weak.lock();
-    if (ec || !self || self->closed_) return;
-    if (self->streams_.empty() &&
-        std::chrono::steady_clock::now() - self->last_activity_ >= self->config_->idle_timeout) {
-      self->config_->stats.downstream_cx_idle_timeout.inc();
-      self->drain();
-      return;
-    }
-    self->armIdleTimer();
+    if (ec || !self) return;  // aborted: a re-arm or close replaced this wait
+    self->timer_armed_ = false;
+    self->onTimer();
   });
+}
+
+std::chrono::milliseconds Http2ServerConnection::streamIdleTimeout(const ActiveStream& s) const {
+  const router::RouteEntry* route = s.route_cached_ ? s.route_ : nullptr;
+  if (route != nullptr && route->idle_timeout) return *route->idle_timeout;
+  return config_->stream_idle_timeout;
+}
+
+std::chrono::milliseconds Http2ServerConnection::maxStreamDuration(const ActiveStream& s) const {
+  const router::RouteEntry* route = s.route_cached_ ? s.route_ : nullptr;
+  if (route != nullptr && route->max_stream_duration) return *route->max_stream_duration;
+  return config_->max_stream_duration;
+}
+
+std::optional<Http2ServerConnection::Clock::time_point> Http2ServerConnection::streamDeadline(
+    const ActiveStream& s) const {
+  if (s.timed_out_ || s.finished_) return std::nullopt;
+  std::optional<Clock::time_point> deadline;
+  auto consider = [&](Clock::time_point t) {
+    if (!deadline || t < *deadline) deadline = t;
+  };
+  if (const auto idle = streamIdleTimeout(s); idle.count() > 0) consider(s.last_activity_ + idle);
+  if (config_->request_timeout.count() > 0 && !s.request_complete_) {
+    consider(s.info_.start + config_->request_timeout);
+  }
+  if (const auto max = maxStreamDuration(s); max.count() > 0) consider(s.info_.start + max);
+  return deadline;
+}
+
+void Http2ServerConnection::onTimer() {
+  if (closed_) return;
+  const auto now = Clock::now();
+  if (close_deadline_ && now >= *close_deadline_) {
+    close();
+    return;
+  }
+  const HcmStats& stats = config_->stats;
+  if (config_->max_connection_duration.count() > 0 && !goaway_sent_ &&
+      now >= created_ + config_->max_connection_duration) {
+    stats.downstream_cx_max_duration_reached.inc();
+    drain();
+  }
+  if (header_stream_id_ != 0 && config_->request_headers_timeout.count() > 0 &&
+      now >= header_started_ + config_->request_headers_timeout) {
+    onRequestHeadersTimeout(header_stream_id_);
+  }
+  if (streams_.empty() && config_->idle_timeout.count() > 0 &&
+      now - last_activity_ >= config_->idle_timeout && !close_deadline_) {
+    stats.downstream_cx_idle_timeout.inc();
+    drain();
+    closeSoon();
+  }
+  // Streams: the ones due are answered (or reset); each one's own deadline only.
+  std::vector<int32_t> due;
+  for (auto& [id, s] : streams_) {
+    if (auto deadline = streamDeadline(*s); deadline && *deadline <= now) due.push_back(id);
+  }
+  for (int32_t id : due) {
+    if (ActiveStream* s = find(id)) onStreamTimeout(*s, now);
+  }
+  if (closed_) return;
+  // The next deadline.
+  std::optional<Clock::time_point> next = close_deadline_;
+  auto consider = [&](Clock::time_point t) {
+    if (!next || t < *next) next = t;
+  };
+  if (config_->max_connection_duration.count() > 0 && !goaway_sent_) {
+    consider(created_ + config_->max_connection_duration);
+  }
+  if (header_stream_id_ != 0 && config_->request_headers_timeout.count() > 0) {
+    consider(header_started_ + config_->request_headers_timeout);
+  }
+  if (streams_.empty() && config_->idle_timeout.count() > 0 && !close_deadline_) {
+    consider(last_activity_ + config_->idle_timeout);
+  }
+  for (auto& [id, s] : streams_) {
+    if (auto deadline = streamDeadline(*s)) consider(*deadline);
+  }
+  if (next) armTimer(std::max(*next, now + std::chrono::milliseconds(1)));
+}
+
+// Envoy's per-stream timeouts: request_timeout and max_stream_duration, then the stream idle timeout.
+// Each answers 408 (gRPC: grpc-status) when the response has not started, else resets only this stream.
+void Http2ServerConnection::onStreamTimeout(ActiveStream& s, Clock::time_point now) {
+  const HcmStats& stats = config_->stats;
+  s.timed_out_ = true;
+  if (config_->request_timeout.count() > 0 && !s.request_complete_ &&
+      now >= s.info_.start + config_->request_timeout) {
+    stats.downstream_rq_timeout.inc();
+    s.sendTimeoutReply("request timeout", "request_overall_timeout");
+  } else if (const auto max = maxStreamDuration(s); max.count() > 0 && now >= s.info_.start + max) {
+    stats.downstream_rq_max_duration_reached.inc();
+    s.sendTimeoutReply("downstream duration timeout", "max_duration_timeout");
+  } else {
+    stats.downstream_rq_idle_timeout.inc();
+    s.info_.setFlag(http::ResponseFlag::kStreamIdleTimeout);
+    s.sendTimeoutReply("stream timeout", "stream_idle_timeout");
+  }
+  scheduleFlush();
+}
+
+// The header block never completed: there is no filter chain yet, so the codec answers 408 itself.
+void Http2ServerConnection::onRequestHeadersTimeout(int32_t stream_id) {
+  header_stream_id_ = 0;
+  config_->stats.downstream_rq_header_timeout.inc();
+  static constexpr std::string_view kBody = "request header timeout";
+  http::HeaderMap headers;
+  headers.add(http::headers::kStatus, "408");
+  headers.add(http::headers::kContentLength, std::to_string(kBody.size()));
+  headers.add(http::headers::kContentType, "text/plain");
+  if (config_->server_header != ConnectionManagerConfig::ServerHeader::kPassThrough) {
+    headers.add(http::headers::kServer, config_->server_name);
+  }
+  if (codec_.submitResponse(stream_id, headers, false)) {
+    http::Buffer body(kBody);
+    codec_.sendData(stream_id, body, true);
+    codec_.resetStreamAfterEnd(stream_id, http2::kNoError);
+  } else {
+    codec_.resetStream(stream_id, http2::kCancel);
+  }
+  scheduleFlush();
+}
+
+void Http2ServerConnection::closeSoon() {
+  if (closed_ || close_deadline_) return;
+  close_deadline_ = Clock::now() + std::chrono::seconds(1);
+  armTimer(*close_deadline_);
 }
 
 void Http2ServerConnection::drain() {
@@ -439,7 +611,7 @@ void Http2ServerConnection::close() {
   std::vector<int32_t> ids;
   for (auto& [id, s] : streams_) ids.push_back(id);
   for (int32_t id : ids) onStreamClose(id, http2::kCancel, false);
-  idle_timer_.cancel();
+  timer_.cancel();
   transport_.close();
   config_->stats.downstream_cx_destroy_local.inc();
 }

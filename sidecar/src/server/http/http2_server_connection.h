@@ -2,7 +2,9 @@
 // same FilterManager as an HTTP/1.1 request.
 #pragma once
 
+#include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -40,6 +42,7 @@ class Http2ServerConnection : public std::enable_shared_from_this<Http2ServerCon
 
  private:
   class ActiveStream;
+  using Clock = std::chrono::steady_clock;
 
   void doRead();
   void onRead(std::error_code ec, size_t n);
@@ -47,8 +50,21 @@ class Http2ServerConnection : public std::enable_shared_from_this<Http2ServerCon
   void flush();
   void maybeClose();
   void onWritable();
-  void armIdleTimer();
   ActiveStream* find(int32_t id);
+
+  // One timer serves every timeout of the connection and its streams (as the HTTP/1 connection's):
+  // activity only records a timestamp, the timer is moved only to an earlier deadline, and when it fires
+  // everything due is handled and the next deadline is computed.
+  void armTimer(Clock::time_point deadline);
+  void onTimer();
+  std::optional<Clock::time_point> streamDeadline(const ActiveStream& s) const;
+  std::chrono::milliseconds streamIdleTimeout(const ActiveStream& s) const;
+  std::chrono::milliseconds maxStreamDuration(const ActiveStream& s) const;
+  void onStreamTimeout(ActiveStream& s, Clock::time_point now);
+  void onRequestHeadersTimeout(int32_t stream_id);
+  // GOAWAY now; the socket closes once it is written, or after Envoy's delayed_close_timeout (1 s) when the
+  // peer does not read it.
+  void closeSoon();
 
   WorkerContext& worker_;
   network::Transport transport_;
@@ -56,7 +72,7 @@ class Http2ServerConnection : public std::enable_shared_from_this<Http2ServerCon
   ListenerStats::ConnectionScope listener_scope_;
   const network::ConnectionInfoConstSharedPtr info_;
   const uint64_t id_;
-  const std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
+  const Clock::time_point created_ = Clock::now();
   std::string local_address_;
   std::string remote_address_;
   http2::Codec codec_;
@@ -68,13 +84,21 @@ class Http2ServerConnection : public std::enable_shared_from_this<Http2ServerCon
   bool read_in_flight_ = false;
   std::string out_;
   std::string writing_;
+  http2::Codec::OutboundFrames writing_frames_;  // frames in writing_ (and before), released once written
   bool write_in_flight_ = false;
   bool flush_scheduled_ = false;
   bool closed_ = false;
   bool draining_ = false;
   bool goaway_sent_ = false;
-  asio::steady_timer idle_timer_;
-  std::chrono::steady_clock::time_point last_activity_ = std::chrono::steady_clock::now();
+  uint32_t requests_ = 0;
+  // The request header block being received (HEADERS without END_HEADERS yet): request_headers_timeout.
+  int32_t header_stream_id_ = 0;
+  Clock::time_point header_started_;
+  std::optional<Clock::time_point> close_deadline_;
+  asio::steady_timer timer_;
+  bool timer_armed_ = false;
+  Clock::time_point timer_deadline_;
+  Clock::time_point last_activity_ = Clock::now();
 };
 
 }  // namespace skiff::server

@@ -2,6 +2,7 @@
 // timeouts, stats and the access log of one proxied TCP connection.
 #include "server/tcp/tcp_proxy.h"
 
+#include <asio/post.hpp>
 #include <asio/write.hpp>
 
 #include <algorithm>
@@ -63,6 +64,142 @@ TcpProxySession::~TcpProxySession() {
   releaseUpstream();
 }
 
+void TcpProxySession::setNetworkFilters(
+    const std::vector<filters::network::FilterFactorySharedPtr>& factories) {
+  for (const auto& factory : factories) {
+    if (auto filter = factory->createFilter()) {
+      filter->setCallbacks(*this);
+      filters_.push_back(std::move(filter));
+    }
+  }
+}
+
+void TcpProxySession::closeConnection(std::string_view details) {
+  if (closed_ || pending_close_) return;
+  pending_close_ = std::string(details);
+  // Applied after the filter callback returns (also when it came from a root context's callback).
+  asio::post(worker_.io, [self = shared_from_this()] {
+    if (!self->closed_) self->terminate(*self->pending_close_);
+  });
+}
+
+void TcpProxySession::continueReading(filters::network::Filter& filter) {
+  size_t index = SIZE_MAX;
+  for (size_t i = 0; i < filters_.size(); ++i) {
+    if (filters_[i].get() == &filter) index = i;
+  }
+  if (index == SIZE_MAX || closed_) return;
+  // After the callback that asked (the filter's VM may be inside a call now).
+  asio::post(worker_.io, [self = shared_from_this(), index] {
+    if (self->closed_ || self->stopped_at_ != index) return;
+    if (!self->runReadFilters(index + 1)) return;
+    if (self->connected_) {
+      self->pump(self->down_to_up_);
+    } else if (!self->upstream_requested_) {
+      self->startFilteredRead(self->down_to_up_);
+    }
+  });
+}
+
+bool TcpProxySession::filterRead(Direction& dir, size_t n) {
+  if (n == 0 && !dir.eof) return true;
+  dir.held.append(dir.filter_in.get(), n);
+  if (dir.upstream) return runReadFilters(0);
+  bool stop = false;
+  for (auto it = filters_.rbegin(); it != filters_.rend(); ++it) {
+    if ((*it)->onUpstreamData(dir.held, dir.eof) == filters::network::FilterStatus::kStop || pending_close_) {
+      stop = true;
+      break;
+    }
+  }
+  if (pending_close_ && !closed_) terminate(*pending_close_);
+  if (closed_) return false;
+  if (stop && !dir.eof) return true;  // held: they come again with the next bytes
+  dir.overflow.append(dir.held);
+  dir.held.clear();
+  return true;
+}
+
+bool TcpProxySession::runReadFilters(size_t from) {
+  using filters::network::FilterStatus;
+  Direction& dir = down_to_up_;
+  bool stopped = false;
+  for (size_t i = from; i < filters_.size() && !stopped && !pending_close_; ++i) {
+    if (i >= filters_started_) {
+      filters_started_ = i + 1;
+      stopped = filters_[i]->onNewConnection() == FilterStatus::kStop;
+    }
+    if (!stopped && !pending_close_ && (!dir.held.empty() || dir.eof)) {
+      stopped = filters_[i]->onDownstreamData(dir.held, dir.eof) == FilterStatus::kStop;
+    }
+    if (stopped) stopped_at_ = i;
+  }
+  if (pending_close_ && !closed_) terminate(*pending_close_);
+  if (closed_) return false;
+  dir.blocked = stopped;
+  if (stopped) {
+    if (!keep_alive_) keep_alive_ = shared_from_this();
+    return true;  // held until more bytes come or the filter continues
+  }
+  stopped_at_ = SIZE_MAX;
+  keep_alive_.reset();  // every caller holds a reference of its own
+  if (dir.overflow.empty()) {
+    dir.overflow.swap(dir.held);
+  } else {
+    dir.overflow.append(dir.held);
+  }
+  dir.held.clear();
+  if (!upstream_requested_) connectUpstream();
+  return !closed_;
+}
+
+void TcpProxySession::startFilteredRead(Direction& dir) {
+  if (dir.reading || dir.eof || closed_) return;
+  const size_t queued = dir.end - dir.start + dir.overflow.size() + dir.held.size();
+  if (queued >= dir.limit) {
+    if (!dir.paused) {
+      dir.paused = true;
+      if (dir.upstream) {
+        config_->stats.downstream_flow_control_paused_reading_total.inc();
+      } else {
+        cluster_->trafficStats().upstream_flow_control_paused_reading_total.inc();
+      }
+    }
+    return;
+  }
+  if (dir.paused) {
+    dir.paused = false;
+    if (dir.upstream) {
+      config_->stats.downstream_flow_control_resumed_reading_total.inc();
+    } else {
+      cluster_->trafficStats().upstream_flow_control_resumed_reading_total.inc();
+    }
+  }
+  if (!dir.filter_in) dir.filter_in = std::make_unique_for_overwrite<char[]>(kInitialChunk);
+  dir.reading = true;
+  readSide(dir).asyncReadSome(
+      asio::buffer(dir.filter_in.get(), kInitialChunk),
+      [self = shared_from_this(), &dir](std::error_code ec, size_t n) { self->onRead(dir, ec, n); });
+}
+
+void TcpProxySession::placeOverflow(Direction& dir) {
+  if (dir.start == dir.end) dir.start = dir.end = 0;
+  const size_t pending = dir.end - dir.start;
+  if (dir.capacity - dir.end < dir.overflow.size()) {
+    // Compact, and enlarge when the filtered bytes grew past the room there is.
+    const size_t capacity = std::max(dir.capacity, pending + dir.overflow.size());
+    auto buffer = std::make_unique_for_overwrite<char[]>(capacity);
+    std::memcpy(buffer.get(), dir.buffer.get() + dir.start, pending);
+    dir.buffer = std::move(buffer);
+    dir.capacity = capacity;
+    dir.start = 0;
+    dir.end = pending;
+  }
+  std::memcpy(dir.buffer.get() + dir.end, dir.overflow.data(), dir.overflow.size());
+  dir.end += dir.overflow.size();
+  dir.overflow.clear();
+}
+
 void TcpProxySession::start() {
   std::error_code ec;
   downstream_.socket().set_option(asio::ip::tcp::no_delay(true), ec);
@@ -74,6 +211,17 @@ void TcpProxySession::start() {
       self->terminate("max_downstream_connection_duration_reached");
     });
   }
+  if (filters_.empty()) {
+    connectUpstream();
+    return;
+  }
+  // The filters decide when the upstream is connected; the downstream is read meanwhile.
+  down_to_up_.limit = kDownstreamBufferLimit;
+  if (runReadFilters(0) && !upstream_requested_) startFilteredRead(down_to_up_);
+}
+
+void TcpProxySession::connectUpstream() {
+  upstream_requested_ = true;
   cluster_name_ = config_->pickCluster(random64());
   info_.upstream_cluster = cluster_name_;
   connectAttempt();
@@ -98,28 +246,28 @@ void TcpProxySession::connectAttempt() {
   lb.connection = connection_.get();
   host_ = cluster->chooseHost(lb);
   if (!host_) {
-    ci.stats.upstream_cx_none_healthy.inc();
+    ci.trafficStats().upstream_cx_none_healthy.inc();
     fail(http::ResponseFlag::kNoHealthyUpstream, "no_healthy_upstream");
     return;
   }
   info_.upstream_host = host_->address;
   if (!ci.resources.tryAcquireConnection()) {
-    ci.stats.upstream_cx_overflow.inc();
+    ci.trafficStats().upstream_cx_overflow.inc();
     fail(http::ResponseFlag::kUpstreamOverflow, "overflow");
     return;
   }
   holds_cx_resource_ = true;
   upstream_counted_ = true;
   upstream_start_ = std::chrono::steady_clock::now();
-  ci.stats.upstream_cx_total.inc();
-  ci.stats.upstream_cx_active.inc();
+  ci.trafficStats().upstream_cx_total.inc();
+  ci.trafficStats().upstream_cx_active.inc();
   host_->stats.cx_total.fetch_add(1, std::memory_order_relaxed);
   host_->stats.cx_active.fetch_add(1, std::memory_order_relaxed);
 
   std::string reason;
   const auto source = upstream::upstreamSourceFor(ci, connection_.get());
   if (!upstream::openUpstreamSocket(upstream_.socket(), host_->endpoint, source, &reason)) {
-    if (reason.rfind("bind", 0) == 0) ci.stats.bind_errors.inc();
+    if (reason.rfind("bind", 0) == 0) ci.trafficStats().bind_errors.inc();
     onConnectFailure(reason, false);
     return;
   }
@@ -176,8 +324,8 @@ void TcpProxySession::startUpstreamTls() {
 
 void TcpProxySession::onConnectFailure(const std::string& reason, bool timeout) {
   const upstream::ClusterInfo& ci = *cluster_;
-  ci.stats.upstream_cx_connect_fail.inc();
-  if (timeout) ci.stats.upstream_cx_connect_timeout.inc();
+  ci.trafficStats().upstream_cx_connect_fail.inc();
+  if (timeout) ci.trafficStats().upstream_cx_connect_timeout.inc();
   host_->stats.cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
   SKIFF_LOG(kConnection, debug, "[C{}] tcp_proxy: connect to {} failed: {}", info_.connection_id,
             host_->address, reason);
@@ -188,7 +336,7 @@ void TcpProxySession::onConnectFailure(const std::string& reason, bool timeout) 
     connectAttempt();
     return;
   }
-  if (config_->max_connect_attempts > 1) ci.stats.upstream_cx_connect_attempts_exceeded.inc();
+  if (config_->max_connect_attempts > 1) ci.trafficStats().upstream_cx_connect_attempts_exceeded.inc();
   info_.upstream_transport_failure_reason = reason;
   fail(http::ResponseFlag::kUpstreamConnectionFailure, "upstream_connect_failure");
 }
@@ -197,7 +345,7 @@ void TcpProxySession::onConnected() {
   connected_ = true;
   const upstream::ClusterInfo& ci = *cluster_;
   const auto now = std::chrono::steady_clock::now();
-  ci.stats.upstream_cx_connect_ms.record(static_cast<uint64_t>(
+  ci.trafficStats().upstream_cx_connect_ms.record(static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(now - upstream_start_).count()));
   std::error_code ec;
   const auto local = upstream_.socket().local_endpoint(ec);
@@ -222,7 +370,10 @@ void TcpProxySession::onConnected() {
 // passing on the FIN once everything read has been written.
 void TcpProxySession::pump(Direction& dir) {
   if (closed_) return;
-  if (!dir.reading && !dir.eof) {
+  if (!filters_.empty()) {
+    if (!dir.overflow.empty() && !dir.writing) placeOverflow(dir);
+    startFilteredRead(dir);
+  } else if (!dir.reading && !dir.eof) {
     if (dir.grow && !dir.writing) grow(dir);
     if (dir.end == dir.capacity && dir.start > 0 && !dir.writing) {
       std::memmove(dir.buffer.get(), dir.buffer.get() + dir.start, dir.end - dir.start);
@@ -235,7 +386,7 @@ void TcpProxySession::pump(Direction& dir) {
         if (dir.upstream) {
           config_->stats.downstream_flow_control_resumed_reading_total.inc();
         } else {
-          cluster_->stats.upstream_flow_control_resumed_reading_total.inc();
+          cluster_->trafficStats().upstream_flow_control_resumed_reading_total.inc();
         }
       }
       dir.reading = true;
@@ -248,7 +399,7 @@ void TcpProxySession::pump(Direction& dir) {
       if (dir.upstream) {
         config_->stats.downstream_flow_control_paused_reading_total.inc();
       } else {
-        cluster_->stats.upstream_flow_control_paused_reading_total.inc();
+        cluster_->trafficStats().upstream_flow_control_paused_reading_total.inc();
       }
     }
   }
@@ -258,7 +409,7 @@ void TcpProxySession::pump(Direction& dir) {
         asio::buffer(dir.buffer.get() + dir.start, dir.end - dir.start),
         [self = shared_from_this(), &dir](std::error_code ec, size_t n) { self->onWrite(dir, ec, n); });
   }
-  if (dir.eof && !dir.writing && dir.start == dir.end && !dir.shut) {
+  if (dir.eof && !dir.writing && dir.start == dir.end && !dir.shut && !dir.blocked) {
     dir.shut = true;
     std::error_code ec;
     network::Transport& side = writeSide(dir);
@@ -275,15 +426,18 @@ void TcpProxySession::pump(Direction& dir) {
 void TcpProxySession::onRead(Direction& dir, std::error_code ec, size_t n) {
   dir.reading = false;
   if (closed_) return;
+  const bool filtered = !filters_.empty();  // then the bytes are in `filter_in`
   if (n > 0) {
-    dir.end += n;
-    if (dir.end == dir.capacity && dir.capacity < dir.max_capacity) dir.grow = true;
+    if (!filtered) {
+      dir.end += n;
+      if (dir.end == dir.capacity && dir.capacity < dir.max_capacity) dir.grow = true;
+    }
     last_activity_ = std::chrono::steady_clock::now();
     if (dir.upstream) {
       info_.bytes_received += n;
       config_->stats.downstream_cx_rx_bytes_total.inc(n);
     } else {
-      cluster_->stats.upstream_cx_rx_bytes_total.inc(n);
+      cluster_->trafficStats().upstream_cx_rx_bytes_total.inc(n);
     }
   }
   if (ec) {
@@ -292,6 +446,15 @@ void TcpProxySession::onRead(Direction& dir, std::error_code ec, size_t n) {
       return;
     }
     dir.eof = true;
+  }
+  if (filtered) {
+    if (!filterRead(dir, n)) return;
+    if (connected_) {
+      pump(dir);
+    } else if (!upstream_requested_) {
+      startFilteredRead(dir);  // before the upstream connect: nothing is written yet
+    }
+    return;
   }
   pump(dir);
 }
@@ -304,7 +467,7 @@ void TcpProxySession::onWrite(Direction& dir, std::error_code ec, size_t n) {
   if (n > 0) {
     last_activity_ = std::chrono::steady_clock::now();
     if (dir.upstream) {
-      cluster_->stats.upstream_cx_tx_bytes_total.inc(n);
+      cluster_->trafficStats().upstream_cx_tx_bytes_total.inc(n);
     } else {
       info_.bytes_sent += n;
       config_->stats.downstream_cx_tx_bytes_total.inc(n);
@@ -360,10 +523,10 @@ void TcpProxySession::releaseUpstream() {
   if (upstream_counted_) {
     upstream_counted_ = false;
     const upstream::ClusterInfo& ci = *cluster_;
-    ci.stats.upstream_cx_active.dec();
-    ci.stats.upstream_cx_destroy.inc();
+    ci.trafficStats().upstream_cx_active.dec();
+    ci.trafficStats().upstream_cx_destroy.inc();
     if (connected_) {
-      ci.stats.upstream_cx_length_ms.record(
+      ci.trafficStats().upstream_cx_length_ms.record(
           static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                     std::chrono::steady_clock::now() - upstream_start_)
                                     .count()));
@@ -379,9 +542,12 @@ void TcpProxySession::releaseUpstream() {
 void TcpProxySession::terminate(std::string_view details) {
   if (closed_) return;
   closed_ = true;
+  // Released from the loop: the caller may hold no other reference.
+  if (keep_alive_) asio::post(worker_.io, [hold = std::move(keep_alive_)] {});
   if (!details.empty() && info_.connection_termination_details.empty()) {
     info_.connection_termination_details = std::string(details);
   }
+  for (auto& f : filters_) f->onClose(info_.connection_termination_details);
   std::error_code ignored;
   connect_timer_.cancel();
   idle_timer_.cancel();

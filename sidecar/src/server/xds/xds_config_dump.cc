@@ -31,8 +31,13 @@ void XdsManager::dumpConfig(const std::function<bool(const std::string&)>& match
     auto it = latest.find(name);
     const bool warming = !active || it == latest.end() || it->second != active;
     auto* entry = warming ? clusters.add_dynamic_warming_clusters() : clusters.add_dynamic_active_clusters();
-    entry->set_version_info(resource.version);
-    *entry->mutable_cluster() = resource.resource;
+    if (resource.version) entry->set_version_info(*resource.version);
+    entry->mutable_cluster()->set_type_url(std::string(xds::kClusterType));
+    if (resource.received) {
+      entry->mutable_cluster()->set_value(*resource.received);
+    } else if (it != latest.end()) {
+      entry->mutable_cluster()->set_value(it->second->configBytes());
+    }
     *entry->mutable_last_updated() = toTimestamp(resource.last_updated);
     entry->set_client_status(envoy::admin::v3::ACKED);
   }
@@ -57,8 +62,9 @@ void XdsManager::dumpConfig(const std::function<bool(const std::string&)>& match
   for (const auto& [name, resource] : endpoints_) {
     if (!match(name)) continue;
     auto* entry = endpoints.add_dynamic_endpoint_configs();
-    entry->set_version_info(resource.version);
-    *entry->mutable_endpoint_config() = resource.resource;
+    if (resource.version) entry->set_version_info(*resource.version);
+    entry->mutable_endpoint_config()->set_type_url(std::string(xds::kEndpointType));
+    entry->mutable_endpoint_config()->set_value(resource.bytes);
     *entry->mutable_last_updated() = toTimestamp(resource.last_updated);
     entry->set_client_status(envoy::admin::v3::ACKED);
   }

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <asio/post.hpp>
 #include <stdexcept>
+#include <utility>
 
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb.h"
@@ -20,6 +21,7 @@
 #include "server/xds/secret_refs.h"
 #include "server/xds/version_hash.h"
 #include "skiff/common/logging.h"
+#include "skiff/config/typed_struct.h"
 #include "skiff/envoy_filter/runtime.h"
 #include "skiff/filters/http_filter_registry.h"
 #include "skiff/tls/secret_provider.h"
@@ -57,6 +59,13 @@ void checkAdsSource(const ConfigSource& source, const std::string& path) {
   if (source.resource_api_version() == envoy::config::core::v3::V2) {
     throw std::invalid_argument(path + ".resource_api_version: V2 is not supported (use V3)");
   }
+}
+
+// xxHash64 over NUL-separated names: the identity of a subscription's name list.
+uint64_t namesHash(const std::vector<std::string>& names) {
+  uint64_t hash = names.size();
+  for (const auto& name : names) hash = xxHash64(name, hash);
+  return hash;
 }
 
 int64_t nowMs() {
@@ -182,7 +191,10 @@ envoy::config::listener::v3::Listener XdsManager::normalizeListener(envoy::confi
       for (int i = filters->size() - 1; i >= 0; --i) {
         const auto& f = filters->Get(i);
         if (!allowed_unknown_.count(f.name())) continue;
-        const std::string& type = f.typed_config().type_url();
+        google::protobuf::Any unwrapped;
+        const std::string& type = config::unwrapTypedStruct(f.typed_config(), &unwrapped)
+                                      ? unwrapped.type_url()
+                                      : f.typed_config().type_url();
         if (filters::findHttpFilter(type.empty() ? std::string_view() : std::string_view(type), f.name()))
           continue;
         if (skipped_logged_.insert({f.name(), l.name()}).second) {
@@ -224,8 +236,18 @@ XdsManager::XdsManager(asio::io_context& main, stats::Store& store, upstream::Cl
       lds_stats_(makeCounters("listener_manager.lds.")),
       connected_state_(store.gauge("control_plane.connected_state")),
       rate_limit_enforced_(store.counter("control_plane.rate_limit_enforced")),
-      housekeeping_timer_(main) {
+      housekeeping_timer_(main),
+      warm_timer_(main),
+      trim_timer_(main) {
   validate(bootstrap);
+  // A fixed trim threshold (glibc's default value) turns off glibc's dynamic one, which grows after a big
+  // block is freed (a 2 MB DiscoveryResponse) and then keeps megabytes of free memory at the top of the
+  // gRPC threads' malloc arenas for good: malloc_trim() does not shrink those arenas' tops.
+  ::mallopt(M_TRIM_THRESHOLD, 128 * 1024);
+  // Fixing the trim threshold also freezes glibc's mmap threshold at 128 KiB, which would make every
+  // larger allocation on the workers (bodies, big gRPC messages) a fresh mmap/munmap. Keep blocks under
+  // 1 MiB on the heap.
+  ::mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
   allowed_unknown_ = allowedUnknownExtensions(bootstrap);
   for (const auto& name : allowed_unknown_) {
     SKIFF_LOG(kConfig, info, "xds: unknown HTTP filter '{}' will be skipped (skiff.allow_unknown_extensions)",
@@ -278,9 +300,11 @@ XdsManager::XdsManager(asio::io_context& main, stats::Store& store, upstream::Cl
 
   for (const auto& l : bootstrap.static_resources().listeners()) {
     for (auto& name : adsSecretNames(l)) static_secret_refs_.insert(std::move(name));
+    noteSecretTimeouts(adsSecretFetchTimeouts(l));
   }
   for (const auto& c : bootstrap.static_resources().clusters()) {
     for (auto& name : adsSecretNames(c)) static_secret_refs_.insert(std::move(name));
+    noteSecretTimeouts(adsSecretFetchTimeouts(c));
     static_clusters_.insert(c.name());
     if (c.type() == Cluster::EDS) trackEdsCluster(c);
   }
@@ -329,9 +353,12 @@ XdsManager::~XdsManager() {
 
 void XdsManager::start() {
   refreshEdsSubscription();
-  for (const auto& [cluster, entry] : eds_cluster_names_) {
-    if (!endpoints_.count(entry.first)) startWarmTimer(cluster, entry.second);
-  }
+  std::vector<std::pair<std::string, std::chrono::milliseconds>> waiting;
+  forEachEds([&](const std::string& cluster, const EdsTrack& track) {
+    if (!endpoints_.count(track.service ? *track.service : cluster))
+      waiting.emplace_back(cluster, track.timeout);
+  });
+  for (const auto& [cluster, timeout] : waiting) startWarmTimer(cluster, timeout);
   for (const auto& provider : RouteConfigProviderManager::instance().live()) startRdsTimer(provider);
   refreshRdsSubscription();
   refreshSdsSubscription();
@@ -352,47 +379,129 @@ stats::Counter XdsManager::clusterCounter(const std::string& cluster, const std:
   return store_.counter("cluster." + stat + "." + name);
 }
 
+XdsManager::Version XdsManager::internVersion(const std::string& version) {
+  if (!last_version_ || *last_version_ != version)
+    last_version_ = std::make_shared<const std::string>(version);
+  return last_version_;
+}
+
+XdsManager::EdsTrack* XdsManager::edsTrack(const std::string& cluster) {
+  return const_cast<EdsTrack*>(std::as_const(*this).edsTrack(cluster));
+}
+
+const XdsManager::EdsTrack* XdsManager::edsTrack(const std::string& cluster) const {
+  if (auto it = dynamic_clusters_.find(cluster); it != dynamic_clusters_.end() && it->second.eds.tracked) {
+    return &it->second.eds;
+  }
+  auto it = static_eds_.find(cluster);
+  return it == static_eds_.end() ? nullptr : &it->second;
+}
+
+void XdsManager::forEachEds(const std::function<void(const std::string&, const EdsTrack&)>& fn) const {
+  for (const auto& [cluster, track] : static_eds_) fn(cluster, track);
+  for (const auto& [cluster, record] : dynamic_clusters_) {
+    if (record.eds.tracked) fn(cluster, record.eds);
+  }
+}
+
 void XdsManager::trackEdsCluster(const Cluster& cluster) {
   const std::string service = edsNameOf(cluster);
-  auto known = eds_cluster_names_.find(cluster.name());
-  if (known != eds_cluster_names_.end() && known->second.first != service) untrackEdsCluster(cluster.name());
-  eds_clusters_[service].insert(cluster.name());
-  eds_cluster_names_[cluster.name()] = {service, timeoutOf(cluster.eds_cluster_config().eds_config())};
+  const bool own = service == cluster.name();
+  if (const EdsTrack* known = edsTrack(cluster.name());
+      known && (known->service ? *known->service != service : !own)) {
+    untrackEdsCluster(cluster.name());
+  }
+  // A CDS cluster's record exists already (applyCluster); a static one gets an entry of its own.
+  auto dynamic = dynamic_clusters_.find(cluster.name());
+  EdsTrack& track = dynamic != dynamic_clusters_.end() ? dynamic->second.eds : static_eds_[cluster.name()];
+  if (!own && !track.tracked) eds_aliases_.emplace(service, cluster.name());
+  track.tracked = true;
+  track.service = own ? nullptr : std::make_unique<const std::string>(service);
+  track.timeout = timeoutOf(cluster.eds_cluster_config().eds_config());
+}
+
+std::vector<std::string> XdsManager::edsUsers(const std::string& service) const {
+  std::vector<std::string> out;
+  if (const EdsTrack* own = edsTrack(service); own && !own->service) out.push_back(service);
+  for (auto [it, end] = eds_aliases_.equal_range(service); it != end; ++it) out.push_back(it->second);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+bool XdsManager::sameCluster(const ClusterRecord& record, const Cluster& cluster) const {
+  if (record.received) {
+    Cluster previous;
+    return previous.ParseFromString(*record.received) && MessageDifferencer::Equals(previous, cluster);
+  }
+  const auto info = clusters_.latestInfo(cluster.name());
+  return info && info->configBytes() == upstream::clusterConfigBytes(cluster);
 }
 
 void XdsManager::untrackEdsCluster(const std::string& cluster) {
-  auto it = eds_cluster_names_.find(cluster);
-  if (it == eds_cluster_names_.end()) return;
-  auto users = eds_clusters_.find(it->second.first);
-  if (users != eds_clusters_.end()) {
-    users->second.erase(cluster);
-    if (users->second.empty()) {
-      eds_clusters_.erase(users);
-      endpoints_.erase(it->second.first);
+  EdsTrack* track = edsTrack(cluster);
+  if (track == nullptr) return;
+  const std::string service = track->service ? *track->service : cluster;
+  if (track->service) {
+    for (auto [a, end] = eds_aliases_.equal_range(service); a != end; ++a) {
+      if (a->second == cluster) {
+        eds_aliases_.erase(a);
+        break;
+      }
     }
   }
-  eds_cluster_names_.erase(it);
-  warm_timers_.erase(cluster);
+  if (static_eds_.count(cluster)) {
+    static_eds_.erase(cluster);
+  } else {
+    *track = EdsTrack{};
+  }
+  if (edsUsers(service).empty()) endpoints_.erase(service);
+  warm_deadlines_.erase(cluster);
   initial_eds_pending_.erase(cluster);
 }
 
 void XdsManager::startWarmTimer(const std::string& cluster, std::chrono::milliseconds timeout) {
   if (timeout.count() <= 0) {
-    warm_timers_.erase(cluster);
+    warm_deadlines_.erase(cluster);
     return;  // 0 = wait for EDS forever
   }
-  auto timer = std::make_unique<asio::steady_timer>(main_, timeout);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  warm_deadlines_[cluster] = deadline;
+  if (!warm_timer_armed_ || deadline < warm_timer_deadline_) armWarmTimer(deadline);
+}
+
+void XdsManager::armWarmTimer(std::chrono::steady_clock::time_point deadline) {
+  // One timer for every warming EDS cluster (10,000 clusters warm at once after a big CDS push).
+  warm_timer_armed_ = true;
+  warm_timer_deadline_ = deadline;
+  warm_timer_.expires_at(deadline);  // a pending wait ends with operation_aborted
   std::weak_ptr<bool> alive = alive_;
-  timer->async_wait([this, alive, cluster](std::error_code ec) {
+  warm_timer_.async_wait([this, alive](std::error_code ec) {
     if (ec || alive.expired()) return;
-    warm_timers_.erase(cluster);
+    warm_timer_armed_ = false;
+    onWarmDeadlines();
+  });
+}
+
+void XdsManager::onWarmDeadlines() {
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<std::string> expired;
+  auto next = std::chrono::steady_clock::time_point::max();
+  for (const auto& [cluster, deadline] : warm_deadlines_) {
+    if (deadline <= now) {
+      expired.push_back(cluster);
+    } else {
+      next = std::min(next, deadline);
+    }
+  }
+  for (const auto& cluster : expired) {
+    warm_deadlines_.erase(cluster);
     SKIFF_LOG(kUpstream, warn, "eds: cluster '{}' got no endpoints within initial_fetch_timeout", cluster);
     clusterCounter(cluster, "init_fetch_timeout").inc();
     clusters_.markInitialized(cluster);
     initial_eds_pending_.erase(cluster);
-    checkInitialized();
-  });
-  warm_timers_[cluster] = std::move(timer);
+  }
+  if (!warm_deadlines_.empty()) armWarmTimer(next);
+  checkInitialized();
 }
 
 std::string XdsManager::onClusters(const xds::ConfigUpdate& update) {
@@ -417,21 +526,21 @@ std::string XdsManager::onClusters(const xds::ConfigUpdate& update) {
       continue;
     }
     auto existing = dynamic_clusters_.find(cluster.name());
-    Cluster previous;
     // Same bytes: unchanged without decoding the old one (a SotW CDS push resends every cluster).
     const bool changed =
         existing == dynamic_clusters_.end() ||
-        (existing->second.resource.value() != r.resource.value() &&
-         (!existing->second.resource.UnpackTo(&previous) || !MessageDifferencer::Equals(previous, cluster)));
+        (existing->second.hash != xxHash64(r.resource.value()) && !sameCluster(existing->second, cluster));
     if (!changed) {
       pending_clusters_.erase(cluster.name());  // back to what is active: nothing to wait for
-      existing->second.version = r.version;
+      existing->second.version = internVersion(r.version);
       continue;
     }
     // A cluster whose TLS secrets come over ADS warms until they are in (the active version keeps serving).
     auto refs = adsSecretNames(cluster);
+    if (!refs.empty()) noteSecretTimeouts(adsSecretFetchTimeouts(cluster));
     setSecretRefs(cluster_secret_refs_, cluster.name(), std::move(refs));
-    if (!secretsReady(cluster_secret_refs_[cluster.name()])) {
+    auto refs_now = cluster_secret_refs_.find(cluster.name());
+    if (refs_now != cluster_secret_refs_.end() && !secretsReady(refs_now->second)) {
       hold(pending_clusters_, r, false);
       continue;
     }
@@ -463,8 +572,9 @@ std::string XdsManager::onClusters(const xds::ConfigUpdate& update) {
     it = gone ? cluster_secret_refs_.erase(it) : std::next(it);
   }
   for (const auto& name : removed) {
-    if (!dynamic_clusters_.erase(name)) continue;
-    untrackEdsCluster(name);
+    if (!dynamic_clusters_.count(name)) continue;
+    untrackEdsCluster(name);  // reads the record: before it goes
+    dynamic_clusters_.erase(name);
     clusters_.removeCluster(name);
     any_applied = true;
   }
@@ -495,20 +605,34 @@ bool XdsManager::applyCluster(const Cluster& cluster, const xds::XdsResource& r,
       checkAdsSource(cluster.eds_cluster_config().eds_config(), "eds_cluster_config.eds_config");
     }
     // EnvoyFilter CLUSTER patches (no-op without EnvoyFilters).
-    clusters_.addOrUpdateCluster(envoy_filter::Runtime::instance().patchCluster(cluster), true, r.version);
+    auto& envoy_filters = envoy_filter::Runtime::instance();
+    if (envoy_filters.enabled()) {
+      clusters_.addOrUpdateCluster(envoy_filters.patchCluster(cluster), true, r.version);
+    } else {
+      clusters_.addOrUpdateCluster(cluster, true, r.version);  // no copy: 10,000s of clusters per push
+    }
   } catch (const std::invalid_argument& e) {
     *error = cluster.name() + ": " + e.what();
     cluster_errors_[cluster.name()] = {e.what(), std::chrono::system_clock::now()};
     return false;
   }
   cluster_errors_.erase(cluster.name());
-  dynamic_clusters_[cluster.name()] = {r.resource, r.version, std::chrono::system_clock::now()};
+  ClusterRecord& record = dynamic_clusters_[cluster.name()];
+  record.hash = xxHash64(r.resource.value());
+  record.version = internVersion(r.version);
+  record.last_updated = std::chrono::system_clock::now();
+  // Patched by EnvoyFilters: the ClusterInfo holds the patched cluster, /config_dump shows what came.
+  if (envoy_filter::Runtime::instance().enabled()) {
+    record.received = std::make_unique<const std::string>(r.resource.value());
+  } else {
+    record.received.reset();
+  }
   if (cluster.type() == Cluster::EDS) {
     trackEdsCluster(cluster);
     const std::string service = edsNameOf(cluster);
     auto cached = endpoints_.find(service);
     envoy::config::endpoint::v3::ClusterLoadAssignment cla;
-    if (cached != endpoints_.end() && cached->second.resource.UnpackTo(&cla)) {
+    if (cached != endpoints_.end() && cla.ParseFromString(cached->second.bytes)) {
       try {
         clusters_.updateEndpoints(cluster.name(), cla);
       } catch (const std::invalid_argument& e) {
@@ -527,22 +651,22 @@ bool XdsManager::applyCluster(const Cluster& cluster, const xds::XdsResource& r,
 std::string XdsManager::onEndpoints(const xds::ConfigUpdate& update) {
   std::vector<std::string> errors;
   for (const auto& r : update.resources) {
-    auto users = eds_clusters_.find(r.name);
-    if (users == eds_clusters_.end()) continue;  // not (or no longer) subscribed
+    const std::vector<std::string> users = edsUsers(r.name);
+    if (users.empty()) continue;  // not (or no longer) subscribed
     // A SotW EDS push resends every assignment: one with the same bytes as the one in force is a no-op
     // (counted as Envoy counts an update that changes no host) without decoding it.
     auto cached = endpoints_.find(r.name);
-    if (cached != endpoints_.end() && cached->second.resource.value() == r.resource.value() &&
-        std::all_of(users->second.begin(), users->second.end(), [&](const std::string& c) {
-          return !warm_timers_.count(c) && !initial_eds_pending_.count(c) && clusters_.info(c) != nullptr;
+    if (cached != endpoints_.end() && cached->second.bytes == r.resource.value() &&
+        std::all_of(users.begin(), users.end(), [&](const std::string& c) {
+          return !warm_deadlines_.count(c) && !initial_eds_pending_.count(c) && clusters_.info(c) != nullptr;
         })) {
-      for (const auto& cluster : users->second) {
+      for (const auto& cluster : users) {
         const auto info = clusters_.info(cluster);
-        info->stats.update_attempt.inc();
-        info->stats.update_success.inc();
-        info->stats.update_no_rebuild.inc();
+        info->stats.update_attempt().inc();
+        info->stats.update_success().inc();
+        info->stats.update_no_rebuild().inc();
       }
-      cached->second.version = r.version;
+      cached->second.version = internVersion(r.version);
       continue;
     }
     envoy::config::endpoint::v3::ClusterLoadAssignment cla;
@@ -551,10 +675,10 @@ std::string XdsManager::onEndpoints(const xds::ConfigUpdate& update) {
       continue;
     }
     bool ok = true;
-    for (const auto& cluster : users->second) {
+    for (const auto& cluster : users) {
       try {
         clusters_.updateEndpoints(cluster, cla);
-        warm_timers_.erase(cluster);
+        warm_deadlines_.erase(cluster);
         initial_eds_pending_.erase(cluster);
       } catch (const std::invalid_argument& e) {
         ok = false;
@@ -562,15 +686,14 @@ std::string XdsManager::onEndpoints(const xds::ConfigUpdate& update) {
         errors.push_back(r.name + ": " + e.what());
       }
     }
-    if (ok) endpoints_[r.name] = {r.resource, r.version, std::chrono::system_clock::now()};
+    if (ok)
+      endpoints_[r.name] = {r.resource.value(), internVersion(r.version), std::chrono::system_clock::now()};
   }
   trimAfterLargeUpdate(update);
   for (const auto& name : update.removed) {
     // Envoy keeps the last assignment when one is removed; it counts an empty update.
-    auto users = eds_clusters_.find(name);
-    if (users == eds_clusters_.end()) continue;
-    for (const auto& cluster : users->second) {
-      if (auto info = clusters_.info(cluster)) info->stats.update_empty.inc();
+    for (const auto& cluster : edsUsers(name)) {
+      if (auto info = clusters_.info(cluster)) info->stats.update_empty().inc();
     }
   }
   std::weak_ptr<bool> alive = alive_;
@@ -632,8 +755,11 @@ std::string XdsManager::onListeners(const xds::ConfigUpdate& update) {
       continue;
     }
     // A listener whose TLS secrets come over ADS warms until they are in (Envoy's rule).
-    setSecretRefs(listener_secret_refs_, r.name, adsSecretNames(listener));
-    if (!secretsReady(listener_secret_refs_[r.name])) {
+    auto refs = adsSecretNames(listener);
+    if (!refs.empty()) noteSecretTimeouts(adsSecretFetchTimeouts(listener));
+    setSecretRefs(listener_secret_refs_, r.name, std::move(refs));
+    auto listener_refs = listener_secret_refs_.find(r.name);
+    if (listener_refs != listener_secret_refs_.end() && !secretsReady(listener_refs->second)) {
       hold(pending_listeners_, r, true);
       continue;
     }
@@ -687,11 +813,23 @@ void XdsManager::trimAfterLargeUpdate(const xds::ConfigUpdate& update) {
   trim_scheduled_ = true;
   std::weak_ptr<bool> alive = alive_;
   // After the response and its decoded copies are gone: hand the freed heap back to the kernel, so a big
-  // push does not leave its transient buffers in the sidecar's RSS.
-  asio::post(main_, [this, alive] {
-    if (alive.expired()) return;
-    trim_scheduled_ = false;
+  // push does not leave its transient buffers in the sidecar's RSS. malloc_trim() locks each malloc arena
+  // while it walks it, so workers allocating meanwhile wait: back-to-back big pushes are coalesced into at
+  // most one trim per kMinTrimInterval.
+  const auto now = std::chrono::steady_clock::now();
+  trim_timer_.expires_at(std::max(now, last_trim_ + kMinTrimInterval));
+  trim_timer_.async_wait([this, alive](std::error_code ec) {
+    if (ec || alive.expired()) return;
     ::malloc_trim(0);
+    // Once more a little later: gRPC frees the response's receive buffers on its own threads (into their
+    // malloc arenas) after we are done with the message.
+    trim_timer_.expires_after(std::chrono::milliseconds(500));
+    trim_timer_.async_wait([this, alive](std::error_code ec) {
+      if (ec || alive.expired()) return;
+      ::malloc_trim(0);
+      last_trim_ = std::chrono::steady_clock::now();
+      trim_scheduled_ = false;
+    });
   });
 }
 
@@ -706,7 +844,12 @@ std::string XdsManager::applyListener(envoy::config::listener::v3::Listener list
 
 std::vector<std::string> XdsManager::edsNames() const {
   std::vector<std::string> out;
-  for (const auto& [name, _] : eds_clusters_) out.push_back(name);
+  forEachEds([&out](const std::string& cluster, const EdsTrack& track) {
+    if (!track.service) out.push_back(cluster);
+  });
+  for (const auto& [service, _] : eds_aliases_) out.push_back(service);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;
 }
 
@@ -727,15 +870,17 @@ void XdsManager::refreshEdsSubscription() {
     if (!eds_subscribed_) {
       if (names.empty()) return;
       eds_subscribed_ = true;
-      eds_sent_ = names;
+      eds_sent_hash_ = namesHash(names);
       xds::SubscriptionCallbacks callbacks;
       callbacks.on_update = [this](const xds::ConfigUpdate& u) { return onEndpoints(u); };
       callbacks.initial_fetch_timeout = std::chrono::milliseconds(0);  // per-cluster timers instead
       client_->subscribe(std::string(xds::kEndpointType), std::move(names), std::move(callbacks));
       return;
     }
-    if (names == eds_sent_) return;
-    eds_sent_ = names;
+    const uint64_t hash = namesHash(names);
+    if (hash == eds_sent_hash_)
+      return;  // unchanged (a hash: a copy of 10,000 names costs more than it saves)
+    eds_sent_hash_ = hash;
     client_->updateSubscription(std::string(xds::kEndpointType), std::move(names));
   });
 }
@@ -790,9 +935,10 @@ void XdsManager::onConnectionState(bool connected) {
   if (!connected) {
     SKIFF_LOG(kConfig, warn, "xds: lost the ADS stream; serving the last good config while reconnecting");
     for (const auto& provider : RouteConfigProviderManager::instance().live()) provider->connectionFailed();
-    for (const auto& [cluster, _] : eds_cluster_names_) {
-      if (auto info = clusters_.info(cluster)) info->stats.update_failure.inc();
-    }
+    forEachEds([this](const std::string& cluster, const EdsTrack&) {
+      if (auto info = clusters_.info(cluster)) info->stats.update_failure().inc();
+    });
+    for (auto& [_, secret] : secret_states_) secret.update_failure.inc();
   } else {
     SKIFF_LOG(kConfig, info, "xds: ADS stream connected");
   }

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "envoy/admin/v3/config_dump.pb.h"
 #include "envoy/admin/v3/config_dump_shared.pb.h"
 #include "envoy/config/bootstrap/v3/bootstrap.pb.h"
 #include "server/xds/listener_sink.h"
@@ -62,6 +63,10 @@ class XdsManager {
                   envoy::admin::v3::EndpointsConfigDump& endpoints,
                   envoy::admin::v3::ListenersConfigDump& listeners,
                   envoy::admin::v3::RoutesConfigDump& routes) const;
+  // /config_dump: the secrets ADS delivered (dynamic_active_secrets, unredacted: the admin redacts) and
+  // those subscribed but not in yet (dynamic_warming_secrets, name only), as Envoy shows them.
+  void dumpSecrets(const std::function<bool(const std::string&)>& match,
+                   envoy::admin::v3::SecretsConfigDump& secrets) const;
 
   // Update handlers, public for tests. Each returns "" (ACK) or the NACK text naming resources and fields.
   // As Envoy does, the valid resources of a response are applied even when others are rejected.
@@ -87,6 +92,34 @@ class XdsManager {
     std::string version;
     std::chrono::system_clock::time_point last_updated;
   };
+  // A resource's version_info, shared by the resources of one response (a SotW push gives 10,000s of them
+  // the same one).
+  using Version = std::shared_ptr<const std::string>;
+  Version internVersion(const std::string& version);
+  Version last_version_;
+  // An EDS cluster's subscription: its service name (null when it is the cluster's own name, the common
+  // case) and initial_fetch_timeout.
+  struct EdsTrack {
+    std::unique_ptr<const std::string> service;
+    std::chrono::milliseconds timeout{0};
+    bool tracked = false;
+  };
+  // A CDS cluster in force. Its bytes are the ClusterInfo's (one copy per cluster); the bytes as received
+  // are kept only when EnvoyFilters may patch clusters (then the two differ).
+  struct ClusterRecord {
+    EdsTrack eds;       // here rather than in a map of its own: one entry per cluster, not two
+    uint64_t hash = 0;  // xxHash64 of the resource as received: a SotW resend is recognised without decoding
+    Version version;
+    std::chrono::system_clock::time_point last_updated;
+    std::unique_ptr<const std::string> received;  // null unless EnvoyFilters patch clusters
+  };
+  // The last accepted ClusterLoadAssignment of an EDS name, as received.
+  struct EndpointRecord {
+    std::string bytes;
+    Version version;
+    std::chrono::system_clock::time_point last_updated;
+  };
+
   struct TypeCounters {
     stats::Counter update_attempt, update_success, update_rejected, update_failure, init_fetch_timeout,
         config_reload;
@@ -99,6 +132,10 @@ class XdsManager {
   static std::string edsNameOf(const envoy::config::cluster::v3::Cluster& cluster);
   TypeCounters makeCounters(const std::string& prefix);
   void trackEdsCluster(const envoy::config::cluster::v3::Cluster& cluster);
+  // Clusters subscribed to the EDS name `service` (sorted).
+  std::vector<std::string> edsUsers(const std::string& service) const;
+  // Whether `cluster` (already decoded) is the one in force under `record`.
+  bool sameCluster(const ClusterRecord& record, const envoy::config::cluster::v3::Cluster& cluster) const;
   void untrackEdsCluster(const std::string& cluster);
   void startWarmTimer(const std::string& cluster, std::chrono::milliseconds timeout);
   void refreshEdsSubscription();
@@ -113,6 +150,8 @@ class XdsManager {
   static constexpr size_t kTrimThreshold = 1000;
   void trimAfterLargeUpdate(const xds::ConfigUpdate& update);
   bool trim_scheduled_ = false;
+  static constexpr std::chrono::seconds kMinTrimInterval{2};
+  std::chrono::steady_clock::time_point last_trim_{};
   stats::Counter clusterCounter(const std::string& cluster, const std::string& name);
 
   asio::io_context& main_;
@@ -127,15 +166,21 @@ class XdsManager {
 
   // CDS
   std::set<std::string> static_clusters_;
-  std::map<std::string, DynamicResource> dynamic_clusters_;
+  std::map<std::string, ClusterRecord> dynamic_clusters_;
   std::map<std::string, std::pair<std::string, std::chrono::system_clock::time_point>> cluster_errors_;
-  // EDS: service name -> clusters; cluster -> (service name, initial_fetch_timeout); last accepted CLA.
-  std::map<std::string, std::set<std::string>> eds_clusters_;
-  std::map<std::string, std::pair<std::string, std::chrono::milliseconds>> eds_cluster_names_;
-  std::map<std::string, DynamicResource> endpoints_;
-  std::map<std::string, std::unique_ptr<asio::steady_timer>> warm_timers_;
+  // EDS: the subscriptions of static clusters (CDS ones are in their ClusterRecord); service name ->
+  // clusters naming it when that is not their own name (rare); last accepted CLA per service name.
+  std::map<std::string, EdsTrack> static_eds_;
+  EdsTrack* edsTrack(const std::string& cluster);
+  const EdsTrack* edsTrack(const std::string& cluster) const;
+  // Every tracked EDS cluster with its subscription.
+  void forEachEds(const std::function<void(const std::string&, const EdsTrack&)>& fn) const;
+  std::multimap<std::string, std::string> eds_aliases_;
+  std::map<std::string, EndpointRecord> endpoints_;
+  // EDS clusters waiting for their first assignment -> initial_fetch_timeout deadline; one timer for all.
+  std::map<std::string, std::chrono::steady_clock::time_point> warm_deadlines_;
   bool eds_subscribed_ = false;
-  std::vector<std::string> eds_sent_;
+  uint64_t eds_sent_hash_ = 0;
   // RDS
   bool rds_subscribed_ = false;
   std::vector<std::string> rds_sent_;
@@ -153,13 +198,13 @@ class XdsManager {
   // pending) and by static ones; resources held until their secrets arrive (or sds_timeout_ passes).
   struct Pending {
     xds::XdsResource resource;
-    std::unique_ptr<asio::steady_timer> timer;
   };
   bool applyCluster(const envoy::config::cluster::v3::Cluster& cluster, const xds::XdsResource& r, bool first,
                     std::string* error);
   std::string applyListener(envoy::config::listener::v3::Listener listener, const xds::XdsResource& r);
   static void setSecretRefs(std::map<std::string, std::set<std::string>>& refs, const std::string& user,
                             std::set<std::string> names);
+  // Every name delivered, or its initial fetch timed out (the resource then goes on without it, as Envoy's).
   bool secretsReady(const std::set<std::string>& names) const;
   void hold(std::map<std::string, Pending>& pending, const xds::XdsResource& r, bool listener);
   void releasePending(std::map<std::string, Pending>& pending, bool listener, bool force = false,
@@ -169,7 +214,20 @@ class XdsManager {
   std::set<std::string> static_secret_refs_;
   std::map<std::string, Pending> pending_listeners_, pending_clusters_;
   std::map<std::string, DynamicResource> secrets_;
-  std::chrono::milliseconds sds_timeout_{15000};
+  // Per secret: Envoy's sds.<name>.* stats and the initial fetch timer of its sds_config.
+  struct SecretState {
+    stats::Counter update_attempt, update_success, update_rejected, update_failure, init_fetch_timeout,
+        key_rotation_failed;
+    stats::Gauge version, update_time;
+    std::chrono::milliseconds timeout{15000};
+    std::unique_ptr<asio::steady_timer> timer;  // runs until the first version arrives
+    bool timed_out = false;
+  };
+  SecretState& secretState(const std::string& name);
+  void noteSecretTimeouts(const std::map<std::string, std::chrono::milliseconds>& timeouts);
+  void startSecretTimer(const std::string& name, SecretState& state);
+  std::map<std::string, SecretState> secret_states_;
+  std::map<std::string, std::chrono::milliseconds> secret_timeouts_;  // first reference's timeout wins
   bool sds_subscribed_ = false;
   bool refresh_sds_scheduled_ = false;
   std::vector<std::string> sds_sent_;
@@ -190,6 +248,12 @@ class XdsManager {
   bool refresh_eds_scheduled_ = false;
   bool refresh_rds_scheduled_ = false;
   asio::steady_timer housekeeping_timer_;
+  asio::steady_timer warm_timer_;
+  asio::steady_timer trim_timer_;
+  bool warm_timer_armed_ = false;
+  std::chrono::steady_clock::time_point warm_timer_deadline_;
+  void armWarmTimer(std::chrono::steady_clock::time_point deadline);
+  void onWarmDeadlines();
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

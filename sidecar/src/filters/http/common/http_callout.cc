@@ -33,7 +33,7 @@ std::shared_ptr<HttpCallout> HttpCallout::start(const CalloutTarget& target, uin
   const bool head = headers.getOr(http::headers::kMethod) == "HEAD";
   call->upstream_ =
       std::make_shared<router::UpstreamRequest>(*call, *target.dispatcher, pool, host, head, buffer_limit);
-  cluster->info().stats.upstream_rq_total.inc();
+  cluster->info().trafficStats().upstream_rq_total.inc();
   if (timeout.count() > 0) {
     call->timer_.expires_after(timeout);
     std::weak_ptr<HttpCallout> weak = call;

@@ -4,11 +4,15 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include <algorithm>
 #include <asio/ip/address.hpp>
+#include <unordered_map>
 
 #include "envoy/extensions/filters/http/ext_authz/v3/ext_authz.pb.h"
 #include "envoy/service/auth/v3/external_auth.pb.h"
 #include "skiff/common/logging.h"
+#include "skiff/router/route_table.h"
+#include "skiff/upstream/thread_local_cluster.h"
 
 namespace skiff::filters::ext_authz {
 
@@ -126,6 +130,17 @@ HeadersStatus ExtAuthzFilter::decodeHeaders(http::HeaderMap& headers, bool end_s
     state_ = State::kDone;
     return HeadersStatus::kContinue;
   }
+  if (!enabled()) {
+    config_->stats.disabled.inc();
+    state_ = State::kDone;
+    if (config_->deny_at_disable) {
+      decoder_->streamInfo().setFlag(http::ResponseFlag::kUnauthorizedExternalService);
+      decoder_->sendLocalReply(config_->status_on_error, "", "ext_authz_error");
+      return HeadersStatus::kStop;
+    }
+    return HeadersStatus::kContinue;
+  }
+  resolveClusterStats();
   stopped_ = true;
   if (config_->with_request_body && !end_stream && !skip_buffering_) {
     state_ = State::kBuffering;
@@ -229,6 +244,18 @@ void ExtAuthzFilter::startGrpc(const std::string& body, bool partial) {
     if (config_->with_request_body) map[std::string(kPartialBodyHeader)] = partial ? "true" : "false";
   }
   for (const auto& [k, v] : context_extensions_) (*attrs->mutable_context_extensions())[k] = v;
+  if (const auto& md = decoder_->streamInfo().dynamic_metadata; md) {
+    for (const auto& ns : config_->metadata_context_namespaces) {
+      if (auto it = md->filter_metadata().find(ns); it != md->filter_metadata().end()) {
+        (*attrs->mutable_metadata_context()->mutable_filter_metadata())[ns] = it->second;
+      }
+    }
+    for (const auto& ns : config_->typed_metadata_context_namespaces) {
+      if (auto it = md->typed_filter_metadata().find(ns); it != md->typed_filter_metadata().end()) {
+        (*attrs->mutable_metadata_context()->mutable_typed_filter_metadata())[ns] = it->second;
+      }
+    }
+  }
   std::weak_ptr<bool> alive = alive_;
   auto& client = grpc::AsyncClient::forWorker(decoder_->dispatcher(), decoder_->clusterManager());
   grpc_call_ = client.unary(config_->service, kCheckMethod, req, config_->timeout,
@@ -247,6 +274,16 @@ void ExtAuthzFilter::onGrpcResult(const grpc::Status& status, const std::string&
               status.message);
     onError();
     return;
+  }
+  // Dynamic metadata under the filter's namespace (the deprecated ok_response.dynamic_metadata wins).
+  const google::protobuf::Struct* md = nullptr;
+  if (response.ok_response().has_dynamic_metadata()) {
+    md = &response.ok_response().dynamic_metadata();
+  } else if (response.has_dynamic_metadata()) {
+    md = &response.dynamic_metadata();
+  }
+  if (md != nullptr && !md->fields().empty() && config_->enable_dynamic_metadata_ingestion) {
+    ext::mergeDynamicMetadata(decoder_->streamInfo(), std::string(kFilterName), *md);
   }
   if (response.status().code() != grpc::kOk) {
     const auto& denied = response.denied_response();
@@ -419,6 +456,8 @@ bool ExtAuthzFilter::setHeader(http::HeaderMap& headers, const std::string& name
     return true;
   }
   if (r == ext::MutationChecker::Result::kError || config_->validate_mutations) {
+    config_->stats.invalid.inc();
+    chargeCluster(&ClusterAuthzStats::invalid);
     state_ = State::kDone;
     decoder_->sendLocalReply(500, "", "ext_authz_invalid");
     return false;
@@ -428,11 +467,13 @@ bool ExtAuthzFilter::setHeader(http::HeaderMap& headers, const std::string& name
 
 void ExtAuthzFilter::allow() {
   config_->stats.ok.inc();
+  chargeCluster(&ClusterAuthzStats::ok);
   finish();
 }
 
 void ExtAuthzFilter::deny(uint32_t status, std::string body, http::HeaderMap headers) {
   config_->stats.denied.inc();
+  chargeCluster(&ClusterAuthzStats::denied);
   state_ = State::kDone;
   if (config_->max_denied_response_body_bytes > 0 && body.size() > config_->max_denied_response_body_bytes) {
     body.resize(config_->max_denied_response_body_bytes);
@@ -451,8 +492,10 @@ void ExtAuthzFilter::deny(uint32_t status, std::string body, http::HeaderMap hea
 
 void ExtAuthzFilter::onError() {
   config_->stats.error.inc();
+  chargeCluster(&ClusterAuthzStats::error);
   if (config_->failure_mode_allow) {
     config_->stats.failure_mode_allowed.inc();
+    chargeCluster(&ClusterAuthzStats::failure_mode_allowed);
     if (config_->failure_mode_allow_header_add) {
       decoder_->requestHeaders().set(kFailureModeAllowedHeader, "true");
     }
@@ -462,6 +505,52 @@ void ExtAuthzFilter::onError() {
   state_ = State::kDone;
   decoder_->streamInfo().setFlag(http::ResponseFlag::kUnauthorizedExternalService);
   decoder_->sendLocalReply(config_->status_on_error, "", "ext_authz_error");
+}
+
+bool ExtAuthzFilter::enabled() {
+  if (config_->enabled_numerator < config_->enabled_denominator) {
+    // A per-worker xorshift: the fraction needs no cryptographic quality, and no lock.
+    thread_local uint64_t state = 0x9e3779b97f4a7c15ull ^ reinterpret_cast<uintptr_t>(&state);
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    if (state % config_->enabled_denominator >= config_->enabled_numerator) return false;
+  }
+  if (config_->filter_enabled_metadata) {
+    return config_->filter_enabled_metadata->match(decoder_->streamInfo().dynamic_metadata.get());
+  }
+  return true;
+}
+
+// The route's target cluster (Envoy's clusterInfo()): a plain or header-named cluster; weighted routes
+// are not attributed.
+void ExtAuthzFilter::resolveClusterStats() {
+  const router::RouteEntry* route = decoder_->route();
+  if (route == nullptr || config_->store == nullptr) return;
+  std::string_view name = route->cluster;
+  if (name.empty() && !route->cluster_header.empty()) {
+    if (const std::string* v = decoder_->requestHeaders().get(route->cluster_header)) name = *v;
+  }
+  if (name.empty()) return;
+  upstream::ThreadLocalCluster* cluster = decoder_->clusterManager().get(name);
+  if (cluster == nullptr) return;
+  cluster_stats_ = config_->clusterStats(cluster->info().stat_name);
+}
+
+std::shared_ptr<const ClusterAuthzStats> ExtAuthzConfig::clusterStats(
+    const std::string& cluster_stat_name) const {
+  // Per worker: (config, cluster) -> counters. Bounded: rebuilt from scratch when large (in-flight filters
+  // keep their shared_ptr).
+  thread_local std::unordered_map<std::string, std::shared_ptr<const ClusterAuthzStats>> cache;
+  std::string prefix = "cluster." + cluster_stat_name + "." + cluster_stat_suffix;
+  std::string key = prefix + '|' + std::to_string(reinterpret_cast<uintptr_t>(store));
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  if (cache.size() > 1024) cache.clear();
+  auto c = [&](const char* n) { return store->counter(prefix + n); };
+  auto stats = std::make_shared<const ClusterAuthzStats>(
+      ClusterAuthzStats{c("ok"), c("denied"), c("error"), c("failure_mode_allowed"), c("invalid")});
+  cache.emplace(std::move(key), stats);
+  return stats;
 }
 
 void ExtAuthzFilter::finish() {
@@ -589,15 +678,42 @@ http::FilterFactorySharedPtr createExtAuthzFilterFactory(const google::protobuf:
   config->validate_mutations = proto.validate_mutations();
   // Accepted but not acted on: say so once, at config time.
   std::vector<std::string> ignored;
-  if (proto.has_filter_enabled()) ignored.push_back("filter_enabled");
-  if (proto.has_filter_enabled_metadata()) ignored.push_back("filter_enabled_metadata");
-  if (proto.has_deny_at_disable()) ignored.push_back("deny_at_disable");
+  if (proto.has_filter_enabled()) {
+    const auto& fp = proto.filter_enabled().default_value();
+    static constexpr uint32_t kDenominators[] = {100, 10000, 1000000};
+    const int d = static_cast<int>(fp.denominator());
+    if (d < 0 || d > 2)
+      throw std::invalid_argument("ext_authz: filter_enabled.default_value.denominator is invalid");
+    config->enabled_denominator = kDenominators[d];
+    config->enabled_numerator = std::min(fp.numerator(), config->enabled_denominator);
+    if (!proto.filter_enabled().runtime_key().empty()) {
+      SKIFF_LOG(kConfig, info,
+                "ext_authz: filter_enabled.runtime_key '{}' is not read; using the default {}/{}",
+                proto.filter_enabled().runtime_key(), config->enabled_numerator, config->enabled_denominator);
+    }
+  }
+  if (proto.has_filter_enabled_metadata()) {
+    config->filter_enabled_metadata = ext::MetadataMatcher::fromProto(proto.filter_enabled_metadata(),
+                                                                      "ext_authz: filter_enabled_metadata");
+  }
+  if (proto.has_deny_at_disable()) {
+    if (!proto.deny_at_disable().has_default_value()) {
+      throw std::invalid_argument("ext_authz: deny_at_disable.default_value is required");
+    }
+    config->deny_at_disable = proto.deny_at_disable().default_value().value();
+  }
+  config->metadata_context_namespaces.assign(proto.metadata_context_namespaces().begin(),
+                                             proto.metadata_context_namespaces().end());
+  config->typed_metadata_context_namespaces.assign(proto.typed_metadata_context_namespaces().begin(),
+                                                   proto.typed_metadata_context_namespaces().end());
+  if (proto.has_enable_dynamic_metadata_ingestion()) {
+    config->enable_dynamic_metadata_ingestion = proto.enable_dynamic_metadata_ingestion().value();
+  }
   if (proto.include_peer_certificate()) ignored.push_back("include_peer_certificate");
   if (proto.include_tls_session()) ignored.push_back("include_tls_session");
-  if (!proto.metadata_context_namespaces().empty() || !proto.typed_metadata_context_namespaces().empty() ||
-      !proto.route_metadata_context_namespaces().empty() ||
+  if (!proto.route_metadata_context_namespaces().empty() ||
       !proto.route_typed_metadata_context_namespaces().empty()) {
-    ignored.push_back("*metadata_context_namespaces");
+    ignored.push_back("route_*metadata_context_namespaces");
   }
   if (proto.encode_raw_headers()) ignored.push_back("encode_raw_headers");
   if (proto.has_http_service() && proto.http_service().has_retry_policy())
@@ -610,7 +726,11 @@ http::FilterFactorySharedPtr createExtAuthzFilterFactory(const google::protobuf:
   std::string prefix = context.stat_prefix + "ext_authz.";
   if (!proto.stat_prefix().empty()) prefix += proto.stat_prefix() + ".";
   auto c = [&](const char* name) { return context.stats.counter(prefix + name); };
-  config->stats = ExtAuthzStats{c("ok"), c("denied"), c("error"), c("disabled"), c("failure_mode_allowed")};
+  config->stats =
+      ExtAuthzStats{c("ok"), c("denied"), c("error"), c("disabled"), c("failure_mode_allowed"), c("invalid")};
+  config->store = &context.stats;
+  config->cluster_stat_suffix = "ext_authz.";
+  if (!proto.stat_prefix().empty()) config->cluster_stat_suffix += proto.stat_prefix() + ".";
   return std::make_shared<ExtAuthzFactory>(std::move(config));
 }
 

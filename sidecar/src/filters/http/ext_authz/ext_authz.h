@@ -11,6 +11,7 @@
 
 #include "filters/http/common/http_callout.h"
 #include "filters/http/ext_proc/ext_common.h"
+#include "filters/http/ext_proc/metadata_matcher.h"
 #include "skiff/filters/http_filter_registry.h"
 #include "skiff/grpc/async_client.h"
 #include "skiff/stats/stats.h"
@@ -30,7 +31,12 @@ inline constexpr std::string_view kCheckMethod = "/envoy.service.auth.v3.Authori
 
 // Envoy's names, under <hcm prefix>ext_authz.[<stat_prefix>.]
 struct ExtAuthzStats {
-  stats::Counter ok, denied, error, disabled, failure_mode_allowed;
+  stats::Counter ok, denied, error, disabled, failure_mode_allowed, invalid;
+};
+// The same outcomes charged to the route's target cluster: cluster.<name>.ext_authz.[<stat_prefix>.]<x>
+// (Envoy has no cluster-level "disabled").
+struct ClusterAuthzStats {
+  stats::Counter ok, denied, error, failure_mode_allowed, invalid;
 };
 
 struct ExtAuthzConfig {
@@ -60,6 +66,19 @@ struct ExtAuthzConfig {
   uint32_t max_denied_response_body_bytes = 0;
   std::string filter_name = std::string(kFilterName);
   ExtAuthzStats stats;
+  stats::Store* store = nullptr;
+  std::string cluster_stat_suffix = "ext_authz.";  // after "cluster.<name>."; with the stat_prefix
+  // filter_enabled: RuntimeFractionalPercent.default_value (runtime keys are not read: Skiff has no runtime
+  // layer); enabled when random % denominator < numerator.
+  uint32_t enabled_numerator = 1, enabled_denominator = 1;
+  std::optional<ext::MetadataMatcher> filter_enabled_metadata;
+  bool deny_at_disable = false;  // deny_at_disable.default_value
+  // metadata_context_namespaces / typed_metadata_context_namespaces: copied from dynamic metadata.
+  std::vector<std::string> metadata_context_namespaces, typed_metadata_context_namespaces;
+  bool enable_dynamic_metadata_ingestion = true;
+
+  // Cluster-level stats for the route's target cluster (cached per worker).
+  std::shared_ptr<const ClusterAuthzStats> clusterStats(const std::string& cluster_stat_name) const;
 };
 
 class ExtAuthzFilter : public http::StreamFilter {
@@ -87,7 +106,13 @@ class ExtAuthzFilter : public http::StreamFilter {
   void deny(uint32_t status, std::string body, http::HeaderMap headers);
   void onError();
   bool setHeader(http::HeaderMap& headers, const std::string& name, const std::string& value, bool append);
-  void finish();  // continue decoding if we held it
+  void finish();   // continue decoding if we held it
+  bool enabled();  // filter_enabled and filter_enabled_metadata
+  void resolveClusterStats();
+  template <class F>
+  void chargeCluster(F member) {
+    if (cluster_stats_) ((*cluster_stats_).*member).inc();
+  }
 
   std::shared_ptr<const ExtAuthzConfig> config_;
   http::DecoderFilterCallbacks* decoder_ = nullptr;
@@ -102,6 +127,7 @@ class ExtAuthzFilter : public http::StreamFilter {
   grpc::UnaryCallPtr grpc_call_;
   std::shared_ptr<HttpCallout> http_call_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  std::shared_ptr<const ClusterAuthzStats> cluster_stats_;  // the route's target cluster, when known
 };
 
 http::FilterFactorySharedPtr createExtAuthzFilterFactory(const google::protobuf::Any& config,

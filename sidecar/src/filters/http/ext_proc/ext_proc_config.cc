@@ -24,9 +24,12 @@ Mode Mode::fromProto(const v3::ProcessingMode& proto, const std::string& path) {
         return BodyMode::kBuffered;
       case v3::ProcessingMode::BUFFERED_PARTIAL:
         return BodyMode::kBufferedPartial;
+      case v3::ProcessingMode::FULL_DUPLEX_STREAMED:
+        return BodyMode::kFullDuplexStreamed;
       default:
         throw std::invalid_argument(path + "." + field + ": " + v3::ProcessingMode::BodySendMode_Name(m) +
-                                    " is not supported (NONE, STREAMED, BUFFERED, BUFFERED_PARTIAL are)");
+                                    " is not supported (NONE, STREAMED, BUFFERED, BUFFERED_PARTIAL, "
+                                    "FULL_DUPLEX_STREAMED are)");
     }
   };
   Mode m;
@@ -36,6 +39,20 @@ Mode Mode::fromProto(const v3::ProcessingMode& proto, const std::string& path) {
   m.response_trailers = proto.response_trailer_mode() == v3::ProcessingMode::SEND;
   m.request_body = body(proto.request_body_mode(), "request_body_mode");
   m.response_body = body(proto.response_body_mode(), "response_body_mode");
+  return m;
+}
+
+MetadataOptions MetadataOptions::fromProto(const v3::MetadataOptions& proto) {
+  MetadataOptions m;
+  const auto& f = proto.forwarding_namespaces();
+  m.forward_untyped.assign(f.untyped().begin(), f.untyped().end());
+  m.forward_typed.assign(f.typed().begin(), f.typed().end());
+  const auto& r = proto.receiving_namespaces();
+  m.receive_untyped.assign(r.untyped().begin(), r.untyped().end());
+  if (!r.typed().empty()) {
+    // ProcessingResponse.dynamic_metadata is a Struct: nothing typed can come back.
+    SKIFF_LOG(kConfig, warn, "ext_proc: metadata_options.receiving_namespaces.typed is ignored");
+  }
   return m;
 }
 
@@ -109,9 +126,7 @@ http::FilterFactorySharedPtr createExtProcFilterFactory(const google::protobuf::
               "ext_proc: send_body_without_waiting_for_header_response is not supported; bodies "
               "wait for the header reply");
   }
-  if (proto.has_metadata_options()) {
-    SKIFF_LOG(kConfig, warn, "ext_proc: metadata_options is not supported; no metadata is exchanged");
-  }
+  if (proto.has_metadata_options()) config->metadata = MetadataOptions::fromProto(proto.metadata_options());
   if (!context.filter_name.empty()) config->filter_name = context.filter_name;
   std::string prefix = context.stat_prefix + "ext_proc.";
   if (!proto.stat_prefix().empty()) prefix += proto.stat_prefix() + ".";

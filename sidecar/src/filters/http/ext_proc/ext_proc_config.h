@@ -13,7 +13,8 @@
 
 namespace envoy::extensions::filters::http::ext_proc::v3 {
 class ProcessingMode;
-}
+class MetadataOptions;
+}  // namespace envoy::extensions::filters::http::ext_proc::v3
 
 namespace skiff::filters::ext_proc {
 
@@ -24,7 +25,9 @@ inline constexpr std::string_view kPerRouteTypeUrl =
     "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute";
 inline constexpr std::string_view kProcessMethod = "/envoy.service.ext_proc.v3.ExternalProcessor/Process";
 
-enum class BodyMode { kNone, kStreamed, kBuffered, kBufferedPartial };
+// kFullDuplexStreamed: chunks go to the processor as they arrive, without waiting for replies; the
+// processor's streamed_response chunks replace the body.
+enum class BodyMode { kNone, kStreamed, kBuffered, kBufferedPartial, kFullDuplexStreamed };
 
 // ProcessingMode with DEFAULT resolved (headers SEND, trailers SKIP).
 struct Mode {
@@ -34,7 +37,7 @@ struct Mode {
   BodyMode response_body = BodyMode::kNone;
   bool request_trailers = false;
   bool response_trailers = false;
-  // Throws std::invalid_argument for body modes Skiff does not have (FULL_DUPLEX_STREAMED, GRPC).
+  // Throws std::invalid_argument for body modes Skiff does not have (GRPC).
   static Mode fromProto(const envoy::extensions::filters::http::ext_proc::v3::ProcessingMode& proto,
                         const std::string& path);
 };
@@ -47,6 +50,14 @@ struct ExtProcStats {
       clear_route_cache_disabled;
 };
 
+// metadata_options: which dynamic-metadata namespaces go to the processor (metadata_context) and which
+// of its dynamic_metadata namespaces are taken back.
+struct MetadataOptions {
+  std::vector<std::string> forward_untyped, forward_typed, receive_untyped;
+  static MetadataOptions fromProto(
+      const envoy::extensions::filters::http::ext_proc::v3::MetadataOptions& proto);
+};
+
 struct ExtProcConfig {
   grpc::ServiceConfig service;
   bool failure_mode_allow = false;
@@ -56,6 +67,7 @@ struct ExtProcConfig {
   ext::MutationChecker checker;
   ext::ListMatcher allowed_headers, disallowed_headers;  // forward_rules
   std::vector<std::string> request_attributes, response_attributes;
+  MetadataOptions metadata;
   bool allow_mode_override = false;
   std::vector<Mode> allowed_override_modes;  // empty: any
   bool disable_immediate_response = false;

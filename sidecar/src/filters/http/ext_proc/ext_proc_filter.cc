@@ -3,10 +3,12 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include <algorithm>
 #include <asio/io_context.hpp>
 
 #include "envoy/extensions/filters/http/ext_proc/v3/ext_proc.pb.h"
 #include "envoy/service/ext_proc/v3/external_processor.pb.h"
+#include "filters/http/ext_proc/metadata_matcher.h"
 #include "skiff/common/logging.h"
 #include "skiff/router/route_table.h"
 
@@ -66,6 +68,7 @@ void ExtProcFilter::onDestroy() {
 }
 
 void ExtProcFilter::closeStream() {
+  resumeDuplexReading();
   if (stream_) {
     if (!stream_closed_) config_->stats.streams_closed.inc();
     stream_->cancel();
@@ -101,6 +104,7 @@ HeadersStatus ExtProcFilter::decodeHeaders(http::HeaderMap& headers, bool end_st
           if (o.has_grpc_service()) {
             service_override_ = grpc::ServiceConfig::fromProto(o.grpc_service(), "overrides.grpc_service");
           }
+          if (o.has_metadata_options()) metadata_override_ = MetadataOptions::fromProto(o.metadata_options());
         } catch (const std::invalid_argument& e) {
           SKIFF_LOG(kHttp, debug, "ext_proc: ignoring per-route overrides: {}", e.what());
         }
@@ -155,8 +159,9 @@ HeadersStatus ExtProcFilter::onHeaders(Direction& d, http::HeaderMap& headers, b
     return HeadersStatus::kContinue;
   }
   // Chunk-by-chunk body changes make the original length meaningless (Envoy drops it too).
-  if (d.body_expected && (d.body == BodyMode::kStreamed || d.body == BodyMode::kBufferedPartial ||
-                          (d.body == BodyMode::kBuffered && !d.send_headers))) {
+  if (d.body_expected &&
+      (d.body == BodyMode::kStreamed || d.body == BodyMode::kBufferedPartial ||
+       d.body == BodyMode::kFullDuplexStreamed || (d.body == BodyMode::kBuffered && !d.send_headers))) {
     if (headers.remove(http::headers::kContentLength) > 0 && d.request) {
       headers.set(http::headers::kTransferEncoding, "chunked");
     }
@@ -194,18 +199,25 @@ DataStatus ExtProcFilter::onData(Direction& d, http::Buffer& data, bool end_stre
   switch (d.body) {
     case BodyMode::kNone:
       return d.stopped ? DataStatus::kStopAndBuffer : DataStatus::kContinue;
+    case BodyMode::kFullDuplexStreamed:
+      return onDuplexData(d, data, end_stream);
     case BodyMode::kStreamed: {
+      // Back-pressure: once half the buffer limit is held awaiting replies, the request side pauses
+      // reading the downstream until the processor catches up (the response side has no such hook and
+      // stays bounded by the buffer limit).
+      const http::Buffer* held = bufferOf(d.request);
+      const bool high = d.request && (held ? held->size() : 0) + data.size() >= decoder_->bufferLimit() / 2;
+      const DataStatus hold = high ? DataStatus::kStopAndWatermark : DataStatus::kStopAndBuffer;
       if (d.headers_pending) {
         d.unsent_bytes += data.size();
         d.unsent_end = d.unsent_end || end_stream;
-        return DataStatus::kStopAndBuffer;
+        return hold;
       }
       if (!sendBody(d, data, end_stream))
         return d.stopped ? DataStatus::kStopAndBuffer : DataStatus::kContinue;
       d.chunk_sizes.push_back(data.size());
       d.stopped = true;
-      // Not kStopAndWatermark: pausing an HTTP/1 downstream's reads currently drops the connection.
-      return DataStatus::kStopAndBuffer;
+      return hold;
     }
     case BodyMode::kBuffered:
     case BodyMode::kBufferedPartial: {
@@ -236,6 +248,19 @@ TrailersStatus ExtProcFilter::onTrailers(Direction& d, http::HeaderMap& trailers
   d.end_seen = true;
   if (d.done || stream_closed_ || local_reply_)
     return d.stopped ? TrailersStatus::kStop : TrailersStatus::kContinue;
+  if (d.body == BodyMode::kFullDuplexStreamed && d.duplex_started) {
+    // The processor's body decides when the stream ends: the trailers wait for its end_of_stream (or
+    // are dropped if it already ended the body), and go to the processor first if the mode says so.
+    if (d.send_trailers && !d.trailers_sent && !d.duplex_eos) {
+      d.trailers_sent = true;
+      pb::ProcessingRequest req;
+      auto* t = d.request ? req.mutable_request_trailers() : req.mutable_response_trailers();
+      toProto(trailers, *config_, t->mutable_trailers());
+      if (send(req)) d.trailers_pending = true;
+    }
+    d.stopped = true;
+    return TrailersStatus::kStop;
+  }
   advance(d);
   return d.stopped ? TrailersStatus::kStop : TrailersStatus::kContinue;
 }
@@ -289,6 +314,10 @@ void ExtProcFilter::advance(Direction& d) {
         return;
       }
     }
+    if (d.body == BodyMode::kFullDuplexStreamed && d.duplex_started) {
+      flushDuplex(d);
+      return;
+    }
   }
   d.stopped = false;
   d.released = d.started;
@@ -309,8 +338,23 @@ void ExtProcFilter::resume(Direction& d) {
 
 // ---- the gRPC stream ----
 
-bool ExtProcFilter::send(pb::ProcessingRequest& request) {
+bool ExtProcFilter::send(pb::ProcessingRequest& request, bool expect_reply) {
   if (stream_closed_) return false;
+  const MetadataOptions& mo = metadataOptions();
+  if (!mo.forward_untyped.empty() || !mo.forward_typed.empty()) {
+    if (const auto& md = decoder_->streamInfo().dynamic_metadata; md) {
+      for (const auto& ns : mo.forward_untyped) {
+        if (auto it = md->filter_metadata().find(ns); it != md->filter_metadata().end()) {
+          (*request.mutable_metadata_context()->mutable_filter_metadata())[ns] = it->second;
+        }
+      }
+      for (const auto& ns : mo.forward_typed) {
+        if (auto it = md->typed_filter_metadata().find(ns); it != md->typed_filter_metadata().end()) {
+          (*request.mutable_metadata_context()->mutable_typed_filter_metadata())[ns] = it->second;
+        }
+      }
+    }
+  }
   if (!stream_) {
     const grpc::ServiceConfig& service = service_override_ ? *service_override_ : config_->service;
     auto& client = grpc::AsyncClient::forWorker(decoder_->dispatcher(), decoder_->clusterManager());
@@ -324,8 +368,100 @@ bool ExtProcFilter::send(pb::ProcessingRequest& request) {
   }
   config_->stats.stream_msgs_sent.inc();
   if (config_->observability_mode) return false;  // nothing to wait for
-  armTimer(config_->message_timeout);
+  if (expect_reply) armTimer(config_->message_timeout);
   return true;
+}
+
+// ---- full duplex streaming ----
+
+DataStatus ExtProcFilter::onDuplexData(Direction& d, http::Buffer& data, bool end_stream) {
+  if (d.duplex_eos) {
+    data.clear();  // the processor already ended the body: the rest is dropped
+    return DataStatus::kStopAndBuffer;
+  }
+  if (data.empty() && !end_stream) return DataStatus::kStopAndBuffer;
+  pb::ProcessingRequest req;
+  auto* b = d.request ? req.mutable_request_body() : req.mutable_response_body();
+  b->set_body(data);
+  b->set_end_of_stream(end_stream);
+  if (!send(req, false)) return d.stopped ? DataStatus::kStopAndBuffer : DataStatus::kContinue;
+  // The processor's streamed_response chunks replace these bytes.
+  data.clear();
+  d.duplex_started = true;
+  d.stopped = true;
+  // Back-pressure: the chunk left the filter chain, so nothing upstream of us sees it held; once half the
+  // buffer limit waits in the gRPC send queue, downstream reading pauses until it drains to a quarter.
+  const size_t limit = decoder_->bufferLimit();
+  // (Re-asserted on every chunk: the router may have resumed reading for its own reasons.)
+  if (d.request && stream_ && stream_->queuedBytes() >= limit / 2) {
+    decoder_->pauseDownstreamReading(true);
+    if (!duplex_paused_) stream_->notifyWhenQueuedBelow(limit / 4);
+    duplex_paused_ = true;
+  }
+  return DataStatus::kStopAndBuffer;
+}
+
+void ExtProcFilter::onSendQueueLow() {
+  if (destroyed_) return;
+  resumeDuplexReading();
+}
+
+void ExtProcFilter::resumeDuplexReading() {
+  if (!duplex_paused_) return;
+  duplex_paused_ = false;
+  if (!destroyed_) decoder_->pauseDownstreamReading(false);
+}
+
+void ExtProcFilter::onDuplexChunk(Direction& d, const std::string& chunk, bool end_of_stream) {
+  if (d.duplex_eos || d.done) {
+    config_->stats.spurious_msgs_received.inc();
+    return;
+  }
+  d.duplex_eos = end_of_stream;
+  http::Buffer* held = d.request ? decoder_->addDecodingBuffer() : encoder_->addEncodingBuffer();
+  if (held != nullptr) {
+    // Chunks pile up here only while a headers/trailers reply is outstanding; a processor that keeps
+    // streaming meanwhile must not grow the proxy without bound.
+    if (held->size() + chunk.size() > decoder_->bufferLimit()) {
+      fail("ext_proc_error_buffer_limit_exceeded", false);
+      return;
+    }
+    held->append(chunk);
+  }
+  flushDuplex(d);
+}
+
+bool ExtProcFilter::flushDuplex(Direction& d) {
+  // Held while the header reply (or, at the end, the trailers reply) is outstanding.
+  if (d.headers_pending || (d.duplex_eos && d.trailers_pending)) {
+    d.stopped = true;
+    return false;
+  }
+  http::Buffer* held = bufferOf(d.request);
+  if ((held == nullptr || held->empty()) && !d.duplex_eos) {
+    d.stopped = true;
+    return false;
+  }
+  http::Buffer out;
+  if (held != nullptr) out.swap(*held);
+  d.stopped = false;
+  d.released = true;
+  if (d.request) {
+    decoder_->injectDecodedData(out, d.duplex_eos);
+  } else {
+    encoder_->injectEncodedData(out, d.duplex_eos);
+  }
+  return true;
+}
+
+void ExtProcFilter::applyDynamicMetadata(const pb::ProcessingResponse& response) {
+  const auto& receive = metadataOptions().receive_untyped;
+  if (receive.empty()) return;
+  for (const auto& [ns, value] : response.dynamic_metadata().fields()) {
+    if (value.kind_case() != google::protobuf::Value::kStructValue) continue;
+    if (std::find(receive.begin(), receive.end(), ns) == receive.end()) continue;
+    ext::mergeDynamicMetadata(decoder_->streamInfo(), ns, value.struct_value());
+  }
 }
 
 void ExtProcFilter::armTimer(std::chrono::milliseconds timeout) {
@@ -362,6 +498,7 @@ void ExtProcFilter::onRemoteClose(const grpc::Status& status) {
   const bool was_closed = stream_closed_;
   stream_closed_ = true;
   stream_.reset();
+  resumeDuplexReading();
   if (was_closed || local_reply_) return;
   config_->stats.streams_closed.inc();
   if (status.ok()) {
@@ -463,6 +600,7 @@ void ExtProcFilter::addAttributes(pb::ProcessingRequest& request, bool request_s
 // ---- replies ----
 
 void ExtProcFilter::handleResponse(const pb::ProcessingResponse& response) {
+  if (response.has_dynamic_metadata()) applyDynamicMetadata(response);
   if (response.has_override_message_timeout()) {
     const int64_t ms =
         google::protobuf::util::TimeUtil::DurationToMilliseconds(response.override_message_timeout());
@@ -522,6 +660,17 @@ void ExtProcFilter::handleResponse(const pb::ProcessingResponse& response) {
     case R::kRequestBody:
     case R::kResponseBody: {
       d = &dir(response.response_case() == R::kRequestBody);
+      if (d->body == BodyMode::kFullDuplexStreamed && d->duplex_started) {
+        const auto& br = d->request ? response.request_body() : response.response_body();
+        const auto& m = br.response().body_mutation();
+        if (m.mutation_case() == pb::BodyMutation::kStreamedResponse) {
+          onDuplexChunk(*d, m.streamed_response().body(), m.streamed_response().end_of_stream());
+        } else if (m.mutation_case() == pb::BodyMutation::kBody) {
+          onDuplexChunk(*d, m.body(), false);
+        }
+        if (!destroyed_) maybeCloseSend();
+        return;
+      }
       if (d->body_in_flight == 0) {
         d = nullptr;
         break;
@@ -625,12 +774,19 @@ bool ExtProcFilter::applyCommon(Direction& d, const pb::CommonResponse& common, 
     std::string body;
     if (m.mutation_case() == pb::BodyMutation::kBody) body = m.body();
     if (m.mutation_case() != pb::BodyMutation::MUTATION_NOT_SET || replace) {
+      const bool added = buffer == nullptr && !body.empty() && headers_held;
+      if (added) {
+        // A body where there was none (a GET turned into a POST): the held headers go on without
+        // end_stream, followed by it.
+        buffer = d.request ? decoder_->addDecodingBuffer() : encoder_->addEncodingBuffer();
+      }
       if (buffer != nullptr) {
         *buffer = std::move(body);
       } else if (!body.empty()) {
-        SKIFF_LOG(kHttp, debug, "ext_proc: cannot add a body where there was none");
+        SKIFF_LOG(kHttp, debug, "ext_proc: cannot add a body once the headers went on");
       }
-      if (headers_held && headers->get(http::headers::kContentLength) != nullptr) {
+      if (headers_held && (added || headers->get(http::headers::kContentLength) != nullptr) &&
+          headers->get(http::headers::kTransferEncoding) == nullptr) {
         headers->set(http::headers::kContentLength, std::to_string(buffer ? buffer->size() : 0));
       }
     }

@@ -41,6 +41,7 @@ class ExtProcFilter : public http::StreamFilter, public grpc::StreamCallbacks {
   // grpc::StreamCallbacks
   void onReceiveMessage(std::string message) override;
   void onRemoteClose(const grpc::Status& status) override;
+  void onSendQueueLow() override;
 
  private:
   enum class Await { kNone, kHeaders, kBody, kTrailers };
@@ -66,8 +67,10 @@ class ExtProcFilter : public http::StreamFilter, public grpc::StreamCallbacks {
     http::HeaderMap* trailers = nullptr;  // trailers reached us
     bool trailers_pending = false;        // trailers message sent, reply outstanding
     bool trailers_sent = false;
-    bool done = false;      // no more messages for this direction
-    bool released = false;  // the headers went on past this filter
+    bool duplex_started = false;  // FULL_DUPLEX_STREAMED: a body chunk went to the processor
+    bool duplex_eos = false;      // FULL_DUPLEX_STREAMED: the processor's body ended
+    bool done = false;            // no more messages for this direction
+    bool released = false;        // the headers went on past this filter
   };
 
   Direction& dir(bool request) { return request ? request_ : response_; }
@@ -85,7 +88,16 @@ class ExtProcFilter : public http::StreamFilter, public grpc::StreamCallbacks {
   void resume(Direction& d);
   bool sendBody(Direction& d, std::string body, bool end_stream);
 
-  bool send(envoy::service::ext_proc::v3::ProcessingRequest& request);
+  // `expect_reply` false: no reply is owed for this message (full-duplex body chunks), so no timer.
+  bool send(envoy::service::ext_proc::v3::ProcessingRequest& request, bool expect_reply = true);
+  http::DataStatus onDuplexData(Direction& d, http::Buffer& data, bool end_stream);
+  void onDuplexChunk(Direction& d, const std::string& chunk, bool end_of_stream);
+  // Full duplex: passes held processor output on (and the headers, if still held); false when not yet.
+  bool flushDuplex(Direction& d);
+  void applyDynamicMetadata(const envoy::service::ext_proc::v3::ProcessingResponse& response);
+  const MetadataOptions& metadataOptions() const {
+    return metadata_override_ ? *metadata_override_ : config_->metadata;
+  }
   void armTimer(std::chrono::milliseconds timeout);
   void onTimeout();
   void handleResponse(const envoy::service::ext_proc::v3::ProcessingResponse& response);
@@ -101,9 +113,11 @@ class ExtProcFilter : public http::StreamFilter, public grpc::StreamCallbacks {
   void finishProcessing();  // no more messages in either direction; releases held iteration
   void closeStream();
   void maybeCloseSend();
+  void resumeDuplexReading();  // undoes the FULL_DUPLEX_STREAMED send-queue pause
 
   std::shared_ptr<const ExtProcConfig> config_;
   std::optional<grpc::ServiceConfig> service_override_;
+  std::optional<MetadataOptions> metadata_override_;
   http::DecoderFilterCallbacks* decoder_ = nullptr;
   http::EncoderFilterCallbacks* encoder_ = nullptr;
   grpc::AsyncStreamPtr stream_;
@@ -116,6 +130,7 @@ class ExtProcFilter : public http::StreamFilter, public grpc::StreamCallbacks {
   bool send_failed_ = false;    // the stream could not take a message (no channel to the processor)
   bool local_reply_ = false;    // we answered locally: the reply is not processed
   bool destroyed_ = false;
+  bool duplex_paused_ = false;  // downstream reading paused: too many request bytes queued to the processor
   bool timeout_overridden_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // weak copies guard timer handlers
 };

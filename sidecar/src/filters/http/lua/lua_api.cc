@@ -6,8 +6,10 @@ extern "C" {
 #include <lualib.h>
 }
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -64,6 +66,7 @@ struct Ref {
 struct RunSlot {
   uint64_t run = 0;  // 0 = free
   Direction* d = nullptr;
+  uint32_t gen = 0;  // bumped by every run in this slot; light objects carry it (see below)
 };
 thread_local std::vector<RunSlot> t_slots;
 thread_local std::vector<uint32_t> t_free_slots;
@@ -92,6 +95,56 @@ bool hasMetatable(lua_State* L, int idx, int mt) {
   return same;
 }
 
+// ---- light objects ----
+// The request handle and header maps, objects most scripts touch on every request, are light
+// userdata: a token (kind, run slot, the slot's generation) instead of an allocated object, so a run that
+// only uses them leaves no garbage for the GC. Lua has one metatable for all light userdata, so its
+// __index holds the methods of both kinds (and the request handle's respond()) and every method checks
+// the kind. A token kept past its run
+// fails the generation check as a full object fails the run-id check. Generations are 20 bits per slot
+// and never wrap: a slot whose generation reaches the limit is retired (never reused), so a kept token
+// can never come back to life; a worker may retire all 2^16 light slots (2^36 runs), then runs use full
+// objects.
+// 3 + 16 + 20 bits: below 2^39, so LuaJIT (GC64) stores them without a light-userdata segment of their own.
+enum LightKind : uint64_t {
+  kLightInvalid = 0,
+  kLightRequestHandle,
+  kLightHeaders,
+  kLightTrailers,
+  kLightRequestHeaders,
+};
+constexpr int kLightKindBits = 3;
+constexpr int kLightSlotBits = 16;
+constexpr uint32_t kLightGenMask = (1u << 20) - 1;
+
+// False when the run's slot does not fit a token (more than 65536 runs at once): use a full object.
+bool pushLight(lua_State* L, const Direction& d, LightKind kind) {
+  if (d.slot >= (1u << kLightSlotBits)) return false;
+  const uint64_t token = (uint64_t{t_slots[d.slot].gen} << (kLightKindBits + kLightSlotBits)) |
+                         (uint64_t{d.slot} << kLightKindBits) | kind;
+  lua_pushlightuserdata(L, reinterpret_cast<void*>(token));
+  return true;
+}
+
+// The kind of the light object at `idx` (kLightInvalid when it is not one).
+LightKind lightKind(lua_State* L, int idx) {
+  if (lua_type(L, idx) != LUA_TLIGHTUSERDATA) return kLightInvalid;
+  const auto token = reinterpret_cast<uint64_t>(lua_touserdata(L, idx));
+  const uint64_t kind = token & ((1u << kLightKindBits) - 1);
+  return kind > kLightRequestHeaders ? kLightInvalid : static_cast<LightKind>(kind);
+}
+
+// The direction of the light object at `idx` (its kind already checked), or a Lua error when its run ended.
+Direction& lightDirection(lua_State* L, int idx) {
+  const auto token = reinterpret_cast<uint64_t>(lua_touserdata(L, idx));
+  const auto slot = static_cast<uint32_t>((token >> kLightKindBits) & ((1u << kLightSlotBits) - 1));
+  const auto gen = static_cast<uint32_t>(token >> (kLightKindBits + kLightSlotBits));
+  if (slot >= t_slots.size() || t_slots[slot].run == 0 || t_slots[slot].gen != gen) {
+    luaL_error(L, "object used outside of proper scope");
+  }
+  return *t_slots[slot].d;
+}
+
 Direction& liveDirection(lua_State* L, const Ref* r) {
   if (r->slot >= t_slots.size() || t_slots[r->slot].run != r->run) {
     luaL_error(L, "object used outside of proper scope");
@@ -111,7 +164,9 @@ Direction& resolve(lua_State* L, int idx, int mt, Ref** out = nullptr) {
 }
 
 Direction& resolveHandle(lua_State* L) {
-  auto* r = static_cast<Ref*>(lua_touserdata(L, 1));
+  const LightKind light = lightKind(L, 1);
+  if (light == kLightRequestHandle) return lightDirection(L, 1);
+  auto* r = light == kLightInvalid ? static_cast<Ref*>(lua_touserdata(L, 1)) : nullptr;
   if (r != nullptr && (hasMetatable(L, 1, kRequestHandleMt) || hasMetatable(L, 1, kResponseHandleMt))) {
     return liveDirection(L, r);
   }
@@ -128,18 +183,37 @@ std::string_view checkView(lua_State* L, int idx) {
 // ---- header map ----
 
 http::HeaderMap& headerMap(lua_State* L, Direction** dir = nullptr, bool for_write = false) {
-  Ref* r = nullptr;
-  Direction& d = resolve(L, 1, kHeadersMt, &r);
-  http::HeaderMap* map = r->kind == kTrailers ? d.trailers : d.headers;
-  if (r->kind == kRequestHeaders) {
+  Direction* dp = nullptr;
+  int kind = kHeaders;
+  switch (lightKind(L, 1)) {
+    case kLightHeaders:
+      dp = &lightDirection(L, 1);
+      break;
+    case kLightTrailers:
+      dp = &lightDirection(L, 1);
+      kind = kTrailers;
+      break;
+    case kLightRequestHeaders:
+      dp = &lightDirection(L, 1);
+      kind = kRequestHeaders;
+      break;
+    default: {
+      Ref* r = nullptr;
+      dp = &resolve(L, 1, kHeadersMt, &r);
+      kind = r->kind;
+    }
+  }
+  Direction& d = *dp;
+  http::HeaderMap* map = kind == kTrailers ? d.trailers : d.headers;
+  if (kind == kRequestHeaders) {
     map = d.filter->requestDirection().headers;
     if (for_write) luaL_error(L, "downstream request headers are read-only");
   }
   if (map == nullptr) luaL_error(L, "object used outside of proper scope");
-  if (for_write && r->kind == kHeaders && d.headers_continued) {
+  if (for_write && kind == kHeaders && d.headers_continued) {
     luaL_error(L, "header map can no longer be modified");
   }
-  if (for_write && r->kind == kHeaders && d.request && d.filter->config().clearRouteCache()) {
+  if (for_write && kind == kHeaders && d.request && d.filter->config().clearRouteCache()) {
     d.callbacks().clearRouteCache();
   }
   if (dir != nullptr) *dir = &d;
@@ -338,51 +412,186 @@ int infoDynamicMetadata(lua_State* L) {
   return 1;
 }
 
-// The stream's namespace table, pushed on the stack.
-Direction& dynamicMetadata(lua_State* L) {
-  Direction& d = resolve(L, 1, kDynamicMetadataMt);
-  d.filter->pushDynamicMetadata(L, *d.script);
-  return d;
+// dynamicMetadata() reads and writes StreamInfo::dynamic_metadata, the stream's filter_metadata that
+// ext_authz and ext_proc use too; values convert to and from google.protobuf.Value on every call.
+constexpr int kMaxMetadataDepth = 32;
+
+void pushProtoValue(lua_State* L, const google::protobuf::Value& v);
+
+void pushProtoStruct(lua_State* L, const google::protobuf::Struct& s) {
+  luaL_checkstack(L, 4, "dynamic metadata nested too deeply");
+  lua_createtable(L, 0, s.fields_size());
+  for (const auto& [k, v] : s.fields()) {
+    lua_pushlstring(L, k.data(), k.size());
+    pushProtoValue(L, v);
+    lua_rawset(L, -3);
+  }
+}
+
+void pushProtoValue(lua_State* L, const google::protobuf::Value& v) {
+  switch (v.kind_case()) {
+    case google::protobuf::Value::kStringValue:
+      lua_pushlstring(L, v.string_value().data(), v.string_value().size());
+      return;
+    case google::protobuf::Value::kNumberValue:
+      lua_pushnumber(L, v.number_value());
+      return;
+    case google::protobuf::Value::kBoolValue:
+      lua_pushboolean(L, v.bool_value());
+      return;
+    case google::protobuf::Value::kStructValue:
+      pushProtoStruct(L, v.struct_value());
+      return;
+    case google::protobuf::Value::kListValue: {
+      luaL_checkstack(L, 4, "dynamic metadata nested too deeply");
+      const auto& list = v.list_value().values();
+      lua_createtable(L, list.size(), 0);
+      for (int i = 0; i < list.size(); ++i) {
+        pushProtoValue(L, list[i]);
+        lua_rawseti(L, -2, i + 1);
+      }
+      return;
+    }
+    default:
+      lua_pushnil(L);  // null_value
+  }
+}
+
+// The Lua value at `idx` as a Value: a table with keys 1..n is a ListValue, one with string keys a Struct.
+// Returns an error message (static text) for what metadata cannot hold, else nullptr.
+const char* toProtoValue(lua_State* L, int idx, google::protobuf::Value& out, int depth) {
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+      out.set_null_value(google::protobuf::NULL_VALUE);
+      return nullptr;
+    case LUA_TBOOLEAN:
+      out.set_bool_value(lua_toboolean(L, idx) != 0);
+      return nullptr;
+    case LUA_TNUMBER:
+      out.set_number_value(lua_tonumber(L, idx));
+      return nullptr;
+    case LUA_TSTRING: {
+      size_t len = 0;
+      const char* str = lua_tolstring(L, idx, &len);
+      out.set_string_value(str, len);
+      return nullptr;
+    }
+    case LUA_TTABLE:
+      break;
+    default:
+      return "unsupported dynamic metadata value type";
+  }
+  if (depth >= kMaxMetadataDepth) return "dynamic metadata table nested too deeply (or cyclic)";
+  luaL_checkstack(L, 4, "dynamic metadata nested too deeply");
+  idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+  size_t count = 0, numeric = 0;
+  double max_key = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    ++count;
+    if (lua_type(L, -2) == LUA_TNUMBER) {
+      const double k = lua_tonumber(L, -2);
+      if (!(k >= 1 && k <= 1e9 && k == static_cast<double>(static_cast<int64_t>(k)))) {
+        lua_pop(L, 2);
+        return "dynamic metadata table keys must be strings (or 1..n for a list)";
+      }
+      ++numeric;
+      max_key = std::max(max_key, k);
+    } else if (lua_type(L, -2) != LUA_TSTRING) {
+      lua_pop(L, 2);
+      return "dynamic metadata table keys must be strings (or 1..n for a list)";
+    }
+    lua_pop(L, 1);
+  }
+  if (count > 0 && numeric == count && max_key == static_cast<double>(count)) {
+    auto* list = out.mutable_list_value();
+    for (size_t i = 1; i <= count; ++i) {
+      lua_rawgeti(L, idx, static_cast<int>(i));
+      const char* err = toProtoValue(L, -1, *list->add_values(), depth + 1);
+      lua_pop(L, 1);
+      if (err != nullptr) return err;
+    }
+    return nullptr;
+  }
+  if (numeric > 0) return "dynamic metadata table keys must be strings (or 1..n for a list)";
+  auto* fields = out.mutable_struct_value()->mutable_fields();
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    size_t len = 0;
+    const char* key = lua_tolstring(L, -2, &len);  // a string already: no key conversion under lua_next
+    const char* err = toProtoValue(L, -1, (*fields)[std::string(key, len)], depth + 1);
+    lua_pop(L, 1);
+    if (err != nullptr) {
+      lua_pop(L, 1);
+      return err;
+    }
+  }
+  return nullptr;
+}
+
+http::StreamInfo& metadataInfo(lua_State* L) {
+  return resolve(L, 1, kDynamicMetadataMt).callbacks().streamInfo();
 }
 
 int dynamicMetadataGet(lua_State* L) {
-  luaL_checkstring(L, 2);
-  dynamicMetadata(L);
-  lua_pushvalue(L, 2);
-  lua_rawget(L, -2);
+  size_t len = 0;
+  const char* ns = luaL_checklstring(L, 2, &len);
+  const auto& md = metadataInfo(L).dynamic_metadata;
+  if (!md) {
+    lua_pushnil(L);
+    return 1;
+  }
+  auto it = md->filter_metadata().find(std::string(ns, len));
+  if (it == md->filter_metadata().end()) {
+    lua_pushnil(L);
+  } else {
+    pushProtoStruct(L, it->second);
+  }
   return 1;
 }
 
-// set(filter_name, key, value): value may be a table, number, boolean, string or nil.
+// set(filter_name, key, value): value may be a table, number, boolean, string or nil (removes the key).
 int dynamicMetadataSet(lua_State* L) {
-  luaL_checkstring(L, 2);
-  luaL_checkstring(L, 3);
-  const int type = lua_type(L, 4);
-  if (type != LUA_TNIL && type != LUA_TNONE && type != LUA_TTABLE && type != LUA_TNUMBER &&
-      type != LUA_TBOOLEAN && type != LUA_TSTRING) {
-    return luaL_error(L, "unsupported dynamic metadata value type: %s", lua_typename(L, type));
+  size_t ns_len = 0, key_len = 0;
+  const char* ns = luaL_checklstring(L, 2, &ns_len);
+  const char* key = luaL_checklstring(L, 3, &key_len);
+  http::StreamInfo& info = metadataInfo(L);
+  const char* err = nullptr;
+  {
+    // Built apart so that a conversion error leaves the metadata as it was (and runs no destructor
+    // across luaL_error).
+    google::protobuf::Value value;
+    if (lua_isnoneornil(L, 4)) {
+      if (info.dynamic_metadata) {
+        auto* fm = info.dynamic_metadata->mutable_filter_metadata();
+        if (auto it = fm->find(std::string(ns, ns_len)); it != fm->end()) {
+          it->second.mutable_fields()->erase(std::string(key, key_len));
+        }
+      }
+    } else if ((err = toProtoValue(L, 4, value, 0)) == nullptr) {
+      if (!info.dynamic_metadata) {
+        info.dynamic_metadata = std::make_shared<envoy::config::core::v3::Metadata>();
+      }
+      auto& target = (*info.dynamic_metadata->mutable_filter_metadata())[std::string(ns, ns_len)];
+      (*target.mutable_fields())[std::string(key, key_len)] = std::move(value);
+    }
   }
-  dynamicMetadata(L);
-  const int root = lua_gettop(L);
-  lua_pushvalue(L, 2);
-  lua_rawget(L, root);
-  if (!lua_istable(L, -1)) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, 2);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, root);
-  }
-  lua_pushvalue(L, 3);
-  lua_pushvalue(L, 4);
-  lua_rawset(L, -3);
+  if (err != nullptr) return luaL_error(L, "%s", err);
   return 0;
 }
 
+// pairs(dynamicMetadata()): namespace name -> its fields as a table (a snapshot).
 int dynamicMetadataPairs(lua_State* L) {
-  dynamicMetadata(L);
+  const auto& md = metadataInfo(L).dynamic_metadata;
   lua_getglobal(L, "next");
-  lua_insert(L, -2);
+  lua_newtable(L);
+  if (md) {
+    for (const auto& [ns, fields] : md->filter_metadata()) {
+      lua_pushlstring(L, ns.data(), ns.size());
+      pushProtoStruct(L, fields);
+      lua_rawset(L, -3);
+    }
+  }
   return 2;
 }
 
@@ -485,7 +694,7 @@ int metadataPairs(lua_State* L) {
 
 int handleHeaders(lua_State* L) {
   Direction& d = resolveHandle(L);
-  pushRef(L, kHeadersMt, d, kHeaders);
+  if (!pushLight(L, d, kLightHeaders)) pushRef(L, kHeadersMt, d, kHeaders);
   return 1;
 }
 
@@ -704,7 +913,7 @@ int handleDownstreamRequestHeaders(lua_State* L) {
   Direction& d = resolveHandle(L);
   // A read-only view of the stream's request headers, valid for this (response) run.
   if (d.filter->requestDirection().headers == nullptr) return lua_pushnil(L), 1;
-  pushRef(L, kHeadersMt, d, kRequestHeaders);
+  if (!pushLight(L, d, kLightRequestHeaders)) pushRef(L, kHeadersMt, d, kRequestHeaders);
   return 1;
 }
 
@@ -791,6 +1000,21 @@ void installApi(lua_State* L, const void* metatables[kApiMetatableCount]) {
       {nullptr, nullptr},
   };
   newMetatable(L, kHeadersMt, headers, headersPairs);
+  // The light-userdata metatable (see pushLight): the request handle's methods and the header map's (a
+  // method called on the other kind raises a type error).
+  lua_newtable(L);
+  lua_newtable(L);
+  luaL_register(L, nullptr, common);
+  luaL_register(L, nullptr, headers);
+  lua_pushcfunction(L, handleRespond);
+  lua_setfield(L, -2, "respond");
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, headersPairs);
+  lua_setfield(L, -2, "__pairs");
+  lua_pushlightuserdata(L, nullptr);
+  lua_insert(L, -2);
+  lua_setmetatable(L, -2);
+  lua_pop(L, 1);
   const luaL_Reg buffer[] = {
       {"length", bufferLength},
       {"getBytes", bufferGetBytes},
@@ -839,16 +1063,34 @@ void beginRun(Direction& d) {
     d.slot = t_free_slots.back();
     t_free_slots.pop_back();
   }
-  t_slots[d.slot] = RunSlot{d.run, &d};
+  RunSlot& s = t_slots[d.slot];
+  s.run = d.run;
+  s.d = &d;
+  // Light slots below the limit (endRun retires them at it); slots past 2^16 make no tokens and may wrap.
+  s.gen = (s.gen + 1) & kLightGenMask;
+  if (s.gen == 0) s.gen = 1;
 }
 
 void endRun(Direction& d) {
   if (d.slot >= t_slots.size() || t_slots[d.slot].run != d.run) return;
-  t_slots[d.slot] = RunSlot{};
+  t_slots[d.slot].run = 0;  // the generation stays: the next run in this slot moves it on
+  t_slots[d.slot].d = nullptr;
+  // A light slot whose generation would wrap is retired: a token kept from an old run must stay dead.
+  if (d.slot < (1u << kLightSlotBits) && t_slots[d.slot].gen >= kLightGenMask) return;
   t_free_slots.push_back(d.slot);
 }
 
+void setLightGenerationsForTest(uint32_t gen) {
+  for (RunSlot& s : t_slots) s.gen = gen & kLightGenMask;
+}
+uint32_t lightGenerationLimitForTest() {
+  return kLightGenMask;
+}
+
 void pushHandle(lua_State* L, const Direction& d) {
+  // Only the request handle is light: the response handle must lack respond() (a nil-method error, as in
+  // Envoy), and all light userdata share one method table.
+  if (d.request && pushLight(L, d, kLightRequestHandle)) return;
   pushRef(L, d.request ? kRequestHandleMt : kResponseHandleMt, d, kOther);
 }
 void pushBody(lua_State* L, const Direction& d) {
@@ -858,6 +1100,7 @@ void pushChunk(lua_State* L, const Direction& d) {
   pushRef(L, kBufferMt, d, kChunk, d.chunk_seq);
 }
 void pushTrailers(lua_State* L, const Direction& d) {
+  if (pushLight(L, d, kLightTrailers)) return;
   pushRef(L, kHeadersMt, d, kTrailers);
 }
 

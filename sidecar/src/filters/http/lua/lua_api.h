@@ -29,6 +29,10 @@ const void* const* setActiveMetatables(const void* const* metatables);
 // Sets d.run / d.slot; endRun() invalidates every object of that run.
 void beginRun(Direction& d);
 void endRun(Direction& d);
+// Test hooks: set every run slot's light-token generation of this thread (simulating a long-lived
+// worker), and the generation at which a slot is retired.
+void setLightGenerationsForTest(uint32_t gen);
+uint32_t lightGenerationLimitForTest();
 
 void pushHandle(lua_State* L, const Direction& d);
 void pushBody(lua_State* L, const Direction& d);

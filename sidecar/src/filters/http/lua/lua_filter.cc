@@ -204,6 +204,50 @@ http::Buffer* Direction::bodyBuffer() {
 
 // ---- LuaFilter ----
 
+namespace {
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kRecycleFilters = false;  // let ASan see every filter's lifetime
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kRecycleFilters = false;
+#else
+constexpr bool kRecycleFilters = true;
+#endif
+#else
+constexpr bool kRecycleFilters = true;
+#endif
+
+// Freed LuaFilter blocks of this thread (streams end on the thread that made them, so this normally
+// recycles; a block freed elsewhere just lands in that thread's list). Bounded: a burst of streams is
+// given back to malloc.
+struct FilterFreeList {
+  static constexpr size_t kMax = 128;
+  void* blocks[kMax];
+  size_t count = 0;
+  bool closed = false;  // thread exit: later frees (static teardown) go straight to malloc
+  ~FilterFreeList() {
+    closed = true;
+    while (count > 0) ::operator delete(blocks[--count]);
+  }
+};
+thread_local FilterFreeList t_free_filters;
+}  // namespace
+
+void* LuaFilter::operator new(size_t size) {
+  FilterFreeList& list = t_free_filters;
+  if (kRecycleFilters && size == sizeof(LuaFilter) && list.count > 0) return list.blocks[--list.count];
+  return ::operator new(size);
+}
+
+void LuaFilter::operator delete(void* p, size_t size) {
+  FilterFreeList& list = t_free_filters;
+  if (kRecycleFilters && size == sizeof(LuaFilter) && list.count < FilterFreeList::kMax && !list.closed) {
+    list.blocks[list.count++] = p;
+    return;
+  }
+  ::operator delete(p);
+}
+
 LuaFilter::LuaFilter(std::shared_ptr<const LuaConfig> config) : config_(std::move(config)) {
   request_.filter = this;
   request_.request = true;
@@ -219,33 +263,14 @@ void LuaFilter::onDestroy() {
   destroyed_ = true;
   finish(request_);
   finish(response_);
-  if (metadata_state_ != nullptr) {
-    luaL_unref(metadata_state_->lua(), LUA_REGISTRYINDEX, metadata_ref_);
-    metadata_state_ = nullptr;
-  }
-}
-
-void LuaFilter::pushDynamicMetadata(lua_State* L, ScriptState& script) {
-  if (metadata_state_ != nullptr && metadata_state_ != &script) {
-    // Another interpreter cannot see this one's table (one script serves both directions of a stream).
-    lua_newtable(L);
-    return;
-  }
-  if (metadata_state_ == nullptr) {
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    metadata_ref_ = luaL_ref(L, LUA_REGISTRYINDEX);
-    metadata_state_ = &script;
-    return;
-  }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, metadata_ref_);
 }
 
 // The default script, or the route's LuaPerRoute choice (disabled / another named / inline script).
 void LuaFilter::selectScripts() {
   if (scripts_selected_) return;
   scripts_selected_ = true;
-  ScriptState* script = config_->script("");
+  static const std::string kDefault;
+  ScriptState* script = config_->script(kDefault);
   if (decoder_ != nullptr) {
     if (auto choice = perRouteChoice(decoder_->route(), config_->filterName())) {
       switch (choice->kind) {

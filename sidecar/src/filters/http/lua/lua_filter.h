@@ -183,6 +183,9 @@ class LuaFilter : public http::StreamFilter {
  public:
   explicit LuaFilter(std::shared_ptr<const LuaConfig> config);
   ~LuaFilter() override;
+  // One filter per stream: recycled through a small per-thread free list instead of malloc/free.
+  static void* operator new(size_t size);
+  static void operator delete(void* p, size_t size);
 
   void setDecoderFilterCallbacks(http::DecoderFilterCallbacks& callbacks) override { decoder_ = &callbacks; }
   void setEncoderFilterCallbacks(http::EncoderFilterCallbacks& callbacks) override { encoder_ = &callbacks; }
@@ -198,9 +201,6 @@ class LuaFilter : public http::StreamFilter {
   http::EncoderFilterCallbacks* encoder() const { return encoder_; }
   const LuaConfig& config() const { return *config_; }
   const Direction& requestDirection() const { return request_; }
-
-  // streamInfo():dynamicMetadata(): one table of namespaces per stream, shared by both directions.
-  void pushDynamicMetadata(lua_State* L, ScriptState& script);
 
   enum class CallStart { kStarted, kAsync, kUnknownCluster, kNoHost };
   // httpCall(): kStarted means the coroutine must yield until the answer resumes it.
@@ -225,8 +225,6 @@ class LuaFilter : public http::StreamFilter {
   http::DecoderFilterCallbacks* decoder_ = nullptr;
   http::EncoderFilterCallbacks* encoder_ = nullptr;
   bool scripts_selected_ = false;
-  ScriptState* metadata_state_ = nullptr;
-  int metadata_ref_ = -2;  // LUA_NOREF
   bool destroyed_ = false;
   bool failed_closed_ = false;  // a fail-closed error answered the stream: no more script runs
   Direction request_;

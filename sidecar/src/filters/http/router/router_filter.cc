@@ -9,6 +9,7 @@
 #include "skiff/common/logging.h"
 #include "skiff/common/random.h"
 #include "skiff/upstream/conn_pool.h"
+#include "skiff/upstream/transport_socket.h"
 
 namespace skiff::router {
 
@@ -231,7 +232,7 @@ http::DataStatus RouterFilter::decodeData(http::Buffer& data, bool end_stream) {
   }
   if (shadow_headers_) {
     if (shadow_body_.size() + data.size() > callbacks_->bufferLimit()) {
-      cluster_info_->stats.retry_or_shadow_abandoned.inc();
+      cluster_info_->trafficStats().retry_or_shadow_abandoned.inc();
       shadow_headers_.reset();
       shadow_body_.clear();
     } else {
@@ -288,7 +289,7 @@ void RouterFilter::startAttempt() {
   }
   const upstream::ClusterInfo& cluster = *cluster_info_;
   if (!cluster.resources.tryAcquireRequest()) {
-    cluster.stats.upstream_rq_pending_overflow.inc();
+    cluster.trafficStats().upstream_rq_pending_overflow.inc();
     sendUpstreamFailure(503, http::ResponseFlag::kUpstreamOverflow, resetBody("overflow"),
                         "upstream_reset_before_response_started{overflow}");
     return;
@@ -302,24 +303,30 @@ void RouterFilter::startAttempt() {
   }
   upstream::HostSharedPtr host = cluster_->chooseHost(lb);
   if (!host) {
-    cluster.stats.upstream_cx_none_healthy.inc();
+    cluster.trafficStats().upstream_cx_none_healthy.inc();
     sendUpstreamFailure(503, http::ResponseFlag::kNoHealthyUpstream, "no healthy upstream",
                         "no_healthy_upstream");
     return;
+  }
+  upstream::UpstreamSource source = upstream::upstreamSourceFor(cluster, info.connection.get());
+  if (cluster.transport && cluster.transport->autoSni()) {  // from the host as the client sent it
+    // override_auto_sni_header when present and non-empty, else :authority (as Envoy).
+    std::string_view sni_from = request_headers_->getOr(cluster.transport->autoSniHeader());
+    if (sni_from.empty()) sni_from = request_headers_->getOr(http::headers::kAuthority);
+    source.sni = cluster.transport->requestSni(sni_from);
   }
   if (route_->auto_host_rewrite && !host->hostname.empty()) {
     request_headers_->set(http::headers::kAuthority, host->hostname);
   }
   info.upstream_host = host->address;
-  cluster.stats.upstream_rq_total.inc();
-  cluster.stats.upstream_rq_active.inc();
+  cluster.trafficStats().upstream_rq_total.inc();
+  cluster.trafficStats().upstream_rq_active.inc();
   host->stats.rq_total.fetch_add(1, std::memory_order_relaxed);
   host->stats.rq_active.fetch_add(1, std::memory_order_relaxed);
 
   const bool head = request_headers_->getOr(http::headers::kMethod) == "HEAD";
   upstream_ = makeUpstream(*this, callbacks_->dispatcher(), callbacks_->connPools(), cluster_info_, host,
-                           head, callbacks_->bufferLimit(),
-                           upstream::upstreamSourceFor(cluster, info.connection.get()), info.protocol);
+                           head, callbacks_->bufferLimit(), std::move(source), info.protocol);
   auto attempt = upstream_;  // start() may fail synchronously and replace upstream_
   const bool replay = attempt_ > 1;
   attempt->start(*request_headers_, replay ? &retained_body_ : nullptr,
@@ -345,20 +352,20 @@ void RouterFilter::onUpstreamHeaders(std::unique_ptr<http::HeaderMap> headers, b
       retry_policy_.retry_on != 0 &&
       (retry_policy_.shouldRetryStatus(code) || (end_stream && grpcRetriable(retry_policy_, *headers)));
   if (retriable_status && retries_left_ > 0 && request_complete_ && retry_body_complete_) {
-    cluster.stats.recordResponse(code, /*is_retry_attempt_result=*/true);
+    cluster.trafficStats().recordResponse(code, /*is_retry_attempt_result=*/true);
     finishAttemptStats(false);
     if (tryRetry(RetryTrigger::kStatus, code)) return;
-    cluster.stats.recordResponse(code, false);
+    cluster.trafficStats().recordResponse(code, false);
   } else {
     if (retriable_status && attempt_ > 1) {
-      cluster.stats.upstream_rq_retry_limit_exceeded.inc();
+      cluster.trafficStats().upstream_rq_retry_limit_exceeded.inc();
       info.setFlag(http::ResponseFlag::kUpstreamRetryLimitExceeded);
     }
-    cluster.stats.recordResponse(code, false);
-    if (attempt_ > 1 && !retriable_status) cluster.stats.upstream_rq_retry_success.inc();
+    cluster.trafficStats().recordResponse(code, false);
+    if (attempt_ > 1 && !retriable_status) cluster.trafficStats().upstream_rq_retry_success.inc();
   }
   const auto started = upstream_ ? upstream_->startTime() : std::chrono::steady_clock::now();
-  cluster.stats.recordResponseTime(msSince(started));
+  cluster.trafficStats().recordResponseTime(msSince(started));
   per_try_timer_.reset();
   info.first_upstream_rx = info.elapsed();
   if (!config_.suppress_envoy_headers) {
@@ -417,7 +424,7 @@ void RouterFilter::onUpstreamReset(ResetReason reason, std::string_view details,
   const upstream::ClusterInfo& cluster = *cluster_info_;
   http::StreamInfo& info = callbacks_->streamInfo();
   if (downstream_response_started_) {
-    cluster.stats.upstream_rq_rx_reset.inc();
+    cluster.trafficStats().upstream_rq_rx_reset.inc();
     config_.rq_reset_after_downstream_response_started.inc();
     info.setFlag(http::ResponseFlag::kUpstreamConnectionTermination);
     upstream_.reset();
@@ -461,7 +468,7 @@ void RouterFilter::onUpstreamReset(ResetReason reason, std::string_view details,
                           "upstream_reset_before_response_started{remote_refused_stream_reset}");
       break;
     case ResetReason::kConnectionTermination:
-      cluster.stats.upstream_rq_rx_reset.inc();
+      cluster.trafficStats().upstream_rq_rx_reset.inc();
       sendUpstreamFailure(503, http::ResponseFlag::kUpstreamConnectionTermination,
                           resetBody("connection termination"),
                           "upstream_reset_before_response_started{connection_termination}");
@@ -509,13 +516,13 @@ bool RouterFilter::tryRetry(RetryTrigger trigger, uint32_t status) {
     holds_retry_resource_ = false;
   }
   if (!cluster.resources.tryAcquireRetry()) {
-    cluster.stats.upstream_rq_retry_overflow.inc();
+    cluster.trafficStats().upstream_rq_retry_overflow.inc();
     return false;
   }
   holds_retry_resource_ = true;
   --retries_left_;
-  cluster.stats.upstream_rq_retry.inc();
-  cluster.stats.upstream_rq_retry_backoff_exponential.inc();
+  cluster.trafficStats().upstream_rq_retry.inc();
+  cluster.trafficStats().upstream_rq_retry_backoff_exponential.inc();
   if (upstream_) {
     previous_host_ = upstream_->host();
     upstream_->cancel();
@@ -543,7 +550,7 @@ bool RouterFilter::tryRetry(RetryTrigger trigger, uint32_t status) {
 
 void RouterFilter::onGlobalTimeout() {
   const upstream::ClusterInfo& cluster = *cluster_info_;
-  cluster.stats.upstream_rq_timeout.inc();
+  cluster.trafficStats().upstream_rq_timeout.inc();
   if (upstream_) upstream_->host()->stats.rq_timeout.fetch_add(1, std::memory_order_relaxed);
   finishAttemptStats(false);
   if (upstream_) {
@@ -563,7 +570,7 @@ void RouterFilter::onGlobalTimeout() {
 
 void RouterFilter::onPerTryTimeout() {
   const upstream::ClusterInfo& cluster = *cluster_info_;
-  cluster.stats.upstream_rq_per_try_timeout.inc();
+  cluster.trafficStats().upstream_rq_per_try_timeout.inc();
   if (upstream_) upstream_->host()->stats.rq_timeout.fetch_add(1, std::memory_order_relaxed);
   finishAttemptStats(false);
   per_try_timer_.reset();
@@ -594,7 +601,7 @@ void RouterFilter::finishAttemptStats(bool success) {
   holds_request_resource_ = false;
   const upstream::ClusterInfo& cluster = *cluster_info_;
   cluster.resources.releaseRequest();
-  cluster.stats.upstream_rq_active.dec();
+  cluster.trafficStats().upstream_rq_active.dec();
   if (upstream_) {
     const auto& host = upstream_->host();
     host->stats.rq_active.fetch_sub(1, std::memory_order_relaxed);

@@ -36,7 +36,7 @@ bool ShadowRequest::send(http::DecoderFilterCallbacks& callbacks, const std::str
   shadow->self_ = shadow;
   shadow->request_ = std::make_shared<UpstreamRequest>(*shadow, callbacks.dispatcher(), pool, host, head,
                                                        callbacks.bufferLimit());
-  cluster->info().stats.upstream_rq_total.inc();
+  cluster->info().trafficStats().upstream_rq_total.inc();
   shadow->request_->start(headers, &body, true);
   return true;
 }

@@ -117,7 +117,7 @@ void UpstreamRequest::flushWrites() {
   write_in_flight_ = true;
   writing_.swap(out_);
   out_.clear();
-  conn_->cluster->stats.upstream_cx_tx_bytes_total.inc(writing_.size());
+  conn_->cluster->trafficStats().upstream_cx_tx_bytes_total.inc(writing_.size());
   auto self = shared_from_this();
   conn_->transport.asyncWrite(asio::buffer(writing_), [self](std::error_code ec, size_t) {
     self->write_in_flight_ = false;
@@ -173,7 +173,7 @@ void UpstreamRequest::onRead(std::error_code ec, size_t n) {
          ec == asio::error::eof ? "upstream closed connection" : "upstream connection reset");
     return;
   }
-  conn_->cluster->stats.upstream_cx_rx_bytes_total.inc(n);
+  conn_->cluster->trafficStats().upstream_cx_rx_bytes_total.inc(n);
   if (processResponse()) doRead();
 }
 
@@ -270,9 +270,11 @@ void UpstreamRequest::fail(ResetReason reason, std::string_view details) {
   const bool no_response_on_reused =
       reused_ && !response_started_ && reason == ResetReason::kConnectionTermination;
   if (reason == ResetReason::kConnectionTermination && conn_) {
-    conn_->cluster->stats.upstream_cx_destroy_remote_with_active_rq.inc();
+    conn_->cluster->trafficStats().upstream_cx_destroy_remote_with_active_rq.inc();
   }
-  if (reason == ResetReason::kProtocolError && conn_) conn_->cluster->stats.upstream_cx_protocol_error.inc();
+  if (reason == ResetReason::kProtocolError && conn_) {
+    conn_->cluster->trafficStats().upstream_cx_protocol_error.inc();
+  }
   closeConnection();
   if (auto* owner = owner_) {
     owner_ = nullptr;
@@ -295,7 +297,9 @@ void UpstreamRequest::cancel() {
   }
   if (!finished_) {
     finished_ = true;
-    if (conn_ && !response_complete_) conn_->cluster->stats.upstream_cx_destroy_local_with_active_rq.inc();
+    if (conn_ && !response_complete_) {
+      conn_->cluster->trafficStats().upstream_cx_destroy_local_with_active_rq.inc();
+    }
     closeConnection();
   }
 }
