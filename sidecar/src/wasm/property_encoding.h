@@ -1,11 +1,13 @@
 #pragma once
-// How proxy_get_property encodes values the HTTP and network filters both expose.
+// Property plumbing the HTTP and network Wasm filters share: value encodings and proxy_set_property storage.
 
 #include <cstdint>
 #include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace skiff::wasm {
 
@@ -27,5 +29,37 @@ inline std::optional<int64_t> portOf(std::string_view address) {
   }
   return port;
 }
+
+// Values a plugin stored with proxy_set_property, read back before the built-in ones. Paths are kept as the
+// guest sent them (segments joined by NUL); a stream rarely sets more than a few, so a vector is enough.
+class SetProperties {
+ public:
+  bool set(std::string_view path, std::string_view value) {
+    if (path.empty()) return false;
+    for (auto& [k, v] : values_) {
+      if (k == path) {
+        v.assign(value);
+        return true;
+      }
+    }
+    values_.emplace_back(path, value);
+    return true;
+  }
+  const std::string* find(const std::vector<std::string_view>& path) const {
+    if (values_.empty()) return nullptr;
+    std::string joined;
+    for (size_t i = 0; i < path.size(); ++i) {
+      if (i) joined.push_back('\0');
+      joined.append(path[i]);
+    }
+    for (const auto& [k, v] : values_) {
+      if (k == joined) return &v;
+    }
+    return nullptr;
+  }
+
+ private:
+  std::vector<std::pair<std::string, std::string>> values_;
+};
 
 }  // namespace skiff::wasm

@@ -447,28 +447,11 @@ WasmResult WasmFilter::closeStream(StreamType type) {
 }
 
 WasmResult WasmFilter::setProperty(std::string_view path, std::string_view value) {
-  if (path.empty()) return WasmResult::kBadArgument;
-  for (auto& [k, v] : set_properties_) {
-    if (k == path) {
-      v.assign(value);
-      return WasmResult::kOk;
-    }
-  }
-  set_properties_.emplace_back(path, value);
-  return WasmResult::kOk;
+  return set_properties_.set(path, value) ? WasmResult::kOk : WasmResult::kBadArgument;
 }
 
 std::optional<std::string> WasmFilter::property(const std::vector<std::string_view>& path) {
-  if (!set_properties_.empty()) {
-    std::string joined;
-    for (size_t i = 0; i < path.size(); ++i) {
-      if (i) joined.push_back('\0');
-      joined.append(path[i]);
-    }
-    for (const auto& [k, v] : set_properties_) {
-      if (k == joined) return v;
-    }
-  }
+  if (const std::string* set = set_properties_.find(path)) return *set;
   if (path.size() < 2 && !(path.size() == 1 && path[0] == "connection_id")) return std::nullopt;
   http::StreamInfo& info = callbacks().streamInfo();
   const std::string_view top = path[0];

@@ -16,6 +16,7 @@
 #include "skiff/http/filter.h"
 #include "skiff/stats/stats.h"
 #include "wasm/plugin.h"
+#include "wasm/property_encoding.h"
 
 namespace skiff::filters::wasm {
 
@@ -144,7 +145,7 @@ class WasmFilter : public http::StreamFilter, public skiff::wasm::StreamContext 
   bool continue_request_ = false, continue_response_ = false, close_ = false;
   bool deferred_continue_request_ = false, deferred_continue_response_ = false;  // asked in a root callback
   std::optional<LocalReply> reply_;
-  std::vector<std::pair<std::string, std::string>> set_properties_;  // proxy_set_property, per stream
+  skiff::wasm::SetProperties set_properties_;  // proxy_set_property, per stream
 };
 
 }  // namespace skiff::filters::wasm

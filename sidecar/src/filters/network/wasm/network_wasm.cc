@@ -259,29 +259,12 @@ WasmResult NetworkWasmFilter::closeStream(StreamType type) {
 }
 
 WasmResult NetworkWasmFilter::setProperty(std::string_view path, std::string_view value) {
-  if (path.empty()) return WasmResult::kBadArgument;
-  for (auto& [k, v] : set_properties_) {
-    if (k == path) {
-      v.assign(value);
-      return WasmResult::kOk;
-    }
-  }
-  set_properties_.emplace_back(path, value);
-  return WasmResult::kOk;
+  return set_properties_.set(path, value) ? WasmResult::kOk : WasmResult::kBadArgument;
 }
 
 std::optional<std::string> NetworkWasmFilter::property(const std::vector<std::string_view>& path) {
   if (path.empty() || callbacks_ == nullptr) return std::nullopt;
-  if (!set_properties_.empty()) {
-    std::string joined;
-    for (size_t i = 0; i < path.size(); ++i) {
-      if (i) joined.push_back('\0');
-      joined.append(path[i]);
-    }
-    for (const auto& [k, v] : set_properties_) {
-      if (k == joined) return v;
-    }
-  }
+  if (const std::string* set = set_properties_.find(path)) return *set;
   const http::StreamInfo& info = callbacks_->streamInfo();
   const std::string_view top = path[0];
   if (top == "connection_id" && path.size() == 1) return int64Bytes(static_cast<int64_t>(info.connection_id));

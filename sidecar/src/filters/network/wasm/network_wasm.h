@@ -15,6 +15,7 @@
 
 #include "filters/network/network_filter.h"
 #include "wasm/plugin.h"
+#include "wasm/property_encoding.h"
 
 namespace skiff::filters::network::wasm {
 
@@ -77,7 +78,7 @@ class NetworkWasmFilter : public Filter, public skiff::wasm::StreamContext {
   bool closed_ = false;
   std::string* downstream_data_ = nullptr;  // only during the data callbacks
   std::string* upstream_data_ = nullptr;
-  std::vector<std::pair<std::string, std::string>> set_properties_;
+  skiff::wasm::SetProperties set_properties_;
 };
 
 // Registers the filter (called with the HTTP filters at start-up).
