@@ -9,6 +9,7 @@ import pytest
 
 from helpers import bootstrap, http_listener, static_cluster
 from http2_helpers import GrpcEchoServer, build_bin, h2_cluster_options
+from tls_helpers import CERTS_BIN, Pki, downstream_tls, with_transport_socket
 
 SERVER = build_bin("skiff-grpc-test-server")
 CLIENT = build_bin("skiff-grpc-test-client")
@@ -103,3 +104,31 @@ def test_retry_on_unavailable(echo, skiff_factory):
     result = call(skiff.listener_port("grpcretry"), "--fail-first", "2", "--message", "retry-me")
     assert result["code"] == 0, result
     assert skiff.stats()["cluster.echo.upstream_rq_retry"] == 2
+
+
+def test_unary_and_streaming_over_tls_with_alpn(echo, skiff_factory, tmp_path):
+    """gRPC over TLS: the client offers ALPN h2, skiff terminates TLS (AUTO codec picks h2 from ALPN) and
+    forwards over h2c; status, metadata and trailers arrive intact."""
+    if not CERTS_BIN.exists():
+        pytest.skip(f"skiff-certs not built: {CERTS_BIN}")
+    pki = Pki(tmp_path / "pki")
+    server = pki.workload("server", "shop", "cart", "--dns", "localhost")
+    routes = [{"match": {"prefix": "/"}, "route": {"cluster": "echo", "timeout": "0s"}}]
+    listener = with_transport_socket(http_listener("grpc-tls", routes),
+                                     downstream_tls(server, alpn=("h2", "http/1.1")))
+    cluster = static_cluster("echo", echo.port, extra=h2_cluster_options("explicit"))
+    skiff = skiff_factory(bootstrap([listener], [cluster]))
+    port = skiff.listener_port("grpc-tls")
+    tls = ("--ca", pki.root, "--server-name", "localhost")
+    unary = call(port, "--message", "m1", *tls)
+    assert unary["code"] == 0 and unary["replies"] == ["m1"], unary
+    assert unary["initial"] == "i" and unary["trailer"] == "t-m1"
+    stream = call(port, "--rpc", "stream", "--count", "5", "--message", "s", *tls)
+    assert stream["code"] == 0 and len(stream["replies"]) == 5, stream
+    failed = call(port, "--status", "7", *tls)
+    assert failed["code"] == 7, failed
+    handshakes = [v for k, v in skiff.stats().items() if k.startswith("listener.") and k.endswith(".ssl.handshake")]
+    assert handshakes and sum(handshakes) >= 3, handshakes
+    # Plaintext to the TLS port gets nothing.
+    plain = call(port, "--message", "plain", "--deadline-ms", "2000")
+    assert plain["code"] != 0 and plain["replies"] == [], plain

@@ -1,9 +1,12 @@
 // skiff-grpc-test-client: one Echo call, result as one JSON line on stdout.
 //   skiff-grpc-test-client --target HOST:PORT [--rpc unary|stream] [--message M] [--count N] [--status S]
 //                          [--deadline-ms D] [--sleep-ms X] [--fail-first F] [--pad-bytes B] [--calls K]
+//                          [--ca ROOT.pem [--server-name NAME]]
 // Output:
 // {"code":..,"message":"..","replies":[..],"deadlines":[..],"trailer":"..","initial":"..","ok_calls":..}
 #include <grpcpp/grpcpp.h>
+#include <fstream>
+#include <sstream>
 
 #include <chrono>
 #include <cstdlib>
@@ -35,6 +38,7 @@ std::string metadata(const std::multimap<grpc::string_ref, grpc::string_ref>& md
 
 int main(int argc, char** argv) {
   std::string target, rpc = "unary", message = "hi";
+  std::string ca_file, server_name;
   int count = 3, status = 0, deadline_ms = 0, sleep_ms = 0, fail_first = 0, pad = 0, calls = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
@@ -58,8 +62,24 @@ int main(int argc, char** argv) {
       pad = std::atoi(v.c_str());
     else if (k == "--calls")
       calls = std::atoi(v.c_str());
+    else if (k == "--ca")
+      ca_file = v;
+    else if (k == "--server-name")
+      server_name = v;
   }
-  auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+  // --ca: TLS (gRPC offers ALPN h2) trusting that root; --server-name: the name the certificate must carry.
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  grpc::ChannelArguments args;
+  if (!ca_file.empty()) {
+    std::ifstream in(ca_file);
+    std::stringstream pem;
+    pem << in.rdbuf();
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = pem.str();
+    credentials = grpc::SslCredentials(ssl);
+    if (!server_name.empty()) args.SetSslTargetNameOverride(server_name);
+  }
+  auto channel = grpc::CreateCustomChannel(target, credentials, args);
   auto stub = skiff::test::Echo::NewStub(channel);
   skiff::test::EchoRequest rq;
   rq.set_message(message);
