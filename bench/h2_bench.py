@@ -17,65 +17,15 @@ every process started here is stopped on exit.
 
 import argparse
 import json
-import os
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = ROOT / "build" / "bin"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc, deadline_s=10):
-    end = time.time() + deadline_s
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"port {port} not listening")
-
-
-def cpu_seconds(pid):
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError):
-        return 0.0
-
-
-class Procs:
-    def __init__(self):
-        self.procs = []
-
-    def start(self, cmd, **kw):
-        p = subprocess.Popen(cmd, start_new_session=True, **kw)
-        self.procs.append(p)
-        return p
-
-    def stop_all(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import BIN, Procs, cpu_seconds, free_port, run_h2load, wait_port, write_report  # noqa: E402
 
 
 def skiff_config(port, admin, backend_port, h2_upstream):
@@ -121,11 +71,7 @@ backend be
 
 
 def h2load(port, duration, clients, streams, path="/index.html"):
-    out = subprocess.run(["h2load", "-D", str(duration), "-c", str(clients), "-m", str(streams), "-t", "1",
-                          f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True).stdout
-    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
-    done = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded", out)
-    return (float(m.group(1)) if m else 0.0), (int(done.group(3)) if done else 0), out
+    return run_h2load(f"http://127.0.0.1:{port}{path}", duration, clients, streams)
 
 
 def run_h2load_row(name, proxy, port, args):
@@ -203,10 +149,7 @@ def main():
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
-    text = "\n".join(rows) + "\n\n(noisy shared machine: re-run on a quiet one before quoting)\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    write_report("\n".join(rows) + "\n\n(noisy shared machine: re-run on a quiet one before quoting)\n", args.out)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,14 @@ class Wrk:
         raise RuntimeError("wrk failed: " + out[-300:])
 
 
+def user_seconds(pid):
+    """utime of one process (run.cpu_seconds is utime+stime)."""
+    try:
+        return int(run.read_stat(pid)[11]) / run.TICK
+    except (OSError, IndexError):
+        return 0.0
+
+
 def start_proxy(args, procs, tmp, label, binary, script, backend_port, prefix=()):
     ports = {"listen_port": run.free_port(), "admin_port": run.free_port(), "backend_port": backend_port}
     if script == "none":
@@ -163,6 +171,7 @@ def main(argv=None):
         rows = []
         for r in range(args.rounds):
             ca, cb = run.cpu_seconds([a.pid]), run.cpu_seconds([b.pid])
+            ua = user_seconds(a.pid)
             # Which load starts first alternates, so neither side always gets the head start.
             if r % 2 == 0:
                 wa, wb = Wrk(args, a_port, args.duration), Wrk(args, b_port, args.duration)
@@ -170,20 +179,27 @@ def main(argv=None):
                 wb, wa = Wrk(args, b_port, args.duration), Wrk(args, a_port, args.duration)
             ra, rb = wa.result(args.duration), wb.result(args.duration)
             ca, cb = run.cpu_seconds([a.pid]) - ca, run.cpu_seconds([b.pid]) - cb
+            ua = user_seconds(a.pid) - ua
             row = {
                 "a_us": ca * 1e6 / max(ra["requests"], 1), "b_us": cb * 1e6 / max(rb["requests"], 1),
                 "a_rps": ra["requests"] * 1e6 / ra["duration_us"], "b_rps": rb["requests"] * 1e6 / rb["duration_us"],
                 "errors": sum(v for k, v in list(ra.items()) + list(rb.items()) if k.startswith("err")),
             }
             row["ratio"] = row["b_us"] / row["a_us"] - 1
+            row["a_user"] = ua / ca if ca > 0 else 0.0
             rows.append(row)
             print(f"round {r + 1}: A {row['a_us']:.2f} us/req {row['a_rps']:.0f} req/s | "
-                  f"B {row['b_us']:.2f} us/req {row['b_rps']:.0f} req/s | B/A CPU {row['ratio'] * 100:+.1f} %"
+                  f"B {row['b_us']:.2f} us/req {row['b_rps']:.0f} req/s | B/A CPU {row['ratio'] * 100:+.1f} % | "
+                  f"A user share {row['a_user'] * 100:.0f} %"
                   + (f" | {row['errors']} wrk errors" if row["errors"] else ""))
-        med = {k: statistics.median(r[k] for r in rows) for k in ("a_us", "b_us", "a_rps", "b_rps", "ratio")}
+        med = {k: statistics.median(r[k] for r in rows)
+               for k in ("a_us", "b_us", "a_rps", "b_rps", "ratio", "a_user")}
         print(f"median: A {med['a_us']:.2f} us/req {med['a_rps']:.0f} req/s | B {med['b_us']:.2f} us/req "
               f"{med['b_rps']:.0f} req/s | CPU/request B over A {med['ratio'] * 100:+.1f} % "
               f"(+{med['b_us'] - med['a_us']:.2f} us), req/s B over A {(med['b_rps'] / med['a_rps'] - 1) * 100:+.1f} %")
+        # With --instructions' user-space ratio R, B's CPU overhead is about R x this share, since A and B
+        # make the same system calls per request.
+        print(f"A's user-space share of its CPU: {med['a_user'] * 100:.0f} % (median)")
         return 0
     finally:
         procs.stop_all()

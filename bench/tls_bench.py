@@ -18,85 +18,21 @@ on exit; the temporary directory is removed. Only 127.0.0.1 is used.
 
 import argparse
 import os
-import re
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "bench" / "configs"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import (CONFIGS, Procs, add_proxy_args, cpu_seconds, free_port,  # noqa: E402
+                          make_workload_cert, require_tools, run_wrk, wait_port, wrk_errors, write_report)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc, deadline_s=10):
-    end = time.time() + deadline_s
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"port {port} not listening")
-
-
-def cpu_seconds(pid):
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError):
-        return 0.0
-
-
-class Procs:
-    def __init__(self):
-        self.procs = []
-
-    def start(self, argv, log, cpu=None):
-        if cpu is not None and shutil.which("taskset"):
-            argv = ["taskset", "-c", cpu] + argv
-        p = subprocess.Popen(argv, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.append(p)
-        return p
-
-    def stop_all(self):
-        for p in self.procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for p in self.procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-
-
-def run_wrk(port, seconds, connections, close, cpu):
-    argv = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--timeout", "5s",
-            "-s", str(CONFIGS / "report.lua")]
-    if close:
-        argv += ["-H", "Connection: close"]
-    argv.append(f"https://127.0.0.1:{port}/")
-    if cpu is not None and shutil.which("taskset"):
-        argv = ["taskset", "-c", cpu] + argv
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
-    m = re.search(r"^BENCH (.*)$", out.stdout, re.M)
-    if not m:
-        raise RuntimeError(f"wrk failed: {out.stdout[-300:]} {out.stderr[-300:]}")
-    return {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+def wrk_https(port, seconds, connections, close, cpu):
+    return run_wrk(f"https://127.0.0.1:{port}/", seconds, connections, cpu,
+                   headers=["Connection: close"] if close else ())
 
 
 def skiff_config(tmp, port, admin, backend, cert_dir):
@@ -134,26 +70,14 @@ def haproxy_config(tmp, port, backend, cert_dir):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-d", "--duration", type=int, default=10)
-    p.add_argument("-c", "--connections", type=int, default=50)
-    p.add_argument("--handshake-connections", type=int, default=20)
-    p.add_argument("--skiff", default=str(ROOT / "build" / "bin" / "skiff"))
-    p.add_argument("--certs", default=str(ROOT / "build" / "bin" / "skiff-certs"))
-    p.add_argument("--targets", default="skiff,haproxy")
-    p.add_argument("--harness-cpu", default="0")
-    p.add_argument("--proxy-cpu", default="1")
-    p.add_argument("--out", help="also write the Markdown report here")
+    add_proxy_args(p)
     args = p.parse_args()
-    for tool in ("wrk", "nginx", "haproxy"):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} is not installed")
+    require_tools("wrk", "nginx", "haproxy")
     procs = Procs()
     tmp = Path(tempfile.mkdtemp(prefix="skiff-tls-bench-"))
     rows = []
     try:
-        subprocess.run([args.certs, "ca", "init", "--out", tmp / "ca"], check=True, capture_output=True)
-        subprocess.run([args.certs, "workload", "--ca-dir", tmp / "ca", "--out", tmp / "server", "--ns", "bench",
-                        "--sa", "proxy", "--dns", "localhost"], check=True, capture_output=True)
+        server_cert, _ = make_workload_cert(args.certs, tmp, "server", "proxy", "localhost")
         backend = free_port()
         nginx_conf = tmp / "backend.conf"
         text = (CONFIGS / "backend-nginx.conf").read_text()
@@ -163,20 +87,20 @@ def main():
         for target in args.targets.split(","):
             port = free_port()
             if target == "skiff":
-                cfg = skiff_config(tmp, port, free_port(), backend, tmp / "server")
+                cfg = skiff_config(tmp, port, free_port(), backend, server_cert)
                 proc = procs.start([args.skiff, "-c", str(cfg), "--concurrency", "1", "-l", "warn"],
                                    tmp / "skiff.log", args.proxy_cpu)
             elif target == "haproxy":
-                cfg = haproxy_config(tmp, port, backend, tmp / "server")
+                cfg = haproxy_config(tmp, port, backend, server_cert)
                 proc = procs.start(["haproxy", "-f", str(cfg), "-db"], tmp / "haproxy.log", args.proxy_cpu)
             else:
                 sys.exit(f"unknown target {target}")
             wait_port(port, proc)
             for mode, close, conns in (("keep-alive", False, args.connections),
                                        ("handshakes", True, args.handshake_connections)):
-                run_wrk(port, 2, conns, close, args.harness_cpu)  # warm-up
+                wrk_https(port, 2, conns, close, args.harness_cpu)  # warm-up
                 before = cpu_seconds(proc.pid)
-                r = run_wrk(port, args.duration, conns, close, args.harness_cpu)
+                r = wrk_https(port, args.duration, conns, close, args.harness_cpu)
                 cpu = cpu_seconds(proc.pid) - before
                 if proc.poll() is not None:
                     log = (tmp / f"{target}.log").read_text(errors="replace")[-2000:]
@@ -184,7 +108,7 @@ def main():
                 reqs = r.get("requests", 0)
                 rows.append((target, mode, reqs / args.duration, r.get("p50_us", 0) / 1000,
                              r.get("p99_us", 0) / 1000, cpu / max(reqs, 1) * 10000,
-                             sum(v for k, v in r.items() if k.startswith("err_"))))
+                             wrk_errors(r)))
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=10)
     finally:
@@ -196,10 +120,7 @@ def main():
              "|---|---|---|---|---|---|---|"]
     for t, mode, rps, p50, p99, cpu, err in rows:
         lines.append(f"| {t} | {mode} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {cpu:.3f} | {err} |")
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        Path(args.out).write_text(report)
+    write_report("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

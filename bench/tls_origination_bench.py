@@ -18,31 +18,22 @@ quiet machine before quoting. Processes run in their own sessions and are killed
 
 import argparse
 import os
-import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tls_bench import CONFIGS, ROOT, Procs, cpu_seconds, free_port, wait_port  # noqa: E402
+from bench_common import (CONFIGS, Procs, add_proxy_args, cpu_seconds, free_port,  # noqa: E402
+                          make_workload_cert, require_tools, run_wrk, wait_port, wrk_errors, write_report)
 
 SNI = "backend.local"
 
 
-def run_wrk(port, seconds, connections, cpu):
-    argv = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--timeout", "5s",
-            "-s", str(CONFIGS / "report.lua"), f"http://127.0.0.1:{port}/"]
-    if cpu is not None and shutil.which("taskset"):
-        argv = ["taskset", "-c", cpu] + argv
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
-    m = re.search(r"^BENCH (.*)$", out.stdout, re.M)
-    if not m:
-        raise RuntimeError(f"wrk failed: {out.stdout[-300:]} {out.stderr[-300:]}")
-    return {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+def wrk_http(port, seconds, connections, cpu):
+    return run_wrk(f"http://127.0.0.1:{port}/", seconds, connections, cpu)
 
 
 def nginx_tls_config(tmp, port, cert_dir):
@@ -105,31 +96,18 @@ def haproxy_config(tmp, port, backend, root, handshakes):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-d", "--duration", type=int, default=10)
-    p.add_argument("-c", "--connections", type=int, default=50)
-    p.add_argument("--handshake-connections", type=int, default=20)
+    add_proxy_args(p)
     p.add_argument("--rounds", type=int, default=1, help="repeat every row (alternating proxies)")
-    p.add_argument("--skiff", default=str(ROOT / "build" / "bin" / "skiff"))
-    p.add_argument("--certs", default=str(ROOT / "build" / "bin" / "skiff-certs"))
-    p.add_argument("--targets", default="skiff,haproxy")
-    p.add_argument("--harness-cpu", default="0")
-    p.add_argument("--proxy-cpu", default="1")
-    p.add_argument("--out", help="also write the Markdown report here")
     args = p.parse_args()
-    for tool in ("wrk", "nginx", "haproxy"):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} is not installed")
+    require_tools("wrk", "nginx", "haproxy")
     procs = Procs()
     tmp = Path(tempfile.mkdtemp(prefix="skiff-tls-orig-bench-"))
     rows = []
     try:
-        subprocess.run([args.certs, "ca", "init", "--out", tmp / "ca"], check=True, capture_output=True)
-        subprocess.run([args.certs, "workload", "--ca-dir", tmp / "ca", "--out", tmp / "backend", "--ns", "bench",
-                        "--sa", "backend", "--dns", SNI], check=True, capture_output=True)
-        root = tmp / "ca" / "root-cert.pem"
+        backend_cert, root = make_workload_cert(args.certs, tmp, "backend", "backend", SNI)
         backend = free_port()
         conf = tmp / "backend.conf"
-        conf.write_text(nginx_tls_config(tmp, backend, tmp / "backend"))
+        conf.write_text(nginx_tls_config(tmp, backend, backend_cert))
         nginx = procs.start(["nginx", "-p", str(tmp), "-c", str(conf)], tmp / "nginx.log", args.harness_cpu)
         wait_port(backend, nginx)
         for rnd in range(1, args.rounds + 1):
@@ -147,18 +125,18 @@ def main():
                     else:
                         sys.exit(f"unknown target {target}")
                     wait_port(port, proc)
-                    warm = run_wrk(port, 2, conns, args.harness_cpu)
+                    warm = wrk_http(port, 2, conns, args.harness_cpu)
                     if warm.get("err_status", 0) or warm.get("requests", 0) == 0:
                         raise RuntimeError(f"{target} {mode}: warm-up failed {warm}; see {tmp}/{target}.log")
                     before = cpu_seconds(proc.pid)
-                    r = run_wrk(port, args.duration, conns, args.harness_cpu)
+                    r = wrk_http(port, args.duration, conns, args.harness_cpu)
                     cpu = cpu_seconds(proc.pid) - before
                     if proc.poll() is not None:
                         raise RuntimeError(f"{target} exited with {proc.returncode} during {mode}")
                     reqs = r.get("requests", 0)
                     rows.append((rnd, target, mode, reqs / args.duration, r.get("p50_us", 0) / 1000,
                                  r.get("p99_us", 0) / 1000, cpu / max(reqs, 1) * 10000,
-                                 sum(v for k, v in r.items() if k.startswith("err_"))))
+                                 wrk_errors(r)))
                     os.killpg(proc.pid, signal.SIGTERM)
                     proc.wait(timeout=10)
     finally:
@@ -171,10 +149,7 @@ def main():
              "|---|---|---|---|---|---|---|---|"]
     for rnd, t, mode, rps, p50, p99, cpu, err in rows:
         lines.append(f"| {rnd} | {t} | {mode} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {cpu:.3f} | {err} |")
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        Path(args.out).write_text(report)
+    write_report("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

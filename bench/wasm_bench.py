@@ -18,8 +18,13 @@ Modes:
 VM memory per worker: after the load, RSS of the Wasm proxy vs the plain one with 1 worker, and the growth
 when a second worker starts its VM (--memory).
 
-Standard library only; needs wrk and nginx (Debian: wrk, nginx-light). Example:
+--instructions: instead of CPU time, each proxy runs in turn under valgrind's callgrind and the report gives
+user-space instructions per request (deterministic, so usable on a busy machine; the kernel's share, about
+two thirds of a request's CPU here, is not counted, so the overhead in % comes out larger than in CPU time).
+
+Standard library only; needs wrk and nginx (Debian: wrk, nginx-light; valgrind for --instructions). Examples:
   bench/wasm_bench.py --build build -d 5 --rounds 5
+  bench/wasm_bench.py --build build --instructions -d 4 --modes upstream
 """
 import argparse
 import os
@@ -58,6 +63,8 @@ def parse_args():
                         "info lines per request)")
     p.add_argument("--memory", action="store_true", help="also probe VM memory per worker (concurrency 1 vs 2)")
     p.add_argument("--env", action="append", default=[], help="NAME=VALUE for the proxies (e.g. SKIFF_V8_FLAGS=...)")
+    p.add_argument("--instructions", action="store_true",
+                   help="callgrind: user-space instructions per request instead of CPU time (needs valgrind)")
     a = p.parse_args()
     a.skiff = os.path.abspath(a.skiff or os.path.join(a.build, "bin", "skiff"))
     a.wasm = os.path.abspath(a.wasm or os.path.join(a.build, "wasm", "demo_filter.wasm"))
@@ -66,7 +73,8 @@ def parse_args():
     for path in (a.skiff, a.wasm):
         if not os.path.exists(path):
             sys.exit(f"missing {path} (build the skiff and wasm test targets first)")
-    for tool in ("wrk",) + (("nginx",) if "upstream" in a.modes else ()):
+    for tool in ("wrk",) + (("nginx",) if "upstream" in a.modes else ()) + \
+            (("valgrind", "callgrind_control") if a.instructions else ()):
         if not shutil.which(tool):
             sys.exit(f"{tool} not found")
     return a
@@ -261,7 +269,7 @@ def live_vms(pid):
         return None
 
 
-def start_skiff(a, procs, tmp, mode, variant, backend_port, concurrency=1):
+def start_skiff(a, procs, tmp, mode, variant, backend_port, concurrency=1, prefix=(), deadline_s=15):
     port, admin = free_port(), free_port()
     path = os.path.join(tmp, f"{mode}-{variant}-{concurrency}.yaml")
     with open(path, "w") as f:
@@ -271,10 +279,10 @@ def start_skiff(a, procs, tmp, mode, variant, backend_port, concurrency=1):
         k, _, v = kv.partition("=")
         env[k] = v
     log = open(os.path.join(tmp, f"{mode}-{variant}-{concurrency}.log"), "w")
-    proc = procs.start([a.skiff, "-c", path, "--concurrency", str(concurrency), "--log-level", a.log_level],
-                       log, env)
+    proc = procs.start(list(prefix) + [a.skiff, "-c", path, "--concurrency", str(concurrency), "--log-level",
+                                       a.log_level], log, env)
     ADMIN[proc.pid] = admin
-    _, headers, body = wait_ready(port, proc, f"skiff ({mode}, {variant})")
+    _, headers, body = wait_ready(port, proc, f"skiff ({mode}, {variant})", deadline_s)
     problem = check_variant(variant, headers, body, mode)
     if problem:
         sys.exit(f"{mode}/{variant}: {problem}")
@@ -319,6 +327,52 @@ def run_mode(a, procs, tmp, mode, backend_port):
     return summary
 
 
+def admin_counter(pid, name):
+    with urllib.request.urlopen(f"http://127.0.0.1:{ADMIN[pid]}/stats", timeout=10) as r:
+        m = re.search(r"^" + re.escape(name) + r": (\d+)$", r.read().decode(), re.M)
+        return int(m.group(1)) if m else None
+
+
+def instructions_per_request(a, procs, tmp, mode, variant, backend_port):
+    """One proxy under callgrind, instrumented only around a measured wrk run; the proxy's own request
+    counter (admin requests are not proxied) gives the requests."""
+    out = os.path.join(tmp, f"callgrind.{mode}.{variant}")
+    prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--instr-atstart=no"]
+    port, proc = start_skiff(a, procs, tmp, mode, variant, backend_port, prefix=prefix, deadline_s=120)
+    ctl = lambda *args: subprocess.run(["callgrind_control", *args, str(proc.pid)], capture_output=True,
+                                       check=True)
+    wrk(port, max(a.warmup, 2), a.connections)  # uninstrumented: VM start, tier-up
+    ctl("-i", "on")
+    wrk(port, 2, a.connections)  # instrumented: valgrind translates the hot code
+    ctl("-z")
+    before = admin_counter(proc.pid, "http.bench.downstream_rq_total")
+    wrk(port, a.duration, a.connections)
+    after = admin_counter(proc.pid, "http.bench.downstream_rq_total")
+    ctl("-d")
+    dumps = sorted((f for f in os.listdir(tmp) if f.startswith(f"callgrind.{mode}.{variant}.")),
+                   key=lambda f: int(f.rsplit(".", 1)[1]))
+    total = None
+    with open(os.path.join(tmp, dumps[-1])) as f:
+        for line in f:
+            if line.startswith(("summary:", "totals:")):
+                total = int(line.split()[1])
+                break
+    procs.stop(proc)
+    return total / (after - before), after - before
+
+
+def run_instructions(a, procs, tmp, backend_port):
+    print("\n| mode | variant | instructions/request (user space) | requests measured | overhead vs none |")
+    print("|---|---|---|---|---|")
+    for mode in a.modes:
+        base = None
+        for variant in ["none"] + a.variants:
+            ipr, n = instructions_per_request(a, procs, tmp, mode, variant, backend_port)
+            base = ipr if variant == "none" else base
+            over = "" if variant == "none" else f"{(ipr / base - 1) * 100:+.1f} % ({ipr - base:+.0f})"
+            print(f"| {mode} | {variant} | {ipr:.0f} | {n} | {over} |", flush=True)
+
+
 def memory_probe(a, procs, tmp, backend_port):
     """RSS after load: plain vs Wasm with 1 worker, and what a second worker's VM adds."""
     out = {}
@@ -345,6 +399,11 @@ def main():
             nginx = procs.start(["nginx", "-p", tmp, "-c", os.path.join(tmp, "nginx.conf"), "-e", "stderr"],
                                 open(os.path.join(tmp, "nginx.log"), "w"))
             wait_ready(backend_port, nginx, "nginx backend")
+        if a.instructions:
+            print(f"skiff {a.skiff}\nwasm {a.wasm}\ncallgrind, {a.duration:g} s of wrk -t1 -c{a.connections} per "
+                  f"proxy, --concurrency 1, --log-level {a.log_level}")
+            run_instructions(a, procs, tmp, backend_port)
+            return
         print(f"skiff {a.skiff}\nwasm {a.wasm}\n{a.rounds} rounds x {a.duration:g} s, wrk -t1 -c{a.connections} per "
               f"proxy, --concurrency 1, --log-level {a.log_level}, load average {os.getloadavg()[0]:.2f} at start")
         results = {m: run_mode(a, procs, tmp, m, backend_port) for m in a.modes}

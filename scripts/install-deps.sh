@@ -11,7 +11,7 @@ packages=(
   # toolchain
   build-essential cmake ninja-build ccache pkg-config clang-14 libclang-rt-14-dev lld-14 clang-format clang-tidy
   # libraries
-  libssl-dev libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc libyaml-cpp-dev
+  libssl-dev libprotobuf-dev zlib1g-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc libyaml-cpp-dev
   libspdlog-dev libfmt-dev libasio-dev libre2-dev libc-ares-dev libnghttp2-dev libnftnl-dev libmnl-dev
   libluajit2-5.1-dev libgtest-dev libgmock-dev libbenchmark-dev
   # V8 runtime dependencies (libnode108 is extracted, not installed; see below)
@@ -19,8 +19,8 @@ packages=(
   # test peers and tools
   python3 python3-pytest python3-yaml python3-httpbin gunicorn haproxy nginx-light wrk curl nghttp2-client nghttp2-server
   openssl nftables iproute2 procps util-linux
-  # benchmark-only: instruction counts per request (bench/lua_overhead.sh --instructions)
-  valgrind
+  # benchmark-only: instruction counts per request (bench/*_overhead, --instructions); arena dumps (bench/xds_arenas.py)
+  valgrind gdb
 )
 
 missing=()

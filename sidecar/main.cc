@@ -1,4 +1,5 @@
 // skiff: the sidecar proxy's entry point.
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <iostream>
@@ -9,6 +10,9 @@
 #include "skiff/filters/http_filter_registry.h"
 
 int main(int argc, char** argv) {
+  // Every socket write already uses MSG_NOSIGNAL; this guards any future write(2) to a reset peer, whose
+  // SIGPIPE would otherwise end the proxy silently.
+  std::signal(SIGPIPE, SIG_IGN);
   using skiff::server::Options;
   Options options;
   const std::string error = skiff::server::parseOptions(argc, argv, &options);

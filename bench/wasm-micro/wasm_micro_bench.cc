@@ -170,7 +170,26 @@ BENCHMARK(BM_GuestCallThreeHostCalls);
 // SKIFF_WASM_MICRO_STREAMS=N: runs N streams through the Wasm filter (N through none with
 // SKIFF_WASM_MICRO_NONE=1) and exits, for instruction counts under valgrind --tool=callgrind (the
 // difference between two N is the per-stream cost, free of the machine's noise).
+// SKIFF_WASM_MICRO_CALLS=N: N empty guest calls (proxy_on_context_create) and N calls of the demo's
+// proxy_on_request_headers (3 host calls), for instructions per guest call and per host call.
 int main(int argc, char** argv) {
+  if (const char* n = std::getenv("SKIFF_WASM_MICRO_CALLS")) {
+    skiff::log::setAllLevels(spdlog::level::warn);
+    skiff::stats::Store store(2);
+    auto vm = demoVm(store);
+    if (!vm) return 1;
+    Headers stream;
+    stream.headers.add("user-agent", "wrk");
+    const bool empty = std::getenv("SKIFF_WASM_MICRO_HOST") == nullptr;
+    for (long i = std::atol(n); i > 0; --i) {
+      if (empty) {
+        vm->callStream(nullptr, skiff::wasm::Export::kOnContextCreate, {7, 1});
+      } else {
+        vm->callStream(&stream, skiff::wasm::Export::kOnRequestHeaders, {7, 1, 1});
+      }
+    }
+    return 0;
+  }
   if (const char* n = std::getenv("SKIFF_WASM_MICRO_STREAMS")) {
     skiff::log::setAllLevels(spdlog::level::warn);
     const bool none = std::getenv("SKIFF_WASM_MICRO_NONE") != nullptr;

@@ -30,7 +30,6 @@ import skiff_mesh  # noqa: E402
 from mtls_config import MeshMtls  # noqa: E402
 from skiff_mesh import Mesh, load_pods  # noqa: E402
 from tls_helpers import CERTS_BIN, Pki  # noqa: E402
-from http2_helpers import built_with_asan  # noqa: E402
 
 PYTHON = "/usr/bin/python3"
 APP = str(HERE / "tls_mesh_app.py")
@@ -260,9 +259,14 @@ except OSError as e:  # ENOTCONN from shutdown(): the peer already reset the con
 """
 
 
-@pytest.mark.skipif(built_with_asan(), reason="under ASan about half of these attempts are refused or reset; "
-                    "cause not found yet (issue 5)")
 def test_the_probe_with_the_clients_credentials_is_served(mesh):
-    """Control for the refusals above: same probe, right certificate → every attempt served by the app."""
-    result = probe(mesh, 80, "tls", mesh.pki.root, mesh.pki.client)
-    assert result["served"] == ATTEMPTS and set(result["statuses"]) == {200}, result
+    """Control for the refusals above: same probe, right certificate → every attempt served by the app.
+
+    The probe closes each connection as soon as it has the status line, with the rest of the response
+    unread (a reset): the server's sidecar must take that as a write error. It once died of SIGPIPE there
+    (OpenSSL's socket BIO wrote with write(2)), which under ASan's slowdown cost about half the attempts."""
+    for _ in range(3):
+        result = probe(mesh, 80, "tls", mesh.pki.root, mesh.pki.client)
+        assert mesh.admin_status("server", "/ready") == 200, ("the server's sidecar died", result,
+                                                               mesh.logs("server", "skiff"))
+        assert result["served"] == ATTEMPTS and set(result["statuses"]) == {200}, result

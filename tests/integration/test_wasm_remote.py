@@ -1,7 +1,7 @@
 """Remote Wasm code (vm_config.code.remote): fetched through a cluster from a local HTTP server, verified against
 sha256, cached by hash; a wrong hash or an unreachable server follows the plugin's failure policy (fail open:
-the requests pass unfiltered and the sidecar is ready; fail closed: 503 wasm_fail_stream), without holding up
-readiness or the other listeners."""
+the requests pass unfiltered; fail closed: 503 wasm_fail_stream), without holding up readiness for good or the
+other listeners at all (test_wasm_remote_warming.py: the listener warms while the fetch runs)."""
 
 import hashlib
 import threading
@@ -120,7 +120,8 @@ def test_unreachable_code_server_does_not_hold_up_readiness_or_other_listeners(s
                             listener("closed", [remote_filter("closed", sha, False)]),
                             listener("plain", [])],
                            [static_cluster("backend", backend.port), static_cluster("code", dead_port)])
-        skiff = skiff_factory(config, concurrency=1)  # waits for /ready: the fetch does not hold it
+        # Waits for /ready: the listeners warm only until the fetch has failed for good (quick here: refused).
+        skiff = skiff_factory(config, concurrency=1)
         status, _, _ = request(skiff.listener_port("plain"), "/plain")
         assert status == 200
         status, headers, _ = request(skiff.listener_port("open"), "/open")

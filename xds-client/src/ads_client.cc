@@ -64,7 +64,8 @@ class AdsClientImpl : public std::enable_shared_from_this<AdsClientImpl> {
     }
     channel_ = grpc::CreateCustomChannel(options_.target, credentials, args);
     keepForProcessLifetime(channel_);
-    stub_ = discovery::AggregatedDiscoveryService::NewStub(channel_);
+    sotw_stub_ = std::make_unique<SotwStream::Stub>(channel_);
+    delta_stub_ = std::make_unique<DeltaStream::Stub>(channel_);
   }
 
   void shutdown() {
@@ -130,7 +131,7 @@ class AdsClientImpl : public std::enable_shared_from_this<AdsClientImpl> {
     std::vector<std::string> names;  // sorted: a flat vector, 10,000s of EDS names
     std::string version;             // last accepted SotW version_info
     std::string nonce;               // last received nonce (on this stream)
-    // Delta: name -> version accepted.
+    // Delta: name -> version accepted (unless the owner supplies them: callbacks.known_versions).
     std::map<std::string, std::string> known;
     // SotW wildcard: names last delivered, sorted (for `removed`).
     std::vector<std::string> sotw_known;
@@ -189,20 +190,16 @@ class AdsClientImpl : public std::enable_shared_from_this<AdsClientImpl> {
           {[this, id] { onEstablished(id); },
            [this, id](discovery::DeltaDiscoveryResponse r) { onDeltaResponse(id, std::move(r)); },
            [this, id](grpc::Status s) { onClosed(id, s); }},
-          [this](grpc::ClientContext* ctx, DeltaStream* reactor) {
-            stub_->async()->DeltaAggregatedResources(ctx, reactor);
-          });
+          *delta_stub_, "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources");
       stream_ = stream;
       delta_ = stream;
     } else {
-      auto stream =
-          SotwStream::open(post,
-                           {[this, id] { onEstablished(id); },
-                            [this, id](discovery::DiscoveryResponse r) { onSotwResponse(id, std::move(r)); },
-                            [this, id](grpc::Status s) { onClosed(id, s); }},
-                           [this](grpc::ClientContext* ctx, SotwStream* reactor) {
-                             stub_->async()->StreamAggregatedResources(ctx, reactor);
-                           });
+      auto stream = SotwStream::open(
+          post,
+          {[this, id] { onEstablished(id); },
+           [this, id](discovery::DiscoveryResponse r) { onSotwResponse(id, std::move(r)); },
+           [this, id](grpc::Status s) { onClosed(id, s); }},
+          *sotw_stub_, "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources");
       stream_ = stream;
       sotw_ = stream;
     }
@@ -263,8 +260,15 @@ class AdsClientImpl : public std::enable_shared_from_this<AdsClientImpl> {
       if (!type.wildcard) {
         for (const auto& name : type.names) request.add_resource_names_subscribe(name);
       }
-      for (const auto& [name, version] : type.known)
-        (*request.mutable_initial_resource_versions())[name] = version;
+      auto& versions = *request.mutable_initial_resource_versions();
+      if (type.callbacks.known_versions) {
+        type.callbacks.known_versions([&](const std::string& name, const std::string& version) {
+          if (type.wildcard || std::binary_search(type.names.begin(), type.names.end(), name))
+            versions[name] = version;
+        });
+      } else {
+        for (const auto& [name, version] : type.known) versions[name] = version;
+      }
       sendDelta(std::move(request));
     } else {
       sendSotw(type_url, type, type.version, "", nullptr);
@@ -508,8 +512,10 @@ class AdsClientImpl : public std::enable_shared_from_this<AdsClientImpl> {
     ack.set_type_url(type_url);
     ack.set_response_nonce(response.nonce());
     if (error.empty()) {
-      for (const auto& resource : update.resources) type->known[resource.name] = resource.version;
-      for (const auto& name : update.removed) type->known.erase(name);
+      if (!type->callbacks.known_versions) {
+        for (const auto& resource : update.resources) type->known[resource.name] = resource.version;
+        for (const auto& name : update.removed) type->known.erase(name);
+      }
       stats.update_success++;
       stats.version_info = response.system_version_info();
     } else {
@@ -522,7 +528,8 @@ class AdsClientImpl : public std::enable_shared_from_this<AdsClientImpl> {
 
   AdsClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<discovery::AggregatedDiscoveryService::Stub> stub_;
+  std::unique_ptr<SotwStream::Stub> sotw_stub_;
+  std::unique_ptr<DeltaStream::Stub> delta_stub_;
   std::map<std::string, TypeState, TypeOrderLess> types_;
   std::shared_ptr<AdsStreamBase> stream_;
   std::shared_ptr<SotwStream> sotw_;

@@ -2,13 +2,19 @@
 
 // A bidi ADS stream on gRPC's callback API. gRPC's threads only queue events to the owner through `post`;
 // writes may be started from any thread (a small internal lock orders them with the end of the call).
+// Responses are read as raw bytes and parsed by the owner, on its thread: a decoded 10,000-cluster response
+// is several MB of small objects, and made on gRPC's reader thread they would grow that thread's malloc
+// arena, whose top glibc's malloc_trim() does not shrink (only the main arena's).
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/support/client_callback.h>
 
@@ -23,7 +29,7 @@ class AdsStreamBase {
 };
 
 template <class Req, class Resp>
-class AdsStream : public grpc::ClientBidiReactor<Req, Resp>, public AdsStreamBase {
+class AdsStream : public grpc::ClientBidiReactor<Req, grpc::ByteBuffer>, public AdsStreamBase {
  public:
   struct Handlers {
     std::function<void()> on_established;         // posted: the server answered (initial metadata)
@@ -34,12 +40,16 @@ class AdsStream : public grpc::ClientBidiReactor<Req, Resp>, public AdsStreamBas
 
   AdsStream(Post post, Handlers handlers) : post_(std::move(post)), handlers_(std::move(handlers)) {}
 
-  // `start_call(context, reactor)` is the stub's async()->XxxAggregatedResources.
-  template <class StartCall>
-  static std::shared_ptr<AdsStream> open(Post post, Handlers handlers, StartCall&& start_call) {
+  // Responses as bytes, requests as messages.
+  using Stub = grpc::TemplatedGenericStub<Req, grpc::ByteBuffer>;
+
+  // `method` is the full gRPC method name ("/envoy.service.discovery.v3.AggregatedDiscoveryService/...").
+  static std::shared_ptr<AdsStream> open(Post post, Handlers handlers, Stub& stub,
+                                         const std::string& method) {
     auto stream = std::make_shared<AdsStream>(std::move(post), std::move(handlers));
     stream->self_ = stream;  // released in OnDone
-    start_call(&stream->context_, stream.get());
+    stream->weak_self_ = stream;
+    stub.PrepareBidiStreamingCall(&stream->context_, method, grpc::StubOptions(), stream.get());
     stream->StartRead(&stream->incoming_);
     stream->StartCall();
     return stream;
@@ -83,13 +93,23 @@ class AdsStream : public grpc::ClientBidiReactor<Req, Resp>, public AdsStreamBas
 
   void OnReadDone(bool ok) override {
     if (!ok) return;  // no more messages; OnDone follows
-    post_([h = handlers_.on_message, msg = std::move(incoming_)]() mutable { h(std::move(msg)); });
-    incoming_ = Resp();
+    post_([h = handlers_.on_message, bytes = incoming_, weak = weak_self_]() mutable {
+      Resp msg;
+      if (grpc::SerializationTraits<Resp>::Deserialize(&bytes, &msg).ok()) {
+        h(std::move(msg));
+      } else if (auto stream = weak.lock()) {
+        stream->parse_failed_ = true;  // OnDone reports it instead of CANCELLED
+        stream->cancel();
+      }
+    });
+    incoming_.Clear();
     this->StartRead(&incoming_);
   }
 
   void OnDone(const grpc::Status& status) override {
-    post_([h = handlers_.on_closed, status] { h(status); });
+    grpc::Status result =
+        parse_failed_ ? grpc::Status(grpc::StatusCode::INTERNAL, "ADS response could not be parsed") : status;
+    post_([h = handlers_.on_closed, result] { h(result); });
     std::shared_ptr<AdsStream> keep;
     {
       std::lock_guard lock(mu_);
@@ -104,7 +124,7 @@ class AdsStream : public grpc::ClientBidiReactor<Req, Resp>, public AdsStreamBas
   Post post_;
   Handlers handlers_;
   grpc::ClientContext context_;
-  Resp incoming_;
+  grpc::ByteBuffer incoming_;
   std::mutex mu_;
   std::condition_variable done_cv_;
   std::deque<Req> queue_;
@@ -112,6 +132,8 @@ class AdsStream : public grpc::ClientBidiReactor<Req, Resp>, public AdsStreamBas
   bool writes_closed_ = false;
   bool done_ = false;
   std::shared_ptr<AdsStream> self_;
+  std::weak_ptr<AdsStream> weak_self_;
+  std::atomic<bool> parse_failed_{false};  // set on the owner's thread, read in OnDone
 };
 
 }  // namespace skiff::xds

@@ -142,7 +142,7 @@ struct AsyncClient::Impl {
         error = Status{kUnavailable, "gRPC cluster '" + service.cluster + "' has no healthy host"};
         return nullptr;
       }
-      target = (host->endpoint.address().is_v6() ? "ipv6:" : "ipv4:") + host->address;
+      target = (host->endpoint.address().is_v6() ? "ipv6:" : "ipv4:") + host->address();
       // TLS clusters (Istio mTLS, an UpstreamTlsContext): credentials from the cluster's own TLS context,
       // a new channel whenever its secrets change (SDS rotation bumps the generation).
       if (const auto& transport = cluster->info().transport; transport) {

@@ -75,6 +75,7 @@ void HeaderMap::add(std::string_view name, std::string_view value) {
   // 15 entries (960 bytes), not 16: glibc serves 1024 bytes and more from its large bins, and such a
   // request first consolidates the fast bins (malloc_consolidate), which cost ~0.5 us per request here.
   if (entries_.capacity() == 0) entries_.reserve(kInitialEntries);
+  ++version_;
   // Built in place, lower-cased while copied (no temporaries to move).
   auto& e = entries_.emplace_back(std::piecewise_construct, std::forward_as_tuple(name.size(), '\0'),
                                   std::forward_as_tuple(value));
@@ -88,6 +89,7 @@ void HeaderMap::set(std::string_view name, std::string_view value) {
     add(name, value);
     return;
   }
+  ++version_;
   it->second.assign(value);
   entries_.erase(
       std::remove_if(it + 1, entries_.end(), [&](const Entry& e) { return sameName(e.first, name); }),
@@ -103,6 +105,7 @@ size_t HeaderMap::remove(std::string_view name) {
   entries_.erase(std::remove_if(entries_.begin(), entries_.end(),
                                 [&](const Entry& e) { return sameName(e.first, name); }),
                  entries_.end());
+  if (entries_.size() != before) ++version_;
   return before - entries_.size();
 }
 

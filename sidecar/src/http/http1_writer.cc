@@ -8,24 +8,41 @@ namespace skiff::http1 {
 
 namespace {
 
-// No CR, LF or NUL. Eight bytes at a time: only words holding a byte below 0x20 are looked at closely.
-bool isSafe(std::string_view s) {
+// Nonzero when some byte of `x` is below 0x20 (the has-less-than word trick); CR, LF and NUL are such
+// bytes, but so is a TAB, which is fine: the caller then looks at the bytes one by one.
+inline uint64_t lowBytes(uint64_t x) {
   constexpr uint64_t kOnes = 0x0101010101010101ULL;
   constexpr uint64_t kHighs = 0x8080808080808080ULL;
-  const char* p = s.data();
-  size_t i = 0;
-  for (; i + 8 <= s.size(); i += 8) {
-    uint64_t x;
-    std::memcpy(&x, p + i, 8);
-    if (((x - kOnes * 0x20) & ~x & kHighs) == 0) continue;
-    for (size_t j = i; j < i + 8; ++j) {
-      if (p[j] == '\r' || p[j] == '\n' || p[j] == '\0') return false;
-    }
-  }
-  for (; i < s.size(); ++i) {
-    if (p[i] == '\r' || p[i] == '\n' || p[i] == '\0') return false;
+  return (x - kOnes * 0x20) & ~x & kHighs;
+}
+
+inline bool isBad(char c) {
+  return c == '\r' || c == '\n' || c == '\0';
+}
+
+bool bytesSafe(const char* p, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    if (isBad(p[i])) return false;
   }
   return true;
+}
+
+// No CR, LF or NUL. Eight bytes at a time; a tail shorter than eight is read as the string's last eight
+// bytes (overlapping), so only strings under eight bytes take the byte loop.
+bool isSafe(std::string_view s) {
+  const char* p = s.data();
+  const size_t n = s.size();
+  if (n < 8) return bytesSafe(p, n);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x;
+    std::memcpy(&x, p + i, 8);
+    if (lowBytes(x) != 0 && !bytesSafe(p + i, 8)) return false;
+  }
+  if (i == n) return true;
+  uint64_t x;
+  std::memcpy(&x, p + n - 8, 8);
+  return lowBytes(x) == 0 || bytesSafe(p + n - 8, 8);
 }
 
 void writeField(std::string_view name, std::string_view value, std::string& out) {
@@ -33,11 +50,40 @@ void writeField(std::string_view name, std::string_view value, std::string& out)
   out.append(name).append(": ").append(value).append("\r\n");
 }
 
+// Two passes: which fields go out and their size, then one resize and plain copies (one append per
+// field piece cost a call and a capacity check each).
 void writeRegularFields(const skiff::http::HeaderMap& h, bool skip_host, std::string& out) {
-  for (const auto& [name, value] : h) {
-    if (name.empty() || name[0] == ':') continue;
-    if (skip_host && name == skiff::http::headers::kHost) continue;
-    writeField(name, value, out);
+  const auto& entries = h.entries();
+  auto wanted = [skip_host](const std::string& name) {
+    return !name.empty() && name[0] != ':' && !(skip_host && name == skiff::http::headers::kHost);
+  };
+  if (entries.size() > 64) {  // more than the bitmask holds: the simple way
+    for (const auto& [name, value] : entries) {
+      if (wanted(name)) writeField(name, value, out);
+    }
+    return;
+  }
+  uint64_t keep = 0;
+  size_t bytes = 0;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const auto& [name, value] = entries[i];
+    if (!wanted(name) || !isSafe(name) || !isSafe(value)) continue;
+    keep |= uint64_t{1} << i;
+    bytes += name.size() + value.size() + 4;
+  }
+  const size_t start = out.size();
+  out.resize(start + bytes);
+  char* p = out.data() + start;
+  for (uint64_t k = keep; k != 0; k &= k - 1) {
+    const auto& [name, value] = entries[static_cast<size_t>(__builtin_ctzll(k))];
+    std::memcpy(p, name.data(), name.size());
+    p += name.size();
+    *p++ = ':';
+    *p++ = ' ';
+    std::memcpy(p, value.data(), value.size());
+    p += value.size();
+    *p++ = '\r';
+    *p++ = '\n';
   }
 }
 

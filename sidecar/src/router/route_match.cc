@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "envoy/config/route/v3/route_components.pb.h"
+#include "skiff/common/logging.h"
 
 namespace skiff::router {
 
@@ -77,6 +78,13 @@ RouteMatch RouteMatch::fromProto(const envoy::config::route::v3::RouteMatch& pro
         proto.query_parameters(i), path + ".query_parameters[" + std::to_string(i) + "]"));
   }
   m.grpc_ = proto.has_grpc();
+  // Ignored at match time (as before), but recorded: see readsOtherInputs(). Unknown fields are what a
+  // binary xDS RouteMatch carries for matchers this build's proto lacks (filter_state, ...).
+  m.reads_other_inputs_ = proto.has_tls_context() || proto.dynamic_metadata_size() > 0 ||
+                          !proto.GetReflection()->GetUnknownFields(proto).empty();
+  if (m.reads_other_inputs_) {
+    SKIFF_LOG(kRouter, warn, "{}: tls_context/dynamic_metadata/unknown matchers are not evaluated", path);
+  }
   if (proto.has_runtime_fraction()) {
     m.has_fraction_ = true;
     m.numerator_ = proto.runtime_fraction().default_value().numerator();
@@ -121,6 +129,11 @@ MatchInput::MatchInput(const http::HeaderMap& request) : headers(request) {
     const size_t frag = query.find('#');
     if (frag != std::string_view::npos) query = query.substr(0, frag);
   }
+}
+
+void RouteMatch::addHeaderNames(std::vector<std::string>& out) const {
+  for (const HeaderMatcher& h : headers_) out.push_back(h.name());
+  if (grpc_) out.emplace_back(http::headers::kContentType);
 }
 
 bool RouteMatch::matches(const MatchInput& in, uint64_t random) const {

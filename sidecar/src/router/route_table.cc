@@ -2,13 +2,11 @@
 #include "skiff/router/route_table.h"
 
 #include <algorithm>
-#include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <stdexcept>
 
 #include "envoy/config/route/v3/route.pb.h"
 #include "envoy/config/route/v3/route_components.pb.h"
+#include "skiff/config/data_source.h"
 
 namespace skiff::router {
 
@@ -37,25 +35,6 @@ void parseFraction(const FP& fp, uint32_t* numerator, uint32_t* denominator) {
     default:
       *denominator = 100;
   }
-}
-
-template <typename DS>
-std::string readDataSource(const DS& ds, const std::string& path) {
-  if (ds.has_inline_string()) return ds.inline_string();
-  if (ds.has_inline_bytes()) return ds.inline_bytes();
-  if (ds.has_filename()) {
-    std::ifstream in(ds.filename(), std::ios::binary);
-    if (!in) fail(path + ".filename", "cannot read '" + ds.filename() + "'");
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-  if (ds.has_environment_variable()) {
-    const char* v = std::getenv(ds.environment_variable().c_str());
-    if (v == nullptr) fail(path + ".environment_variable", "'" + ds.environment_variable() + "' is not set");
-    return v;
-  }
-  return {};
 }
 
 uint32_t redirectCode(int code) {
@@ -263,7 +242,7 @@ std::unique_ptr<RouteEntry> parseRoute(const rv3::Route& route, const RouteMatch
       }
       if (route.direct_response().has_body()) {
         e->direct_response_body =
-            readDataSource(route.direct_response().body(), path + ".direct_response.body");
+            skiff::config::readDataSource(route.direct_response().body(), path + ".direct_response.body");
         if (e->direct_response_body.size() > defaults.max_direct_response_body) {
           fail(path + ".direct_response.body",
                "response body size is " + std::to_string(e->direct_response_body.size()) +
@@ -327,6 +306,36 @@ const RouteEntry* VirtualHost::route(const http::HeaderMap& request, uint64_t ra
     if (r.match.matches(input, random_value)) return r.entry.get();
   }
   return nullptr;
+}
+
+// What route() reads, for RouteConfigLevel::routing_headers.
+std::vector<std::string> RouteTable::routingHeaders(const std::vector<std::unique_ptr<VirtualHost>>& vhosts) {
+  namespace h = http::headers;
+  std::vector<std::string> names{std::string(h::kAuthority), std::string(h::kHost), std::string(h::kPath),
+                                 std::string(h::kMethod)};
+  for (const auto& vh : vhosts) {
+    if (vh->require_tls != VirtualHost::TlsRequirement::kNone) {
+      names.insert(names.end(), {std::string(h::kForwardedProto), std::string(h::kScheme),
+                                 std::string(h::kEnvoyInternal)});
+    }
+    for (const VirtualHost::Route& r : vh->routes) r.match.addHeaderNames(names);
+  }
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  return names;
+}
+
+bool RouteConfigLevel::routesOn(std::string_view header_name) const {
+  if (reads_other_inputs) return true;
+  for (const std::string& n : routing_headers) {
+    if (n.size() == header_name.size() && http::equalsIgnoreCase(n, header_name)) return true;
+  }
+  return false;
+}
+
+bool RouteEntry::dependsOnHeader(std::string_view name) const {
+  if (virtual_host == nullptr || virtual_host->route_config == nullptr) return true;
+  return virtual_host->route_config->routesOn(name);
 }
 
 RouteTable::RouteTable() = default;
@@ -438,6 +447,10 @@ std::shared_ptr<const RouteTable> RouteTable::create(const rv3::RouteConfigurati
   auto longestFirst = [](const WildcardLevel& a, const WildcardLevel& b) { return a.length > b.length; };
   std::sort(t->suffixes_.begin(), t->suffixes_.end(), longestFirst);
   std::sort(t->prefixes_.begin(), t->prefixes_.end(), longestFirst);
+  t->level_.routing_headers = routingHeaders(t->vhosts_);
+  for (const auto& vh : t->vhosts_) {
+    for (const VirtualHost::Route& r : vh->routes) t->level_.reads_other_inputs |= r.match.readsOtherInputs();
+  }
   return t;
 }
 

@@ -9,6 +9,7 @@
 
 #include "server/http/http1_server_connection.h"
 #include "server/http/http_codec_selection.h"
+#include "server/tcp/network_filter_relay.h"
 #include "skiff/common/logging.h"
 #include "skiff/network/transport.h"
 #include "skiff/upstream/host.h"
@@ -264,6 +265,10 @@ class ActiveSocket : public DownstreamConnection, public std::enable_shared_from
 void dispatch(WorkerContext& worker, const ListenerConfig& listener, const FilterChainConfig& chain,
               network::Transport transport, network::ConnectionInfoConstSharedPtr info) {
   if (chain.hcm) {
+    if (!chain.network_filters.empty()) {  // network filters in front of the HCM (WASM-FEAT)
+      startFilteredHttpConnection(worker, listener, chain, std::move(transport), std::move(info));
+      return;
+    }
     startHttpConnection(worker, listener, chain.hcm, std::move(transport), std::move(info));  // H2 hook
     return;
   }

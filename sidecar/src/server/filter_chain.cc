@@ -172,9 +172,13 @@ FilterChainConfigConstSharedPtr buildFilterChain(const envoy::config::listener::
     }
     throw std::invalid_argument(fpath + ": network filter '" + what + "' is not supported");
   }
-  if (chain->hcm && !chain->network_filters.empty()) {
-    SKIFF_LOG(kConfig, warn,
-              "{}: network filters before http_connection_manager are not run (tcp_proxy only)", path);
+  if (chain->hcm) {  // filters made for tcp_proxy only are not run in front of an HCM
+    for (const auto& f : chain->network_filters) {
+      if (!f->runsBeforeHcm()) {
+        SKIFF_LOG(kConfig, debug, "{}: a network filter before http_connection_manager is not run there",
+                  path);
+      }
+    }
   }
   return chain;
 }

@@ -32,7 +32,7 @@ struct FilterChainConfig {
 #ifdef SKIFF_HAVE_TCP_PROXY
   TcpProxyConfigSharedPtr tcp_proxy;  // set when it is tcp_proxy
 #endif
-  // Network filters in front of tcp_proxy (e.g. the Wasm network filter), in chain order.
+  // Network filters in front of the terminal filter (e.g. the Wasm network filter), in chain order.
   std::vector<filters::network::FilterFactorySharedPtr> network_filters;
   // Non-empty: the chain takes part in matching but cannot be served faithfully (an RBAC filter we
   // cannot enforce), so connections it wins are closed.

@@ -136,6 +136,7 @@ void Server::setUp() {
   RouteConfigProviderManager::instance().setAdsConfigured(xds);
   listener_manager_ =
       std::make_unique<ListenerManager>(store, workers_, std::chrono::seconds(options_.drain_time_s));
+  listener_manager_->setWarmedCallback([this] { maybeLive(); });  // listeners warming on remote Wasm code
   for (int i = 0; i < sr.listeners_size(); ++i) {
     const std::string path = "static_resources.listeners[" + std::to_string(i) + "]";
     try {
@@ -267,6 +268,7 @@ void Server::pollDrain() {
 void Server::maybeLive() {
   if (state_ != ServerState::kInitializing || !cluster_manager_->initialized()) return;
   if (xds_ && !xds_->initialized()) return;
+  if (listener_manager_ && listener_manager_->warmingOnTargets() > 0) return;  // Envoy's listener init
   state_ = ServerState::kLive;
   SKIFF_LOG(kMain, info, "all clusters initialized{}; server is LIVE", xds_ ? " and xDS fetched" : "");
 }

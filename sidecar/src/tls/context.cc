@@ -312,6 +312,11 @@ std::shared_ptr<ContextSnapshot> TlsContext::Impl::build() const {
   }
   if (!common.signature_algorithms.empty()) SSL_CTX_set1_sigalgs_list(c, common.signature_algorithms.c_str());
   SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
+  // Never kernel TLS: our socket BIO (openssl_util.cc, send without SIGPIPE) ignores the control messages
+  // KTLS needs, so records would be mis-framed. Off by default; cleared in case a system config enables it.
+#ifdef SSL_OP_ENABLE_KTLS
+  SSL_CTX_clear_options(c, SSL_OP_ENABLE_KTLS);
+#endif
   // Idle connections give their record buffers back; writes may be retried from a moved buffer.
   SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   // One recv(2) per record batch instead of one for the 5-byte header and one for the body. Buffered

@@ -4,12 +4,11 @@
 
 #include <re2/re2.h>
 
-#include <fstream>
-#include <sstream>
 #include <stdexcept>
 
 #include "envoy/config/core/v3/base.pb.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb.h"
+#include "skiff/config/data_source.h"
 #include "tls/openssl_util.h"
 
 // Deprecated Envoy fields (match_subject_alt_names, ConfigSource.path, old provider fields) are still read.
@@ -31,44 +30,12 @@ constexpr char kDefaultCurves[] = "X25519:P-256";
   throw std::invalid_argument(path + ": " + what);
 }
 
-bool readWholeFile(const std::string& name, std::string* out) {
-  std::ifstream in(name, std::ios::binary);
-  if (!in) return false;
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  *out = ss.str();
-  return !in.bad();
-}
-
 // Empty `origin` when the data source is unset.
 PemSource readDataSource(const DataSource& ds, const std::string& path) {
   PemSource out;
-  switch (ds.specifier_case()) {
-    case DataSource::kFilename:
-      out.origin = ds.filename();
-      if (!readWholeFile(ds.filename(), &out.data))
-        fail(path + ".filename", "cannot read file " + ds.filename());
-      if (out.data.empty()) fail(path + ".filename", "file " + ds.filename() + " is empty");
-      break;
-    case DataSource::kInlineBytes:
-      out.origin = "<inline>";
-      out.data = ds.inline_bytes();
-      break;
-    case DataSource::kInlineString:
-      out.origin = "<inline>";
-      out.data = ds.inline_string();
-      break;
-    case DataSource::kEnvironmentVariable: {
-      const char* v = std::getenv(ds.environment_variable().c_str());
-      if (v == nullptr)
-        fail(path + ".environment_variable", "variable " + ds.environment_variable() + " is unset");
-      out.origin = "$" + ds.environment_variable();
-      out.data = v;
-      break;
-    }
-    case DataSource::SPECIFIER_NOT_SET:
-      break;
-  }
+  out.origin = skiff::config::dataSourceOrigin(ds);
+  out.data = skiff::config::readDataSource(ds, path);
+  if (ds.has_filename() && out.data.empty()) fail(path + ".filename", "file " + ds.filename() + " is empty");
   return out;
 }
 

@@ -1,4 +1,4 @@
-// OpenSSL helpers: PEM parsing, error text, certificate fields.
+// OpenSSL helpers: PEM parsing, error text, certificate fields, the socket BIO without SIGPIPE.
 #include "tls/openssl_util.h"
 
 #include <openssl/bio.h>
@@ -6,8 +6,10 @@
 #include <openssl/x509v3.h>
 
 #include <arpa/inet.h>
+#include <sys/socket.h>
 
 #include <cctype>
+#include <cerrno>
 #include <cstring>
 #include <ctime>
 
@@ -167,6 +169,50 @@ std::string certToPem(X509* cert) {
   BioPtr bio(BIO_new(BIO_s_mem()));
   PEM_write_bio_X509(bio.get(), cert);
   return bioString(bio.get());
+}
+
+namespace {
+
+// OpenSSL's sock_write with send(MSG_NOSIGNAL) in place of write(2).
+int sendNoSignal(BIO* bio, const char* data, int len) {
+  if (data == nullptr || len <= 0) return 0;
+  errno = 0;
+  const ssize_t n =
+      ::send(static_cast<int>(BIO_get_fd(bio, nullptr)), data, static_cast<size_t>(len), MSG_NOSIGNAL);
+  BIO_clear_retry_flags(bio);
+  if (n <= 0 && BIO_sock_should_retry(static_cast<int>(n))) BIO_set_retry_write(bio);
+  return static_cast<int>(n);
+}
+
+int putsNoSignal(BIO* bio, const char* text) {
+  return sendNoSignal(bio, text, static_cast<int>(std::strlen(text)));
+}
+
+// Made once, never freed (BIO methods live as long as the BIOs that use them).
+const BIO_METHOD* noSignalSocketMethod() {
+  static const BIO_METHOD* method = [] {
+    const BIO_METHOD* base = BIO_s_socket();
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR,
+                                 "skiff socket (MSG_NOSIGNAL)");
+    if (m == nullptr) return static_cast<BIO_METHOD*>(nullptr);
+    BIO_meth_set_write(m, sendNoSignal);
+    BIO_meth_set_puts(m, putsNoSignal);
+    BIO_meth_set_read(m, BIO_meth_get_read(base));
+    BIO_meth_set_ctrl(m, BIO_meth_get_ctrl(base));
+    BIO_meth_set_create(m, BIO_meth_get_create(base));
+    BIO_meth_set_destroy(m, BIO_meth_get_destroy(base));
+    return m;
+  }();
+  return method;
+}
+
+}  // namespace
+
+BIO* newSocketBio(int fd) {
+  const BIO_METHOD* method = noSignalSocketMethod();
+  BIO* bio = method ? BIO_new(method) : nullptr;
+  if (bio != nullptr) BIO_set_fd(bio, fd, BIO_NOCLOSE);
+  return bio;
 }
 
 }  // namespace skiff::tls::detail

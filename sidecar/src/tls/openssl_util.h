@@ -39,4 +39,9 @@ std::string sha256Of(X509* cert);
 int64_t unixTime(const ASN1_TIME* t);
 std::string certToPem(X509* cert);
 
+// A socket BIO on `fd` (not owned) that writes with send(MSG_NOSIGNAL): OpenSSL's own socket BIO uses
+// write(2), which raises SIGPIPE on a socket the peer has reset, and SIGPIPE's default action ends the
+// process. Reads, ctrl and EOF handling are OpenSSL's socket BIO's. Null when OpenSSL is out of memory.
+BIO* newSocketBio(int fd);
+
 }  // namespace skiff::tls::detail

@@ -293,7 +293,14 @@ static bool beginHandshake(TlsTransport::Impl& d, std::error_code* error) {
   // A handshake flight is several small writes; with Nagle on, the second waits for the peer's delayed ACK
   // (~40 ms). Envoy sets TCP_NODELAY on every connection too.
   d.socket->set_option(asio::ip::tcp::no_delay(true), nb_ec);
-  SSL_set_fd(d.ssl.get(), d.socket->native_handle());
+  // Not SSL_set_fd: its BIO writes with write(2), and a peer's reset would raise SIGPIPE (openssl_util.h).
+  BIO* bio = detail::newSocketBio(d.socket->native_handle());
+  if (bio == nullptr) {
+    d.recordFailure(SSL_ERROR_SSL);
+    *error = make_error_code(TlsError::kHandshakeFailed);
+    return false;
+  }
+  SSL_set_bio(d.ssl.get(), bio, bio);  // one reference for both directions
   d.state.context = d.context.get();
   SSL_set_ex_data(d.ssl.get(), ConnectionState::sslIndex(), &d.state);
   if (d.role == Role::kClient) {

@@ -30,8 +30,18 @@ struct ClusterManager::Cluster {
   ClusterInfoConstSharedPtr active_info;  // last published version
   HostSetConstSharedPtr active_hosts;     // last published hosts
   bool warming = true;                    // `info` not published yet
-  std::vector<std::unique_ptr<Target>> targets;
-  std::unique_ptr<DnsResolver> own_resolver;  // when the cluster names its own DNS servers
+  // DNS clusters only (a mesh's 10,000s of EDS clusters carry one null pointer instead).
+  struct Dns {
+    std::vector<std::unique_ptr<Target>> targets;
+    std::unique_ptr<DnsResolver> own_resolver;  // when the cluster names its own DNS servers
+  };
+  std::unique_ptr<Dns> dns;
+  Dns& dnsState() {
+    if (!dns) dns = std::make_unique<Dns>();
+    return *dns;
+  }
+  size_t targetCount() const { return dns ? dns->targets.size() : 0; }
+  Target& target(size_t i) const { return *dns->targets[i]; }
   bool isDns() const {
     return info->type == envoy::config::cluster::v3::Cluster::STRICT_DNS ||
            info->type == envoy::config::cluster::v3::Cluster::LOGICAL_DNS;

@@ -5,6 +5,7 @@
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 
 #include <cctype>
+#include <mutex>
 #include <stdexcept>
 
 #include "skiff/common/logging.h"
@@ -171,18 +172,40 @@ const std::string& validatedName(const Cluster& cfg) {
 
 }  // namespace
 
+std::unique_ptr<const ClusterInfo::OtherNames> ClusterInfo::otherNames(const Cluster& cfg,
+                                                                       const std::string& name) {
+  std::string observability = observabilityName(cfg);
+  std::string stat = sanitizeClusterStatName(observability);
+  if (observability == name && stat == name) return nullptr;
+  return std::make_unique<const OtherNames>(OtherNames{std::move(observability), std::move(stat)});
+}
+
+namespace {
+
+// The last version string seen, shared while the next clusters carry the same one.
+std::shared_ptr<const std::string> internedVersion(std::string version) {
+  static std::mutex mu;
+  static std::shared_ptr<const std::string> last = std::make_shared<const std::string>();
+  std::lock_guard lock(mu);
+  if (*last != version) last = std::make_shared<const std::string>(std::move(version));
+  return last;
+}
+
+}  // namespace
+
 ClusterInfo::ClusterInfo(const Cluster& cfg, stats::Store& store, bool added_via_api_in, std::string version)
     : name(validatedName(cfg)),
-      observability_name(observabilityName(cfg)),
-      stat_name(sanitizeClusterStatName(observabilityName(cfg))),
+      other_names_(otherNames(cfg, name)),
+      observability_name(other_names_ ? other_names_->observability : name),
+      stat_name(other_names_ ? other_names_->stat : name),
       type(cfg.type()),
       added_via_api(added_via_api_in),
-      version_info(std::move(version)),
       stats(store, stat_name),
       resources(*this, false, parseLimits(cfg, envoy::config::core::v3::DEFAULT)),
       resources_high(*this, true, parseLimits(cfg, envoy::config::core::v3::HIGH)),
       store_(store) {
   config_bytes_ = clusterConfigBytes(cfg);
+  version_info_ = internedVersion(std::move(version));
   registerClusterTrafficStats(store, stat_name);
   for (const ClusterResources* r : {&resources, &resources_high}) {
     const ResourceLimits& limits = r->limits();
@@ -275,7 +298,9 @@ ClusterInfo::ClusterInfo(const Cluster& cfg, stats::Store& store, bool added_via
     dns_failure_refresh_rate = toMs(cfg.dns_failure_refresh_rate().base_interval());
   }
   respect_dns_ttl = cfg.respect_dns_ttl();
-  for (const auto& address : cfg.dns_resolvers()) appendResolver(cfg, address, &dns_resolvers_csv);
+  std::string resolvers;
+  for (const auto& address : cfg.dns_resolvers()) appendResolver(cfg, address, &resolvers);
+  dns_resolvers_csv = resolvers;
   dns_use_tcp = cfg.use_tcp_for_dns_lookups();
   // dns_resolution_config (deprecated) is not in our proto subset; typed_dns_resolver_config is not read yet.
   transport = makeUpstreamTransportFactory(cfg, store, "cluster." + stat_name + ".");

@@ -17,12 +17,13 @@ using envoy::config::endpoint::v3::LocalityLbEndpoints;
 namespace {
 
 // Previous hosts by address, so unchanged hosts keep their identity (and stats) across updates.
-using HostIndex = std::unordered_multimap<std::string, HostSharedPtr>;
+using HostIndex = std::unordered_multimap<asio::ip::tcp::endpoint, HostSharedPtr, EndpointHash>;
 
 HostIndex indexHosts(const HostSetConstSharedPtr& hosts) {
   HostIndex index;
   if (hosts) {
-    for (const auto& host : hosts->hosts) index.emplace(host->address, host);
+    index.reserve(hosts->hosts.size());
+    for (const auto& host : hosts->hosts) index.emplace(host->endpoint, host);
   }
   return index;
 }
@@ -33,11 +34,14 @@ bool sameAttributes(const Host& a, const Host& b) {
          a.health_status == b.health_status && a.metadata == b.metadata;
 }
 
-// The locality of a LocalityLbEndpoints, made once and shared by its hosts; null when empty.
+// The locality (and metadata) of a LocalityLbEndpoints, made once and shared by its hosts; null when empty.
 std::shared_ptr<const HostLocality> makeLocality(const LocalityLbEndpoints& locality) {
   const auto& l = locality.locality();
-  if (l.region().empty() && l.zone().empty() && l.sub_zone().empty()) return nullptr;
-  return std::make_shared<const HostLocality>(HostLocality{l.region(), l.zone(), l.sub_zone()});
+  const bool no_metadata = !locality.has_metadata() || locality.metadata().ByteSizeLong() == 0;
+  if (l.region().empty() && l.zone().empty() && l.sub_zone().empty() && no_metadata) return nullptr;
+  auto made = std::make_shared<HostLocality>(HostLocality{l.region(), l.zone(), l.sub_zone(), {}});
+  if (!no_metadata) made->metadata = locality.metadata();
+  return made;
 }
 
 // Builds a host, or returns the previous one when nothing about it changed.
@@ -47,28 +51,30 @@ HostSharedPtr makeHost(const LocalityLbEndpoints& locality,
                        const HostIndex& previous) {
   auto host = std::make_shared<Host>();
   host->endpoint = endpoint;
-  host->address = formatEndpoint(endpoint);
   host->hostname = std::move(hostname);
   host->weight =
       ep.has_load_balancing_weight() ? std::max<uint32_t>(ep.load_balancing_weight().value(), 1) : 1;
-  host->priority = locality.priority();
+  host->priority = std::min(locality.priority(), kMaxHostPriority);  // applyEndpoints rejects larger ones
   host->locality = std::move(shared_locality);
-  host->health_status = ep.health_status();
+  host->health_status = envoy::config::core::v3::HealthStatus_IsValid(ep.health_status())
+                            ? ep.health_status()
+                            : envoy::config::core::v3::UNKNOWN;
   host->metadata = ep.metadata();
   host->healthy.store(healthStatusIsUsable(host->health_status));
-  auto [begin, end] = previous.equal_range(host->address);
+  auto [begin, end] = previous.equal_range(host->endpoint);
   for (auto it = begin; it != end; ++it) {
     if (sameAttributes(*it->second, *host)) return it->second;
   }
-  if (begin != end) {
+  if (begin != end && begin->second->hasStats()) {
     // Same address, new attributes (weight, health...): keep the counters Envoy would keep.
-    const HostStats& old = begin->second->stats;
-    for (auto [dst, src] : {std::pair{&host->stats.rq_total, &old.rq_total},
-                            {&host->stats.rq_error, &old.rq_error},
-                            {&host->stats.rq_success, &old.rq_success},
-                            {&host->stats.rq_timeout, &old.rq_timeout},
-                            {&host->stats.cx_total, &old.cx_total},
-                            {&host->stats.cx_connect_fail, &old.cx_connect_fail}}) {
+    const HostStats& old = begin->second->peekStats();
+    HostStats& now = host->stats();
+    for (auto [dst, src] : {std::pair{&now.rq_total, &old.rq_total},
+                            {&now.rq_error, &old.rq_error},
+                            {&now.rq_success, &old.rq_success},
+                            {&now.rq_timeout, &old.rq_timeout},
+                            {&now.cx_total, &old.cx_total},
+                            {&now.cx_connect_fail, &old.cx_connect_fail}}) {
       dst->store(src->load(std::memory_order_relaxed), std::memory_order_relaxed);
     }
   }
@@ -82,9 +88,10 @@ bool samePointers(const HostSetConstSharedPtr& a, const HostSetConstSharedPtr& b
 
 bool sameMembership(const HostSetConstSharedPtr& a, const HostSetConstSharedPtr& b) {
   auto addresses = [](const HostSetConstSharedPtr& s) {
-    std::vector<std::string> out;
+    std::vector<asio::ip::tcp::endpoint> out;
     if (s) {
-      for (const auto& h : s->hosts) out.push_back(h->address);
+      out.reserve(s->hosts.size());
+      for (const auto& h : s->hosts) out.push_back(h->endpoint);
     }
     std::sort(out.begin(), out.end());
     return out;
@@ -120,7 +127,7 @@ void ClusterManager::addOrUpdateCluster(const envoy::config::cluster::v3::Cluste
     options.servers_csv = info->dns_resolvers_csv;
     options.use_tcp = info->dns_use_tcp;
     options.no_default_search_domain = info->dns_no_default_search_domain;
-    cluster->own_resolver = std::make_unique<DnsResolver>(loop_, options);
+    cluster->dnsState().own_resolver = std::make_unique<DnsResolver>(loop_, options);
   }
   if (cluster->isDns()) {
     for (const auto& locality : config.load_assignment().endpoints()) {
@@ -131,7 +138,7 @@ void ClusterManager::addOrUpdateCluster(const envoy::config::cluster::v3::Cluste
         target->locality = locality;
         target->locality.clear_lb_endpoints();
         target->endpoint = ep;
-        cluster->targets.push_back(std::move(target));
+        cluster->dnsState().targets.push_back(std::move(target));
       }
     }
   }
@@ -185,11 +192,11 @@ void ClusterManager::startCluster(Cluster& cluster) {
     case envoy::config::cluster::v3::Cluster::STRICT_DNS:
     case envoy::config::cluster::v3::Cluster::LOGICAL_DNS: {
       auto shared = clusters_.at(cluster.info->name);
-      if (cluster.targets.empty()) {
+      if (cluster.targetCount() == 0) {
         publish(cluster, info, std::make_shared<const HostSet>());
         break;
       }
-      for (size_t i = 0; i < cluster.targets.size(); ++i) resolveTarget(shared, i);
+      for (size_t i = 0; i < cluster.targetCount(); ++i) resolveTarget(shared, i);
       break;
     }
     case envoy::config::cluster::v3::Cluster::EDS:
@@ -203,7 +210,7 @@ void ClusterManager::startCluster(Cluster& cluster) {
 }
 
 DnsResolver& ClusterManager::resolverFor(Cluster& cluster) {
-  if (cluster.own_resolver) return *cluster.own_resolver;
+  if (cluster.dns && cluster.dns->own_resolver) return *cluster.dns->own_resolver;
   if (!default_resolver_) default_resolver_ = std::make_unique<DnsResolver>(loop_, dns_test_options_);
   return *default_resolver_;
 }
@@ -211,7 +218,7 @@ DnsResolver& ClusterManager::resolverFor(Cluster& cluster) {
 void ClusterManager::resolveTarget(const std::shared_ptr<Cluster>& cluster, size_t index) {
   cluster->info->stats.update_attempt().inc();
   std::weak_ptr<Cluster> weak = cluster;
-  resolverFor(*cluster).resolve(cluster->targets[index]->dns_name, cluster->info->dns_lookup_family,
+  resolverFor(*cluster).resolve(cluster->target(index).dns_name, cluster->info->dns_lookup_family,
                                 [this, weak, index](DnsStatus status, std::vector<DnsResponse> responses) {
                                   // A removed or replaced cluster takes its pending answers with it.
                                   if (auto c = weak.lock())
@@ -222,12 +229,12 @@ void ClusterManager::resolveTarget(const std::shared_ptr<Cluster>& cluster, size
 void ClusterManager::onDnsResult(const std::shared_ptr<Cluster>& cluster, size_t index, DnsStatus status,
                                  const std::vector<DnsResponse>& responses) {
   const ClusterInfo& info = *cluster->info;
-  Cluster::Target& target = *cluster->targets[index];
+  Cluster::Target& target = cluster->target(index);
   std::chrono::milliseconds next = info.dns_failure_refresh_rate;
   if (status == DnsStatus::kSuccess) {
     info.stats.update_success().inc();
     HostIndex previous;
-    for (const auto& host : target.hosts) previous.emplace(host->address, host);
+    for (const auto& host : target.hosts) previous.emplace(host->endpoint, host);
     std::vector<HostSharedPtr> hosts;
     std::chrono::seconds min_ttl{0};
     for (const auto& response : responses) {
@@ -260,11 +267,11 @@ void ClusterManager::onDnsResult(const std::shared_ptr<Cluster>& cluster, size_t
 }
 
 void ClusterManager::rebuildDnsHosts(Cluster& cluster) {
-  for (const auto& target : cluster.targets) {
+  for (const auto& target : cluster.dnsState().targets) {
     if (!target->resolved) return;  // still warming: publish once every name has answered
   }
   auto set = std::make_shared<HostSet>();
-  for (const auto& target : cluster.targets) {
+  for (const auto& target : cluster.dnsState().targets) {
     set->hosts.insert(set->hosts.end(), target->hosts.begin(), target->hosts.end());
   }
   if (!cluster.warming && cluster.active_info == cluster.info && samePointers(cluster.active_hosts, set)) {
@@ -294,19 +301,27 @@ bool ClusterManager::applyEndpoints(const std::string& name, const ClusterLoadAs
   set->hosts.reserve(count);  // exact: a host set lives as long as its assignment
   for (int i = 0; i < cla.endpoints_size(); ++i) {
     const auto& locality = cla.endpoints(i);
+    if (locality.priority() > kMaxHostPriority) {
+      throw std::invalid_argument("cluster '" + name + "': endpoints[" + std::to_string(i) +
+                                  "].priority: " + std::to_string(locality.priority()) + " is above " +
+                                  std::to_string(kMaxHostPriority));
+    }
     const auto shared_locality = makeLocality(locality);
     for (int j = 0; j < locality.lb_endpoints_size(); ++j) {
       const auto& ep = locality.lb_endpoints(j);
-      const std::string where = "cluster '" + name + "': endpoints[" + std::to_string(i) + "].lb_endpoints[" +
-                                std::to_string(j) + "].endpoint.address";
+      // Made only for an error: 50,000 endpoints per push would otherwise build 50,000 strings.
+      auto where = [&] {
+        return "cluster '" + name + "': endpoints[" + std::to_string(i) + "].lb_endpoints[" +
+               std::to_string(j) + "].endpoint.address";
+      };
       if (!ep.endpoint().address().has_socket_address()) {
-        throw std::invalid_argument(where + ": only socket_address is supported");
+        throw std::invalid_argument(where() + ": only socket_address is supported");
       }
       const auto& sa = ep.endpoint().address().socket_address();
       std::error_code ec;
       const auto ip = asio::ip::make_address(sa.address(), ec);
-      if (ec) throw std::invalid_argument(where + ".address: '" + sa.address() + "' is not an IP address");
-      if (sa.port_value() > 65535) throw std::invalid_argument(where + ".port_value: out of range");
+      if (ec) throw std::invalid_argument(where() + ".address: '" + sa.address() + "' is not an IP address");
+      if (sa.port_value() > 65535) throw std::invalid_argument(where() + ".port_value: out of range");
       set->hosts.push_back(makeHost(locality, shared_locality, ep,
                                     {ip, static_cast<uint16_t>(sa.port_value())}, ep.endpoint().hostname(),
                                     previous));

@@ -79,8 +79,8 @@ std::string ClusterManager::renderClustersText() const {
       appendLine(out, name, "eds_service_name", service);
     }
     for (const auto& host : byPriority(cluster->active_hosts)) {
-      const std::string& a = host->address;
-      const HostStats& s = host->stats;
+      const std::string a = host->address();
+      const HostStats& s = host->peekStats();
       const std::string& cluster_name = name;  // clang 14 cannot capture structured bindings
       auto line = [&](const char* key, const std::string& value) {
         appendLine(out, cluster_name, a, key + ("::" + value));
@@ -130,7 +130,7 @@ std::string ClusterManager::renderClustersJson() const {
       out += ",\"host_statuses\":[";
       for (size_t i = 0; i < hosts.size(); ++i) {
         const Host& h = *hosts[i];
-        const HostStats& s = h.stats;
+        const HostStats& s = h.peekStats();
         if (i > 0) out += ",";
         out +=
             "{\"address\":{\"socket_address\":{\"address\":" + jsonString(h.endpoint.address().to_string()) +

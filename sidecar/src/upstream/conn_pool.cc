@@ -24,7 +24,7 @@ UpstreamConnection::~UpstreamConnection() {
             .count()));
     cluster->resources.releaseConnection();
   }
-  if (host) host->stats.cx_active.fetch_sub(1, std::memory_order_relaxed);
+  if (host) host->stats().cx_active.fetch_sub(1, std::memory_order_relaxed);
 }
 
 struct ConnPool::PendingRequest : public ConnPool::Pending {
@@ -55,7 +55,7 @@ struct ConnPool::PendingRequest : public ConnPool::Pending {
   Callback cb;
   HostSharedPtr host;
   UpstreamSource source;
-  std::string pool_key;
+  PoolKey pool_key;
   ClusterInfoConstSharedPtr cluster;
   asio::steady_timer timer;
   bool cancelled = false;
@@ -96,15 +96,14 @@ void ConnPool::updateCluster(ClusterInfoConstSharedPtr cluster) {
 // until the idle sweep, or every acquire/release pair at low concurrency would re-create it (a map node
 // and a deque: allocations per request).
 void ConnPool::eraseIfEmpty(HostMap::iterator it) {
-  if (it->first.find('|') == std::string::npos) return;
+  if (it->first.source.empty()) return;
   if (it->second.idle.empty() && it->second.waiting.empty()) hosts_.erase(it);
 }
 
 ConnPool::Acquired ConnPool::acquire(const HostSharedPtr& host, Callback cb, const UpstreamSource& source) {
   const bool cluster_default = isClusterDefault(source);
-  std::string key;  // stays empty for the default key: host->address is looked up without a copy
-  if (!cluster_default) key = host->address + "|" + source.key();
-  auto it = hosts_.try_emplace(cluster_default ? host->address : key).first;
+  PoolKey key{host->endpoint, cluster_default ? std::string() : source.key()};
+  auto it = hosts_.try_emplace(key).first;
   HostPool& hp = it->second;
   const auto now = std::chrono::steady_clock::now();
   // TLS and plaintext connections (or two TLS configs) are never handed to each other: an endpoint whose
@@ -131,7 +130,7 @@ ConnPool::Acquired ConnPool::acquire(const HostSharedPtr& host, Callback cb, con
   request->cb = std::move(cb);
   request->host = host;
   request->source = cluster_default ? upstreamSourceFor(*cluster_, nullptr) : source;
-  request->pool_key = cluster_default ? host->address : std::move(key);
+  request->pool_key = std::move(key);
   request->cluster = cluster_;
   if (cluster_->resources.tryAcquireConnection()) {
     eraseIfEmpty(it);
@@ -160,8 +159,9 @@ void ConnPool::connect(const std::shared_ptr<PendingRequest>& request) {
   cluster_->trafficStats().upstream_cx_total.inc();
   cluster_->trafficStats().upstream_cx_http1_total.inc();
   cluster_->trafficStats().upstream_cx_active.inc();
-  host->stats.cx_total.fetch_add(1, std::memory_order_relaxed);
-  host->stats.cx_active.fetch_add(1, std::memory_order_relaxed);
+  HostStats& host_stats = host->stats();
+  host_stats.cx_total.fetch_add(1, std::memory_order_relaxed);
+  host_stats.cx_active.fetch_add(1, std::memory_order_relaxed);
 
   std::string open_failure;
   const bool opened = openUpstreamSocket(conn->socket, host->endpoint, request->source, &open_failure);
@@ -174,7 +174,7 @@ void ConnPool::connect(const std::shared_ptr<PendingRequest>& request) {
   auto fail = [this, request, shared_conn, host, alive](PoolFailure failure, std::string_view reason) {
     if (!*alive) return;
     cluster_->trafficStats().upstream_cx_connect_fail.inc();
-    host->stats.cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
+    host->stats().cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
     shared_conn->reset();
     request->finish(nullptr, failure, reason);
     serveWaiting();
@@ -235,7 +235,7 @@ void ConnPool::connect(const std::shared_ptr<PendingRequest>& request) {
               return;
             }
             SKIFF_LOG(kUpstream, debug, "cluster '{}': TLS handshake with {} failed: {}", cluster_->name,
-                      failed.host ? failed.host->address : "", reason);
+                      failed.host ? failed.host->address() : "", reason);
             fail(PoolFailure::kConnectFailure, reason);
             return;
           }

@@ -82,8 +82,9 @@ void H2Connection::connect(const UpstreamSource& source) {
   cluster.trafficStats().upstream_cx_total.inc();
   cluster.trafficStats().upstream_cx_http2_total.inc();
   cluster.trafficStats().upstream_cx_active.inc();
-  conn_.host->stats.cx_total.fetch_add(1, std::memory_order_relaxed);
-  conn_.host->stats.cx_active.fetch_add(1, std::memory_order_relaxed);
+  HostStats& host_stats = conn_.host->stats();
+  host_stats.cx_total.fetch_add(1, std::memory_order_relaxed);
+  host_stats.cx_active.fetch_add(1, std::memory_order_relaxed);
   sni_ = source.sni;  // auto_sni: part of this connection's pool key, sent in the handshake
   std::string failure;
   auto self = shared_from_this();
@@ -110,7 +111,7 @@ void H2Connection::connect(const UpstreamSource& source) {
     if (ec) {
       self->timer_.cancel();
       self->conn_.cluster->trafficStats().upstream_cx_connect_fail.inc();
-      self->conn_.host->stats.cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
+      self->conn_.host->stats().cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
       if (self->pool_)
         self->pool_->onConnectionFailed(*self,
                                         timed_out ? PoolFailure::kTimeout : PoolFailure::kConnectFailure,
@@ -151,7 +152,7 @@ void H2Connection::startTransport() {
       std::string reason = self->conn_.transport.tls() ? self->conn_.transport.tls()->failureReason() : "";
       if (reason.empty()) reason = timed_out ? "connection timeout" : "TLS handshake failure";
       SKIFF_LOG(kUpstream, debug, "cluster '{}': TLS handshake with {} failed: {}", self->conn_.cluster->name,
-                self->conn_.host->address, reason);
+                self->conn_.host->address(), reason);
       self->conn_.cluster->trafficStats().upstream_cx_connect_fail.inc();
       if (self->pool_)
         self->pool_->onConnectionFailed(
@@ -306,7 +307,7 @@ void H2Connection::doRead() {
     self->conn_.cluster->trafficStats().upstream_cx_rx_bytes_total.inc(n);
     if (!self->codec_.receive(std::string_view(self->in_.data(), n))) {
       self->conn_.cluster->trafficStats().upstream_cx_protocol_error.inc();
-      SKIFF_LOG(kUpstream, debug, "HTTP/2 upstream {} failed: {}", self->conn_.host->address,
+      SKIFF_LOG(kUpstream, debug, "HTTP/2 upstream {} failed: {}", self->conn_.host->address(),
                 self->codec_.error());
     }
     self->scheduleFlush();
@@ -397,7 +398,7 @@ H2ConnPool::~H2ConnPool() {
 
 H2ConnectionSharedPtr H2ConnPool::acquire(const HostSharedPtr& host, const UpstreamSource& source,
                                           Callback cb, std::function<void()>* cancel) {
-  const std::string key = host->address + "|" + source.key();
+  const PoolKey key{host->endpoint, source.key()};
   for (auto& c : conns_[key]) {
     if (c->canOpen()) return c;
   }
@@ -420,7 +421,7 @@ H2ConnectionSharedPtr H2ConnPool::acquire(const HostSharedPtr& host, const Upstr
   return nullptr;
 }
 
-bool H2ConnPool::ensureConnecting(const std::string& key, const HostSharedPtr& host,
+bool H2ConnPool::ensureConnecting(const PoolKey& key, const HostSharedPtr& host,
                                   const UpstreamSource& source) {
   auto& list = conns_[key];
   for (auto& c : list) {
@@ -437,7 +438,7 @@ bool H2ConnPool::ensureConnecting(const std::string& key, const HostSharedPtr& h
   return true;
 }
 
-void H2ConnPool::redrive(const std::string& key) {
+void H2ConnPool::redrive(const PoolKey& key) {
   std::vector<std::shared_ptr<Waiter>> mine;
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     if ((*it)->key == key) {
@@ -469,7 +470,7 @@ void H2ConnPool::redrive(const std::string& key) {
 }
 
 void H2ConnPool::onConnectionReady(H2Connection& conn) {
-  const std::string& key = conn.conn_.pool_key;
+  const PoolKey& key = conn.conn_.pool_key;
   // Hand the connection to the waiters of its host; the first one learns the server's limits soon after.
   std::vector<std::shared_ptr<Waiter>> mine;
   for (auto it = waiting_.begin(); it != waiting_.end();) {
@@ -497,7 +498,7 @@ void H2ConnPool::onStreamFreed(H2Connection& conn) {
 }
 
 void H2ConnPool::onConnectionFailed(H2Connection& conn, PoolFailure failure, std::string_view reason) {
-  const std::string key = conn.conn_.pool_key;
+  const PoolKey key = conn.conn_.pool_key;
   std::vector<std::shared_ptr<Waiter>> mine;
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     if ((*it)->key == key) {

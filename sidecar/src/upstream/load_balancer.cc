@@ -179,8 +179,8 @@ class LeastRequestLb : public BaseLb {
     size_t best = randomIndex(skip);
     for (uint32_t k = 1; k < choices_; ++k) {
       const size_t other = randomIndex(skip);
-      if (c_.hosts[other]->stats.rq_active.load(std::memory_order_relaxed) <
-          c_.hosts[best]->stats.rq_active.load(std::memory_order_relaxed)) {
+      if (c_.hosts[other]->peekStats().rq_active.load(std::memory_order_relaxed) <
+          c_.hosts[best]->peekStats().rq_active.load(std::memory_order_relaxed)) {
         best = other;
       }
     }
@@ -245,17 +245,15 @@ HostSharedPtr OriginalDstLoadBalancer::chooseHost(const LbContext& ctx) {
   if (!destination) return nullptr;
   if (od != nullptr && od->port_override) destination->port(*od->port_override);
 
-  std::string key = formatEndpoint(*destination);
-  auto it = hosts_.find(key);
+  auto it = hosts_.find(*destination);
   if (it != hosts_.end()) {
     it->second.used = true;
     return it->second.host;
   }
   auto host = std::make_shared<Host>();
   host->endpoint = *destination;
-  host->address = key;
   HostSharedPtr shared = host;
-  hosts_.emplace(std::move(key), Entry{shared, true});
+  hosts_.emplace(*destination, Entry{shared, true});
   return shared;
 }
 

@@ -19,16 +19,25 @@ void ThreadLocalCluster::update(ClusterInfoConstSharedPtr info, HostSetConstShar
 
 void ThreadLocalClusterManager::update(const std::string& name, ClusterInfoConstSharedPtr info,
                                        HostSetConstSharedPtr hosts) {
+  auto it = clusters_.find(name);
   if (!info) {
-    clusters_.erase(name);
+    if (it != clusters_.end()) clusters_.erase(it);
     return;
   }
-  auto it = clusters_.find(name);
   if (it == clusters_.end()) {
-    clusters_.try_emplace(name, std::move(info), std::move(hosts), lb_seed_);
-  } else {
-    it->second.update(std::move(info), std::move(hosts));
+    const std::string_view key = info->name;  // the ClusterInfo does not move with the shared_ptr
+    clusters_.try_emplace(key, std::move(info), std::move(hosts), lb_seed_);
+    return;
   }
+  if (it->second.infoPtr() == info) {
+    it->second.update(std::move(info), std::move(hosts));
+    return;
+  }
+  // The key views the old ClusterInfo's name: take the node out while that is alive, then re-key it.
+  auto node = clusters_.extract(it);
+  node.mapped().update(std::move(info), std::move(hosts));
+  node.key() = node.mapped().info().name;
+  clusters_.insert(std::move(node));
 }
 
 ThreadLocalCluster* ThreadLocalClusterManager::get(std::string_view name) {

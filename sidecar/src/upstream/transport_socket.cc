@@ -97,27 +97,47 @@ void UpstreamTransportFactory::setAutoSni(
   if (auto_sni_header_ == "host") auto_sni_header_ = ":authority";  // HTTP/1 Host is kept as :authority
 }
 
+namespace {
+
+// The "envoy.transport_socket_match" labels of `metadata`, null when it has none.
+const google::protobuf::Struct* matchLabels(const envoy::config::core::v3::Metadata& metadata) {
+  const auto& filter = metadata.filter_metadata();
+  if (filter.empty()) return nullptr;
+  // select() runs per request: the map wants a std::string key, so build it once.
+  static const std::string& key = *new std::string(kMatchMetadataKey);
+  auto it = filter.find(key);
+  return it == filter.end() ? nullptr : &it->second;
+}
+
+}  // namespace
+
+bool UpstreamTransportFactory::matches(const Match& m, const google::protobuf::Struct* labels) {
+  if (m.unmatchable) return false;
+  for (const auto& [key, value] : m.fields) {
+    if (labels == nullptr) return false;  // an empty criterion matches even without labels (Envoy)
+    auto f = labels->fields().find(key);
+    if (f == labels->fields().end() || f->second.kind_case() != google::protobuf::Value::kStringValue ||
+        f->second.string_value() != value) {
+      return false;
+    }
+  }
+  return true;
+}
+
 const UpstreamTransport& UpstreamTransportFactory::select(const Host& host) const {
   if (matches_.empty()) return default_;
-  const auto& filter = host.metadata.filter_metadata();
-  auto it = filter.find(std::string(kMatchMetadataKey));
-  const google::protobuf::Struct* labels = it == filter.end() ? nullptr : &it->second;
+  // Envoy's order: every match against the endpoint's labels, then every match against its locality's.
+  const google::protobuf::Struct* labels = matchLabels(host.metadata);
   for (const auto& m : matches_) {
-    if (m.unmatchable) continue;
-    bool all = true;
-    for (const auto& [key, value] : m.fields) {
-      if (labels == nullptr) {
-        all = false;
-        break;
-      }
-      auto f = labels->fields().find(key);
-      if (f == labels->fields().end() || f->second.kind_case() != google::protobuf::Value::kStringValue ||
-          f->second.string_value() != value) {
-        all = false;
-        break;
-      }
+    if (matches(m, labels)) return m.transport;
+  }
+  // Without locality labels the second pass could only match what matched without labels in the first.
+  const google::protobuf::Struct* locality_labels =
+      host.locality ? matchLabels(host.locality->metadata) : nullptr;
+  if (locality_labels != nullptr) {
+    for (const auto& m : matches_) {
+      if (matches(m, locality_labels)) return m.transport;
     }
-    if (all) return m.transport;
   }
   return default_;
 }

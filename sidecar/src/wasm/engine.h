@@ -15,7 +15,7 @@
 namespace skiff::wasm::engine {
 
 // Bumped whenever anything below changes; the module refuses a host built against another version.
-inline constexpr uint32_t kInterfaceVersion = 2;
+inline constexpr uint32_t kInterfaceVersion = 3;
 // extern "C" Engine* skiff_wasm_engine(uint32_t interface_version): nullptr on a version mismatch.
 inline constexpr const char* kEntryPoint = "skiff_wasm_engine";
 using EntryPoint = void* (*)(uint32_t interface_version);
@@ -28,6 +28,10 @@ struct Import {
   uint8_t arity;
   uint32_t i64_args;  // bit i set: argument i is an i64
   bool returns;
+  // proxy_log's shape (level, ptr, size) -> WasmResult: when set, the engine answers Ok (0) itself, with no
+  // call into the host, for a level below *quiet_below (read at every call; the host may change it at any
+  // time) whose message lies within the guest's memory. Any other call goes to the host as usual.
+  const int32_t* quiet_below = nullptr;
 };
 
 // The host side of one instance: the engine calls it for every import the guest calls.

@@ -112,6 +112,10 @@ uint64_t proxySetProperty(Vm& vm, const uint64_t* a) {
   if (stream == nullptr) return r(R::kNotFound);  // no stream info in a root context
   std::string_view p = *path;
   if (!p.empty() && p.back() == '\0') p.remove_suffix(1);
+  if (const DeclaredProperty* declared = plugin(vm).declaredProperty(p);
+      declared != nullptr && declared->readonly && stream->property({p})) {
+    return r(R::kBadArgument);  // declare_property(readonly): set once
+  }
   return r(stream->setProperty(p, *value));
 }
 
@@ -146,7 +150,14 @@ uint64_t mutateHeader(Vm& vm, const uint64_t* a, bool with_value, Op op) {
   }
   http::HeaderMap* map = headerMap(vm, u32(a[0]));
   if (map == nullptr) return r(R::kBadArgument);
+  const uint64_t version_before = map->version();
   op(*map, *key, value);
+  // Envoy clears the route cache on every request-header change by a plugin of ABI 0.2.1 or older
+  // (every ABI Skiff detects); the stream skips it when the route cannot depend on the change.
+  if (static_cast<MapType>(a[0]) == MapType::kRequestHeaders && map->version() != version_before) {
+    StreamContext* stream = plugin(vm).currentStream();
+    if (stream != nullptr) stream->requestHeaderChanged(*key, version_before);
+  }
   return r(R::kOk);
 }
 
@@ -185,6 +196,9 @@ uint64_t proxySetHeaderMapPairs(Vm& vm, const uint64_t* a) {
   if (map == nullptr) return r(R::kBadArgument);
   map->clear();
   for (const auto& [k, v] : *pairs) map->add(k, v);
+  if (static_cast<MapType>(a[0]) == MapType::kRequestHeaders) {
+    if (StreamContext* stream = plugin(vm).currentStream()) stream->clearRouteCache();  // as Envoy does
+  }
   return r(R::kOk);
 }
 
@@ -291,7 +305,8 @@ uint64_t proxyContinueResponse(Vm& vm, const uint64_t*) {
   const uint64_t arg = 1;
   return proxyContinueStream(vm, &arg);
 }
-uint64_t proxyClearRouteCache(Vm&, const uint64_t*) {
+uint64_t proxyClearRouteCache(Vm& vm, const uint64_t*) {
+  if (StreamContext* stream = plugin(vm).currentStream()) stream->clearRouteCache();
   return r(R::kOk);
 }
 
@@ -440,9 +455,23 @@ uint64_t proxyDequeueSharedQueue(Vm& vm, const uint64_t* a) {
 uint64_t proxyDone(Vm&, const uint64_t*) {
   return r(R::kNotFound);
 }
+// (name, name_size, args, args_size, results*, results_size*): results written unless their pointer is 0.
 uint64_t proxyCallForeignFunction(Vm& vm, const uint64_t* a) {
-  if (!vm.view(u32(a[0]), u32(a[1])) || !vm.view(u32(a[2]), u32(a[3]))) return r(R::kInvalidMemoryAccess);
-  return r(R::kNotFound);
+  auto name = guestString(vm, a[0], a[1]);
+  auto args = guestString(vm, a[2], a[3]);
+  if (!name || !args) return r(R::kInvalidMemoryAccess);
+  const uint32_t results = u32(a[4]), results_size = u32(a[5]);
+  if ((results != 0 && !vm.view(results, 4)) || (results_size != 0 && !vm.view(results_size, 4))) {
+    return r(R::kInvalidMemoryAccess);
+  }
+  std::string out;
+  const WasmResult result = callForeignFunction(plugin(vm), *name, *args, &out);
+  if (result != R::kOk) return r(result);
+  if (results != 0 && results_size != 0) return r(vm.copyOut(out, results, results_size));
+  if (results_size != 0 && !vm.writeU32(results_size, static_cast<uint32_t>(out.size()))) {
+    return r(R::kInvalidMemoryAccess);
+  }
+  return r(R::kOk);
 }
 // ---- gRPC callouts ----
 

@@ -643,4 +643,10 @@ std::optional<std::string> PluginVm::pluginProperty(const std::vector<std::strin
   return std::nullopt;
 }
 
+WasmResult PluginVm::declareProperty(std::string name, DeclaredProperty property) {
+  if (declaredProperty(name) != nullptr) return WasmResult::kBadArgument;  // Envoy keeps the first schema
+  declared_.emplace_back(std::move(name), std::move(property));
+  return WasmResult::kOk;
+}
+
 }  // namespace skiff::wasm

@@ -16,6 +16,7 @@
 
 #include "skiff/http/filter.h"
 #include "skiff/stats/stats.h"
+#include "wasm/foreign_functions.h"
 #include "wasm/types.h"
 #include "wasm/vm.h"
 
@@ -59,6 +60,12 @@ class StreamContext {
   // proxy_set_property: a value the stream keeps (Envoy's filter state `wasm.<path>`), readable with
   // proxy_get_property under the same path for the rest of the stream.
   virtual WasmResult setProperty(std::string_view path, std::string_view value) = 0;
+  // The clear_route_cache foreign function (and ABI 0.1.0's proxy_clear_route_cache): the route is
+  // picked again for the (changed) request headers. Nothing to do outside an HTTP stream.
+  virtual void clearRouteCache() {}
+  // A plugin changed request header `name` (add/replace/remove); the map's version() before the change
+  // lets the stream skip the re-match when the route cannot depend on it. Default: clearRouteCache().
+  virtual void requestHeaderChanged(std::string_view name, uint64_t version_before) { clearRouteCache(); }
   // A root-context callback (http call response, tick, queue) made this stream effective and acted on
   // it: run what is deferred (local reply, close). Called after that callback returned.
   virtual void afterRootCall() {}
@@ -256,6 +263,15 @@ class PluginVm {
   WasmResult getMetric(uint32_t id, uint64_t* value);
   // Plugin-level properties (plugin_name, plugin_root_id, plugin_vm_id, node.*); nullopt if not one.
   std::optional<std::string> pluginProperty(const std::vector<std::string_view>& path) const;
+  // declare_property (foreign function), per root context as in Envoy: BadArgument when `name` was
+  // declared before. A read-only declared property can be set once per stream.
+  WasmResult declareProperty(std::string name, DeclaredProperty property);
+  const DeclaredProperty* declaredProperty(std::string_view name) const {
+    for (const auto& [n, p] : declared_) {
+      if (n == name) return &p;
+    }
+    return nullptr;
+  }
 
  private:
   PluginVm() = default;
@@ -307,6 +323,7 @@ class PluginVm {
   const std::string* grpc_message_ = nullptr;
   uint32_t status_code_ = 0;
   std::string status_message_;
+  std::vector<std::pair<std::string, DeclaredProperty>> declared_;  // declare_property (few)
 };
 
 // The bootstrap node, for the `node` / `xds.node` properties (set by the server at start-up).

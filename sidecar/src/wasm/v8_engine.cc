@@ -6,7 +6,9 @@
 #include <v8.h>
 
 #include <pthread.h>
+#include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstdlib>
 #include <deque>
 #include <map>
@@ -149,23 +151,50 @@ inline bool smiValue(v8::Local<v8::Value> v, uint64_t* out) {
   return true;
 }
 
+// The rare argument that is no Smi: an i64 (a BigInt) or an i32 boxed as a HeapNumber.
+uint64_t slowArg(v8::Local<v8::Value> v, bool i64) {
+  if (i64) return v->IsBigInt() ? v.As<v8::BigInt>()->Uint64Value() : 0;
+  if (v->IsInt32()) return static_cast<uint32_t>(v.As<v8::Int32>()->Value());
+  if (v->IsUint32()) return v.As<v8::Uint32>()->Value();
+  return 0;
+}
+
+constexpr int kMaxHostArgs = 12;  // the widest host function (proxy_grpc_call) takes 12
+
+// i32 arguments for a guest call, held as V8 small integers in the caller's frame: Function::Call only reads
+// the values behind the handles, and a Smi is no heap object, so neither Integer::New nor a handle slot is
+// needed per argument. (Smis are 32-bit on this V8 build, which has no pointer compression: any uint32
+// passes as the int32 with the same bits, which is what the JS-to-Wasm wrapper's ToInt32 gives back.)
+class SmiArgs {
+ public:
+  static constexpr size_t kMax = 8;
+  static_assert(v8::internal::kSmiValueSize == 32, "an i32 must fit a Smi");
+  SmiArgs(const uint32_t* args, size_t argc) : argc_(std::min(argc, kMax)) {
+    for (size_t i = 0; i < argc_; ++i) {
+      slots_[i] = v8::internal::Internals::IntToSmi(static_cast<int32_t>(args[i]));
+      argv_[i] = std::bit_cast<v8::Local<v8::Value>>(&slots_[i]);  // a Local is a pointer to its slot
+    }
+  }
+  int argc() const { return static_cast<int>(argc_); }
+  v8::Local<v8::Value>* argv() { return argv_; }
+
+ private:
+  size_t argc_;
+  v8::internal::Address slots_[kMax];
+  v8::Local<v8::Value> argv_[kMax];
+};
+static_assert(sizeof(v8::Local<v8::Value>) == sizeof(v8::internal::Address*));
+
 // Every host function enters here: arguments are unpacked (i32 as uint32, i64 from BigInt) and the
-// result is returned as an i32 Number.
+// result is returned as an i32 Number. The Wasm-to-JS wrapper passes i32 arguments as small integers: one
+// tag test each.
 void dispatch(const v8::FunctionCallbackInfo<v8::Value>& info) {
   auto* data = static_cast<CallbackData*>(info.Data().As<v8::External>()->Value());
   const Import& fn = *data->import;
-  uint64_t args[12] = {};
-  const int n = std::min<int>(info.Length(), std::min<int>(fn.arity, 12));
+  uint64_t args[kMaxHostArgs] = {};  // zeroed: a host function never sees another call's arguments
+  const int n = std::min<int>(info.Length(), std::min<int>(fn.arity, kMaxHostArgs));
   for (int i = 0; i < n; ++i) {
-    v8::Local<v8::Value> v = info[i];
-    if (fn.i64_args & (1u << i)) {
-      if (v->IsBigInt()) args[i] = v.As<v8::BigInt>()->Uint64Value();
-    } else if (smiValue(v, &args[i])) {
-    } else if (v->IsInt32()) {
-      args[i] = static_cast<uint32_t>(v.As<v8::Int32>()->Value());
-    } else if (v->IsUint32()) {
-      args[i] = v.As<v8::Uint32>()->Value();
-    }
+    if (!smiValue(info[i], &args[i])) args[i] = slowArg(info[i], (fn.i64_args >> i) & 1u);
   }
   uint64_t result = 0;
   if (const std::string* abort = data->host->callImport(fn.index, args, &result)) {
@@ -176,12 +205,29 @@ void dispatch(const v8::FunctionCallbackInfo<v8::Value>& info) {
   if (fn.returns) info.GetReturnValue().Set(static_cast<uint32_t>(result));
 }
 
+// A quiet import (Import::quiet_below, proxy_log's shape) is bound as this small JavaScript function around
+// the host function: below the level, with the message inside the memory size known so far, it answers Ok
+// without leaving V8's generated code; the crossing into C++ (the Wasm-to-JS wrapper, HandleApiCall,
+// FunctionCallbackInfo) is most of a host call's cost. i32 arguments arrive signed, so values of 2^31 and
+// up (never valid here) fall through to the host, which checks them exactly.
+constexpr const char* kQuietImportSource = R"JS((function (host, level, size) {
+  'use strict';
+  return function (l, p, n) {
+    if (l >= 0 && l < level[0] && p >= 0 && n >= 0 && p + n <= size[0]) return 0;
+    return host(l, p, n);
+  };
+}))JS";
+
 // What an instance holds in its isolate. Freed on the isolate's home thread (see ThreadIsolate).
 struct InstanceHandles {
   v8::Global<v8::WasmModuleObject> module;
   v8::Global<v8::Object> instance;
   v8::Global<v8::Object> memory;
   v8::Global<v8::ArrayBuffer> buffer;  // memory's current buffer; detached when the memory grows
+  // The memory's size as quiet imports read it (see quietImport): an Int32Array over one int32 that
+  // refreshBuffer() keeps current. Memory only grows, so a stale value only sends a call to the host.
+  v8::Global<v8::Int32Array> known_size;
+  int32_t* known_size_cell = nullptr;
   std::vector<v8::Global<v8::Function>> exports;
   std::vector<Import> imports;
   std::vector<CallbackData> callback_data;  // sized once, so the pointers handed to V8 stay stable
@@ -191,6 +237,8 @@ struct InstanceHandles {
     instance.Reset();
     memory.Reset();
     buffer.Reset();
+    known_size.Reset();
+    known_size_cell = nullptr;
     for (auto& e : exports) e.Reset();
   }
 };
@@ -221,6 +269,25 @@ class ThreadIsolate {
   bool onHomeThread() const { return !left_ && pthread_equal(pthread_self(), home_); }
   ForegroundRunner& runner() { return *runner_; }
   int& depth() { return depth_; }
+
+  // function(host, level, size) -> function(l, p, n): the quiet-import wrapper (see quietImport), compiled
+  // once per isolate. Empty if it cannot be compiled (the imports are then bound directly).
+  v8::Local<v8::Function> quietFactory() {
+    if (quiet_factory_.IsEmpty() && !quiet_factory_failed_) {
+      v8::HandleScope scope(isolate_);
+      v8::Local<v8::Context> ctx = context();
+      v8::TryCatch tc(isolate_);
+      v8::Local<v8::Script> script;
+      v8::Local<v8::Value> f;
+      if (v8::Script::Compile(ctx, str(isolate_, kQuietImportSource)).ToLocal(&script) &&
+          script->Run(ctx).ToLocal(&f) && f->IsFunction()) {
+        quiet_factory_.Reset(isolate_, f.As<v8::Function>());
+      } else {
+        quiet_factory_failed_ = true;
+      }
+    }
+    return quiet_factory_.IsEmpty() ? v8::Local<v8::Function>() : strong(quiet_factory_);
+  }
 
   // Home thread, before a call: frees what other threads handed over (one load when there is nothing).
   void collect() {
@@ -287,7 +354,8 @@ class ThreadIsolate {
     isolate_ = v8::Isolate::New(params);
     runner_ = eng.platform->runnerFor(isolate_);
     isolate_->Enter();
-    // No JavaScript runs here, so no microtask checkpoint after every call into a module.
+    // No JavaScript queues microtasks here (the only script is the quiet-import wrapper), so no microtask
+    // checkpoint after every call into a module.
     isolate_->SetMicrotasksPolicy(v8::MicrotasksPolicy::kExplicit);
     // The outer scope keeps a handle block, so a call's own scope never allocates one.
     scope_ = ::new (&scope_storage_) v8::HandleScope(isolate_);
@@ -304,6 +372,7 @@ class ThreadIsolate {
     instances_ -= graveyard_.size();
     graveyard_.clear();
     graveyard_pending_.store(false, std::memory_order_relaxed);
+    quiet_factory_.Reset();
     context()->Exit();
     context_.Reset();
     scope_->~HandleScope();
@@ -315,6 +384,8 @@ class ThreadIsolate {
   const pthread_t home_;
   std::shared_ptr<ForegroundRunner> runner_;
   v8::Global<v8::Context> context_;
+  v8::Global<v8::Function> quiet_factory_;
+  bool quiet_factory_failed_ = false;
   alignas(v8::HandleScope) unsigned char scope_storage_[sizeof(v8::HandleScope)];
   v8::HandleScope* scope_ = nullptr;
   int depth_ = 0;  // nested guest calls on the home thread (a host function calling the allocator)
@@ -418,6 +489,7 @@ class V8Instance final : public Instance {
       v8::Local<v8::Function> f =
           v8::Function::New(ctx, dispatch, v8::External::New(isolate_, &h_->callback_data.back()), fn.arity)
               .ToLocalChecked();
+      if (fn.quiet_below != nullptr) f = quietImport(ctx, f, fn.quiet_below);
       const std::string module_name = fn.module;
       moduleObject(module_name)->Set(ctx, str(isolate_, fn.name), f).Check();
       if (module_name == "wasi_snapshot_preview1")
@@ -468,13 +540,10 @@ class V8Instance final : public Instance {
     // all a call needs.
     v8::HandleScope hscope(isolate_);
     v8::TryCatch tc(isolate_);
-    v8::Local<v8::Value> argv[8];
-    argc = std::min<size_t>(argc, 8);
-    for (size_t i = 0; i < argc; ++i) argv[i] = v8::Integer::NewFromUnsigned(isolate_, args[i]);
+    SmiArgs argv(args, argc);
     ++iso_->depth();
     v8::MaybeLocal<v8::Value> ret =
-        strong(h_->exports[index])
-            ->Call(iso_->context(), v8::Undefined(isolate_), static_cast<int>(argc), argv);
+        strong(h_->exports[index])->Call(iso_->context(), v8::Undefined(isolate_), argv.argc(), argv.argv());
     --iso_->depth();
     return finish(ret, tc, result, error);
   }
@@ -495,12 +564,9 @@ class V8Instance final : public Instance {
     v8::Local<v8::Value> f;
     *found = export_obj->Get(ctx, str(isolate_, name)).ToLocal(&f) && f->IsFunction();
     if (!*found) return false;
-    v8::Local<v8::Value> argv[8];
-    argc = std::min<size_t>(argc, 8);
-    for (size_t i = 0; i < argc; ++i) argv[i] = v8::Integer::NewFromUnsigned(isolate_, args[i]);
+    SmiArgs argv(args, argc);
     ++iso_->depth();
-    v8::MaybeLocal<v8::Value> ret =
-        f.As<v8::Function>()->Call(ctx, ctx->Global(), static_cast<int>(argc), argv);
+    v8::MaybeLocal<v8::Value> ret = f.As<v8::Function>()->Call(ctx, ctx->Global(), argv.argc(), argv.argv());
     --iso_->depth();
     return finish(ret, tc, result, error);
   }
@@ -524,6 +590,30 @@ class V8Instance final : public Instance {
     v8::Local<v8::ArrayBuffer> buffer = v8::WasmMemoryObject::Cast(*strong(h_->memory))->Buffer();
     h_->buffer.Reset(isolate_, buffer);
     mem_ = Memory{static_cast<uint8_t*>(buffer->Data()), buffer->ByteLength()};
+    if (h_->known_size_cell != nullptr) {
+      *h_->known_size_cell = static_cast<int32_t>(std::min<uint64_t>(mem_.size, INT32_MAX));
+    }
+  }
+
+  // `host` wrapped for Import::quiet_below (kQuietImportSource); `host` itself if that cannot be done.
+  v8::Local<v8::Function> quietImport(v8::Local<v8::Context> ctx, v8::Local<v8::Function> host,
+                                      const int32_t* level) {
+    v8::Local<v8::Function> factory = iso_->quietFactory();
+    if (factory.IsEmpty()) return host;
+    if (h_->known_size.IsEmpty()) {
+      std::shared_ptr<v8::BackingStore> cell = v8::ArrayBuffer::NewBackingStore(isolate_, sizeof(int32_t));
+      h_->known_size_cell = static_cast<int32_t*>(cell->Data());  // stays put: the buffer cannot resize
+      *h_->known_size_cell = 0;                                   // until refreshBuffer()
+      h_->known_size.Reset(isolate_, v8::Int32Array::New(v8::ArrayBuffer::New(isolate_, cell), 0, 1));
+    }
+    // The level lives in the host (process-wide, never freed): a view of it, read-only from the script.
+    std::shared_ptr<v8::BackingStore> level_store = v8::ArrayBuffer::NewBackingStore(
+        const_cast<int32_t*>(level), sizeof(int32_t), v8::BackingStore::EmptyDeleter, nullptr);
+    v8::Local<v8::Value> argv[] = {
+        host, v8::Int32Array::New(v8::ArrayBuffer::New(isolate_, level_store), 0, 1), strong(h_->known_size)};
+    v8::Local<v8::Value> f;
+    if (!factory->Call(ctx, v8::Undefined(isolate_), 3, argv).ToLocal(&f) || !f->IsFunction()) return host;
+    return f.As<v8::Function>();
   }
 
   bool finish(v8::MaybeLocal<v8::Value> ret, v8::TryCatch& tc, uint32_t* result, std::string* error) {

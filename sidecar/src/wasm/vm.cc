@@ -3,9 +3,12 @@
 #include "wasm/vm.h"
 
 #include <openssl/sha.h>
+#include <spdlog/logger.h>
 
+#include <atomic>
 #include <cstring>
 
+#include "skiff/common/logging.h"
 #include "wasm/engine_loader.h"
 #include "wasm/host_functions.h"
 
@@ -52,6 +55,19 @@ constexpr const char* kExportNames[] = {
 };
 static_assert(std::size(kExportNames) == static_cast<size_t>(Export::kCount));
 static_assert(static_cast<size_t>(Export::kCount) <= 64);  // Vm::export_mask_
+
+// The wasm logger's level as the engine reads it for proxy_log (Import::quiet_below): spdlog keeps it in an
+// std::atomic<int>, which is a plain lock-free int in memory, in a logger that lives as long as the process.
+// (Reached through a pointer to member named via a derived class: the member is protected.)
+const int32_t* wasmLogLevel() {
+  struct Peek : spdlog::logger {
+    static auto member() { return &Peek::level_; }
+  };
+  static_assert(sizeof(spdlog::level_t) == sizeof(int32_t) && spdlog::level_t::is_always_lock_free);
+  static_assert(spdlog::level::trace == 0 && spdlog::level::critical == 5);  // proxy-wasm's log levels
+  const spdlog::level_t& level = log::get(log::Component::kWasm).*Peek::member();
+  return reinterpret_cast<const int32_t*>(&level);
+}
 
 }  // namespace
 
@@ -101,6 +117,11 @@ std::unique_ptr<Vm> Vm::create(std::string_view code, PluginVm* host, std::strin
     if (fn.abis != 0 && (fn.abis & abiBit(vm->abi_)) == 0) continue;
     imports.push_back(
         engine::Import{fn.module, fn.name, static_cast<uint32_t>(i), fn.arity, fn.i64_args, fn.returns});
+    // A message below the level costs no crossing into the host (a sidecar runs at warning, modules log
+    // at info): the host function would only check the memory range and return Ok.
+    if (std::strcmp(fn.name, "proxy_log") == 0 && fn.arity == 3 && fn.returns) {
+      imports.back().quiet_below = wasmLogLevel();
+    }
   }
   watch(&vm->watched_, vm->instance_.get());
   vm->watched_registered_ = true;

@@ -76,7 +76,6 @@ class GrpcClientTlsTest : public ::testing::Test {
     auto hosts = std::make_shared<upstream::HostSet>();
     auto host = std::make_shared<upstream::Host>();
     host->endpoint = asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_);
-    host->address = upstream::formatEndpoint(host->endpoint);
     hosts->hosts.push_back(host);
     clusters_.update(name, info, hosts);
   }

@@ -56,6 +56,57 @@ TEST(Http1WriterTest, UnsafeFieldsAreDropped) {
   EXPECT_EQ(out, "HTTP/1.1 200 OK\r\nx-ok: fine\r\n\r\n");
 }
 
+// The word-at-a-time scan: a CR, LF or NUL at any position of names and values of every length (short
+// strings, whole words, overlapping tails) drops the field; TAB and bytes >= 0x80 do not.
+TEST(Http1WriterTest, UnsafeByteAtAnyPositionIsFound) {
+  for (size_t len = 1; len <= 40; ++len) {
+    for (size_t pos = 0; pos < len; ++pos) {
+      for (char bad : {'\r', '\n', '\0'}) {
+        std::string value(len, 'v');
+        value[pos] = bad;
+        std::string name(len, 'n');
+        name[pos] = bad;
+        HeaderMap h;
+        h.add(":status", "200");
+        h.add("x-v", value);
+        h.add(name, "ok");
+        h.add("x-ok", "1");
+        std::string out;
+        writeResponseHead(h, out);
+        EXPECT_EQ(out, "HTTP/1.1 200 OK\r\nx-ok: 1\r\n\r\n") << len << " " << pos << " " << int(bad);
+      }
+    }
+    std::string fine(len, 'a');
+    fine[len / 2] = '\t';
+    fine[0] = static_cast<char>(0xe9);
+    HeaderMap h;
+    h.add(":status", "200");
+    h.add("x-fine", fine);
+    std::string out = "pre|";
+    writeResponseHead(h, out);
+    EXPECT_EQ(out, "pre|HTTP/1.1 200 OK\r\nx-fine: " + fine + "\r\n\r\n") << len;
+  }
+}
+
+TEST(Http1WriterTest, ManyFieldsKeepTheirOrder) {
+  HeaderMap h;
+  h.add(":status", "200");
+  std::string expected = "HTTP/1.1 200 OK\r\n";
+  for (int i = 0; i < 70; ++i) {  // past the 64-field fast path
+    h.add("x-" + std::to_string(i), i % 7 == 3 ? "bad\r\n" : std::to_string(i));
+    if (i % 7 != 3) expected += "x-" + std::to_string(i) + ": " + std::to_string(i) + "\r\n";
+  }
+  std::string out;
+  writeResponseHead(h, out);
+  EXPECT_EQ(out, expected + "\r\n");
+  HeaderMap few;
+  few.add(":status", "204");
+  for (int i = 0; i < 64; ++i) few.add("y-" + std::to_string(i), "v");
+  std::string out2;
+  writeResponseHead(few, out2);
+  EXPECT_EQ(out2.size(), std::string("HTTP/1.1 204 No Content\r\n\r\n").size() + 64 * 8 + (64 - 10));
+}
+
 TEST(Http1WriterTest, ResponseHeadReasonPhrases) {
   HeaderMap h;
   h.add(":status", "503");

@@ -9,6 +9,7 @@
 #include "envoy/config/listener/v3/listener.pb.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb.h"
 #include "filters/istio/istio.h"
+#include "filters/istio/tcp_exchange.h"
 #include "filters/network/network_filter.h"
 #include "skiff/filters/http_filter_registry.h"
 #include "skiff/stats/stats.h"
@@ -21,7 +22,7 @@ constexpr std::string_view kListenerType = "type.googleapis.com/envoy.config.lis
 using Hcm = envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 
 struct Counts {
-  int stats = 0, exchange = 0, unwrapped = 0, tcp = 0;
+  int stats = 0, exchange = 0, unwrapped = 0, tcp = 0, tcp_exchange = 0, cluster_exchange = 0;
 };
 
 Counts buildIstioFilters(const std::string& dump) {
@@ -32,6 +33,14 @@ Counts buildIstioFilters(const std::string& dump) {
   stats::Store store(1);
   Counts counts;
   auto loaded = xds::loadSnapshot(path.string());
+  // Clusters' upstream istio.metadata_exchange (Istio's TCP exchange, ALPN istio-peer-exchange).
+  for (const auto& [name, any] : loaded.resources["type.googleapis.com/envoy.config.cluster.v3.Cluster"]) {
+    envoy::config::cluster::v3::Cluster cluster;
+    EXPECT_TRUE(any.UnpackTo(&cluster)) << name;
+    if (cluster.filters_size() == 0) continue;
+    EXPECT_EQ(filters::istio::exchangeProtocolOf(cluster), "istio-peer-exchange") << name;
+    ++counts.cluster_exchange;
+  }
   for (const auto& [name, any] : loaded.resources[std::string(kListenerType)]) {
     envoy::config::listener::v3::Listener listener;
     EXPECT_TRUE(any.UnpackTo(&listener)) << name;
@@ -49,6 +58,17 @@ Counts buildIstioFilters(const std::string& dump) {
           const std::string impl = typeid(*factory).name();
           EXPECT_NE(impl.find("istio"), std::string::npos) << name << ": network istio.stats built " << impl;
           ++counts.tcp;
+          continue;
+        }
+        if (f.name() == "istio.metadata_exchange") {  // the TCP exchange, in front of tcp_proxy or an HCM
+          google::protobuf::Any config = f.typed_config();
+          filters::istio::unwrapTypedStruct(f.typed_config(), &config);
+          const auto* reg = filters::network::findNetworkFilter(config.type_url(), f.name());
+          EXPECT_NE(reg, nullptr) << name << ": network istio.metadata_exchange " << config.type_url();
+          if (reg == nullptr) continue;
+          auto factory = reg->create(f.typed_config(), store, name);
+          EXPECT_TRUE(factory) << name;
+          if (factory) ++counts.tcp_exchange;
           continue;
         }
         Hcm hcm;
@@ -88,6 +108,7 @@ TEST(IstioStatsFixtures, LdsDump2023NativeStatsAndWasmExchange) {
   EXPECT_GT(c.stats, 0);
   EXPECT_GT(c.exchange, 0);
   EXPECT_GT(c.tcp, 0);
+  EXPECT_GT(c.tcp_exchange, 0);
 }
 
 TEST(IstioStatsFixtures, FullDump110WasmNullVmForms) {
@@ -97,6 +118,8 @@ TEST(IstioStatsFixtures, FullDump110WasmNullVmForms) {
   EXPECT_GT(c.stats, 0);
   EXPECT_GT(c.exchange, 0);
   EXPECT_GT(c.tcp, 0);
+  EXPECT_GT(c.tcp_exchange, 0);
+  EXPECT_GT(c.cluster_exchange, 0);  // every cluster of the 1.10 dump carries the upstream exchange
 }
 
 }  // namespace

@@ -50,7 +50,7 @@ end
   EXPECT_EQ(counter("http.test.lua.errors"), 0u);
 }
 
-// Kept header maps (light) and response handles (full userdata) from stream 0 stay dead for every later
+// Kept header maps and response handles (light objects) from stream 0 stay dead for every later
 // stream, although each stream reuses the same run slot.
 TEST_F(LuaFilterTest, KeptObjectsStayDeadAcrossSlotReuse) {
   setUp(R"(

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <thread>
 
+#include "skiff/common/init_target.h"
 #include "skiff/config/yaml_to_proto.h"
 #include "skiff/filters/http_filter_registry.h"
 
@@ -231,6 +232,97 @@ TEST_F(ListenerManagerTest, PendingSocketsOfARemovedListenerAreClosed) {
   EXPECT_TRUE(closedByPeer(fd, 5000));
   ::close(fd);
   EXPECT_TRUE(waitFor([&] { return pending.value() == 0 && gauge("total_listeners_draining") == 0; }));
+}
+
+// A test HTTP filter that registers an init target (as a remote Wasm plugin does) named after its
+// StringValue config; the markers are kept here so the test decides when each target is ready.
+std::vector<std::function<void()>>& initMarkers() {
+  static std::vector<std::function<void()>> markers;
+  return markers;
+}
+
+struct NoFilters : http::FilterFactory {
+  void createFilters(http::FilterChainBuilder&) const override {}
+};
+
+void registerInitTargetFilter() {
+  filters::registerHttpFilter(
+      {"skiff.test.init_target", "type.googleapis.com/google.protobuf.StringValue",
+       [](const google::protobuf::Any&, const filters::FactoryContext&) -> http::FilterFactorySharedPtr {
+         if (auto* targets = init::InitScope::current()) initMarkers().push_back(targets->add("test target"));
+         return std::make_shared<NoFilters>();
+       }});
+}
+
+// A listener whose HCM has the init-target filter before the router: it warms until the marker runs.
+envoy::config::listener::v3::Listener warmingProto(const std::string& name, const std::string& tag) {
+  envoy::config::listener::v3::Listener proto;
+  std::vector<std::string> warnings;
+  config::loadMessageYaml(
+      "{name: " + name +
+          ", address: {socket_address: {address: 127.0.0.1, port_value: 0}}, filter_chains: [{filters: "
+          "[{name: "
+          "envoy.filters.network.http_connection_manager, typed_config: {'@type': "
+          "type.googleapis.com/"
+          "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: " +
+          tag +
+          ", route_config: {name: r}, http_filters: [{name: t, typed_config: {'@type': "
+          "type.googleapis.com/google.protobuf.StringValue, value: x}}, {name: "
+          "envoy.filters.http.router}]}}]}]}",
+      proto, warnings);
+  return proto;
+}
+
+// Readiness waits on warmingOnTargets(); it must be told when a listener warming on a target is removed or
+// replaced by one that starts at once, not only when a listener is installed after warming.
+TEST_F(ListenerManagerTest, RemovingOrReplacingATargetWarmingListenerNotifies) {
+  registerInitTargetFilter();
+  initMarkers().clear();
+  start();
+  int calls = 0;
+  manager_->setWarmedCallback([&] { ++calls; });
+
+  ASSERT_EQ(manager_->addOrUpdateListener(warmingProto("a", "a1"), "1"), "");
+  ASSERT_EQ(initMarkers().size(), 1u);
+  EXPECT_EQ(manager_->warmingOnTargets(), 1u);
+  EXPECT_EQ(calls, 0);
+  EXPECT_TRUE(manager_->removeListener("a"));
+  EXPECT_EQ(manager_->warmingOnTargets(), 0u);
+  EXPECT_EQ(calls, 1);
+  initMarkers()[0]();  // the removed listener's target finishing later is harmless
+  EXPECT_EQ(manager_->activeCount(), 0u);
+
+  ASSERT_EQ(manager_->addOrUpdateListener(warmingProto("b", "b1"), "1"), "");
+  EXPECT_EQ(manager_->warmingOnTargets(), 1u);
+  ASSERT_EQ(manager_->addOrUpdateListener(listenerProto("b", 0), "2"), "");  // no target: installed at once
+  EXPECT_EQ(manager_->warmingOnTargets(), 0u);
+  EXPECT_EQ(manager_->activeCount(), 1u);
+  EXPECT_EQ(calls, 2);
+
+  // Replaced by another warming version: a notification too (the count is looked at again).
+  ASSERT_EQ(manager_->addOrUpdateListener(warmingProto("c", "c1"), "1"), "");
+  ASSERT_EQ(manager_->addOrUpdateListener(warmingProto("c", "c2"), "2"), "");
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(manager_->warmingOnTargets(), 1u);
+  initMarkers().back()();  // the current version's target: installed
+  EXPECT_EQ(manager_->warmingOnTargets(), 0u);
+  EXPECT_EQ(manager_->activeCount(), 2u);
+  EXPECT_EQ(calls, 4);
+}
+
+// Once shutdown began, a listener that finishes warming is dropped rather than bound.
+TEST_F(ListenerManagerTest, WarmingListenersAreNotInstalledAfterShutdownBegan) {
+  registerInitTargetFilter();
+  initMarkers().clear();
+  start();
+  ASSERT_EQ(manager_->addOrUpdateListener(warmingProto("w", "w1"), "1"), "");
+  ASSERT_EQ(initMarkers().size(), 1u);
+  EXPECT_EQ(gauge("total_listeners_warming"), 1);
+  manager_->stopUpdates();
+  initMarkers()[0]();
+  EXPECT_EQ(manager_->activeCount(), 0u);
+  EXPECT_EQ(manager_->warmingCount(), 0u);
+  EXPECT_EQ(gauge("total_listeners_warming"), 0);
 }
 
 TEST(ListenerIndexRemoveTest, RemoveForgetsTheAddress) {

@@ -391,6 +391,58 @@ TEST_F(HandshakeTest, HandshakeRateFigure) {
   EXPECT_EQ(counter(store_, "cluster.resume.ssl.session_reused"), 99u);
 }
 
+// A peer that resets the connection (a client that read what it wanted and closed with data unread) must
+// cost a write error, not the process: OpenSSL's own socket BIO writes with write(2), which raises SIGPIPE
+// (default action: terminate) on a reset socket. That killed the mesh sidecar under test_mesh_mtls.py.
+TEST_F(HandshakeTest, WritingToAResetPeerIsAnErrorNotSigpipe) {
+  auto server = serverContext(serverYaml(), store_);
+  auto client = clientContext(clientYaml(), store_);
+  Connection conn(io_, client, server);
+  ASSERT_TRUE(conn.handshake(io_));
+  ASSERT_FALSE(*conn.client_ec) << conn.client.failureReason();
+  ASSERT_FALSE(*conn.server_ec) << conn.server.failureReason();
+  // SO_LINGER 0: close() sends RST.
+  conn.sockets.client.set_option(asio::socket_base::linger(true, 0));
+  conn.sockets.client.close();
+  // The reader sees the reset first (as the proxy's read loop does), which consumes the socket's pending
+  // ECONNRESET: from then on write(2) fails with EPIPE and raises SIGPIPE.
+  std::optional<std::error_code> read_ec;
+  asio::co_spawn(
+      io_,
+      [&]() -> asio::awaitable<void> {
+        char buf[64];
+        auto [ec, n] = co_await conn.server.readSome(asio::buffer(buf));
+        read_ec = ec;
+      },
+      asio::detached);
+  ASSERT_TRUE(runUntil(io_, [&] { return read_ec.has_value(); }));
+  EXPECT_TRUE(*read_ec);
+  std::optional<std::error_code> write_ec;
+  int writes = 0;
+  const std::string chunk(16 * 1024, 'x');
+  asio::co_spawn(
+      io_,
+      [&]() -> asio::awaitable<void> {
+        // The first writes may still land in the send buffer; the RST makes a later one fail.
+        for (; writes < 200; ++writes) {
+          auto ec = co_await conn.server.write(asio::buffer(chunk));
+          if (ec) {
+            write_ec = ec;
+            co_return;
+          }
+        }
+        write_ec = std::error_code();
+      },
+      asio::detached);
+  ASSERT_TRUE(runUntil(io_, [&] { return write_ec.has_value(); }));
+  EXPECT_TRUE(*write_ec) << "200 writes of 16 KiB to a reset peer all succeeded";
+  // close_notify to the reset peer: an error or nothing, never a signal.
+  std::optional<std::error_code> shut;
+  asio::co_spawn(
+      io_, [&]() -> asio::awaitable<void> { shut = co_await conn.server.shutdown(); }, asio::detached);
+  ASSERT_TRUE(runUntil(io_, [&] { return shut.has_value(); }));
+}
+
 TEST_F(HandshakeTest, NoContextFailsCleanly) {
   SocketPair pair(io_);
   TlsTransport t(pair.client, nullptr, TlsTransport::Role::kClient);

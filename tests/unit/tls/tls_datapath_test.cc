@@ -1,5 +1,5 @@
 // network::Transport (plain and TLS, callback style, large writes, moves) and the upstream transport
-// choice (transport_socket_matches on endpoint metadata, auto_sni / auto_san_validation).
+// choice (transport_socket_matches on endpoint then locality metadata, auto_sni / auto_san_validation).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -271,6 +271,64 @@ TEST(UpstreamTransportFactory, MatchesPickPerEndpointMetadata) {
   EXPECT_EQ(plain.name, "tlsMode-disabled");
   EXPECT_FALSE(plain.context);
   EXPECT_EQ(factory->select(*hostWith("{tlsMode: disabled}")).index, 2u);
+}
+
+// A host of a locality whose LocalityLbEndpoints.metadata carries `labels_yaml` (and the endpoint's own).
+std::unique_ptr<upstream::Host> hostInLocality(const std::string& labels_yaml, const std::string& own = "") {
+  auto host = hostWith(own);
+  auto locality = std::make_shared<upstream::HostLocality>();
+  locality->zone = "z1";
+  locality->metadata = parseYaml<envoy::config::core::v3::Metadata>(
+      "filter_metadata: {envoy.transport_socket_match: " + labels_yaml + "}");
+  host->locality = std::move(locality);
+  return host;
+}
+
+// Envoy: every match is tried against the endpoint's labels first, and only when none matched against the
+// locality's (LocalityLbEndpoints.metadata).
+TEST(UpstreamTransportFactory, LocalityMetadataIsTheFallbackAfterEveryEndpointMatch) {
+  Pki pki;
+  stats::Store store(1);
+  const std::string tls =
+      "{name: envoy.transport_sockets.tls, typed_config: {\"@type\": "
+      "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, "
+      "common_tls_context: {validation_context: {trusted_ca: {filename: \"" +
+      pki.root() + "\"}}}}}";
+  auto cluster = clusterYaml(
+      "name: mesh\n"
+      "transport_socket_matches:\n"
+      "- {name: tlsMode-istio, match: {tlsMode: istio}, transport_socket: " +
+      tls +
+      "}\n"
+      "- {name: zone-b, match: {zone: b}, transport_socket: {name: envoy.transport_sockets.raw_buffer}}\n");
+  auto factory = upstream::makeUpstreamTransportFactory(cluster, store, "cluster.mesh.");
+  ASSERT_TRUE(factory);
+  // Only the locality is labelled: its label picks the match.
+  EXPECT_EQ(factory->select(*hostInLocality("{tlsMode: istio}")).name, "tlsMode-istio");
+  EXPECT_EQ(factory->select(*hostInLocality("{zone: b}")).name, "zone-b");
+  // The endpoint's own label wins over the locality's, whatever their order in the list.
+  EXPECT_EQ(factory->select(*hostInLocality("{tlsMode: istio}", "{zone: b}")).name, "zone-b");
+  EXPECT_EQ(factory->select(*hostInLocality("{zone: b}", "{tlsMode: istio}")).name, "tlsMode-istio");
+  // Neither matches: the cluster's transport_socket (plaintext, index 0).
+  const auto& none = factory->select(*hostInLocality("{tlsMode: disabled}", "{zone: c}"));
+  EXPECT_EQ(none.index, 0u);
+  EXPECT_FALSE(none.context);
+  // A locality without metadata (zone only) changes nothing.
+  auto zoned = hostWith("");
+  zoned->locality = std::make_shared<upstream::HostLocality>(upstream::HostLocality{"r", "z", "s", {}});
+  EXPECT_EQ(factory->select(*zoned).index, 0u);
+
+  // Istio's list ends with an empty match, which every endpoint passes: the locality is never consulted.
+  auto istio = clusterYaml(
+      "name: mesh\n"
+      "transport_socket_matches:\n"
+      "- {name: tlsMode-istio, match: {tlsMode: istio}, transport_socket: " +
+      tls +
+      "}\n"
+      "- {name: tlsMode-disabled, match: {}, transport_socket: {name: "
+      "envoy.transport_sockets.raw_buffer}}\n");
+  auto istio_factory = upstream::makeUpstreamTransportFactory(istio, store, "cluster.mesh2.");
+  EXPECT_EQ(istio_factory->select(*hostInLocality("{tlsMode: istio}")).name, "tlsMode-disabled");
 }
 
 TEST(UpstreamTransportFactory, PlaintextClustersHaveNoFactoryAndBadFilesAreErrors) {

@@ -74,7 +74,7 @@ TEST(ClusterInfoTest, ParsesOptions) {
   EXPECT_EQ(info.idle_timeout.count(), 30000);
   EXPECT_EQ(info.max_requests_per_connection, 100u);
   EXPECT_TRUE(info.added_via_api);
-  EXPECT_EQ(info.version_info, "v7");
+  EXPECT_EQ(info.versionInfo(), "v7");
   // Stats use the sanitized observability name.
   info.trafficStats().upstream_rq_total.inc();
   EXPECT_EQ(store.counter("cluster.alt_name.upstream_rq_total").value(), 1u);

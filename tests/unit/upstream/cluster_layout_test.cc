@@ -1,5 +1,6 @@
 // ClusterInfo's memory layout: traffic stats and circuit breakers made on first use, names listed from the
-// start; the config kept as bytes; hosts' optional strings.
+// start; the config kept as bytes; one copy of the name; hosts' packed layout (address text on demand,
+// counters on first use); worker tables keyed by a view of the cluster's own name.
 #include <gtest/gtest.h>
 
 #include <set>
@@ -7,7 +8,9 @@
 #include <vector>
 
 #include "skiff/upstream/cluster_info.h"
+#include "skiff/upstream/conn_pool.h"
 #include "skiff/upstream/host.h"
+#include "skiff/upstream/thread_local_cluster.h"
 #include "test_util.h"
 
 namespace skiff::upstream {
@@ -110,6 +113,98 @@ TEST(ClusterLayoutTest, HostHostnameCostsAPointerWhenEmpty) {
   host.hostname = "";
   EXPECT_TRUE(host.hostname.empty());
   static_assert(sizeof(OptionalString) == sizeof(void*));
+}
+
+TEST(ClusterLayoutTest, HostAddressIsFormattedFromTheSocketAddress) {
+  Host v4;
+  v4.endpoint = {asio::ip::make_address("10.0.12.34"), 8080};
+  EXPECT_EQ(v4.address(), "10.0.12.34:8080");
+  Host v6;
+  v6.endpoint = {asio::ip::make_address("fd00::1"), 443};
+  EXPECT_EQ(v6.address(), "[fd00::1]:443");
+  std::string reused = "something longer than the address";
+  formatEndpoint(v4.endpoint, reused);
+  EXPECT_EQ(reused, "10.0.12.34:8080");
+  // Equal endpoints hash alike; the pool key of the default source is the endpoint alone.
+  EXPECT_EQ(EndpointHash()(v4.endpoint), EndpointHash()({asio::ip::make_address("10.0.12.34"), 8080}));
+  EXPECT_NE(EndpointHash()(v4.endpoint), EndpointHash()({asio::ip::make_address("10.0.12.34"), 8081}));
+  EXPECT_EQ((PoolKey{v4.endpoint, ""}), (PoolKey{{asio::ip::make_address("10.0.12.34"), 8080}, ""}));
+  EXPECT_FALSE((PoolKey{v4.endpoint, ""}) == (PoolKey{v4.endpoint, "127.0.0.6"}));
+}
+
+TEST(ClusterLayoutTest, HostCountersAreAllocatedOnFirstWriteOnce) {
+  Host host;
+  EXPECT_FALSE(host.hasStats());
+  EXPECT_EQ(host.peekStats().rq_total.load(), 0u);  // reading allocates nothing
+  EXPECT_FALSE(host.hasStats());
+  std::vector<const HostStats*> seen(8);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < seen.size(); ++i) {
+    threads.emplace_back([&, i] {
+      seen[i] = &host.stats();
+      host.stats().rq_total.fetch_add(1, std::memory_order_relaxed);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(std::set<const HostStats*>(seen.begin(), seen.end()).size(), 1u);
+  EXPECT_TRUE(host.hasStats());
+  EXPECT_EQ(host.peekStats().rq_total.load(), 8u);
+}
+
+TEST(ClusterLayoutTest, HostFieldsArePacked) {
+  Host host;
+  host.priority = kMaxHostPriority;
+  host.health_status = envoy::config::core::v3::DRAINING;
+  host.weight = 0xffffffffu;
+  EXPECT_EQ(host.priority, kMaxHostPriority);
+  EXPECT_EQ(host.health_status, envoy::config::core::v3::DRAINING);
+  EXPECT_EQ(host.weight, 0xffffffffu);
+#if defined(__x86_64__) && defined(__GLIBCXX__)
+  EXPECT_LE(sizeof(Host), 88u);
+#endif
+}
+
+TEST(ClusterLayoutTest, NamesAreOneCopyUnlessTheyDiffer) {
+  stats::Store store(1);
+  ClusterInfo plain(clusterFromJson(R"({"name": "outbound|80||web.default.svc.cluster.local"})"), store,
+                    false, "");
+  EXPECT_EQ(&plain.observability_name, &plain.name);
+  EXPECT_EQ(&plain.stat_name, &plain.name);
+  ClusterInfo alt(clusterFromJson(R"({"name": "a", "alt_stat_name": "alt:name"})"), store, false, "");
+  EXPECT_EQ(alt.observability_name, "alt:name");
+  EXPECT_EQ(alt.stat_name, "alt_name");
+  ClusterInfo colon(clusterFromJson(R"({"name": "a:b"})"), store, false, "");
+  EXPECT_EQ(colon.observability_name, "a:b");
+  EXPECT_EQ(colon.stat_name, "a_b");
+  // Versions are shared between clusters delivered with the same one.
+  ClusterInfo v1(clusterFromJson(R"({"name": "v1"})"), store, true, "7");
+  ClusterInfo v2(clusterFromJson(R"({"name": "v2"})"), store, true, "7");
+  EXPECT_EQ(&v1.versionInfo(), &v2.versionInfo());
+}
+
+TEST(ClusterLayoutTest, WorkerTableFollowsANewClusterInfo) {
+  stats::Store store(1);
+  ThreadLocalClusterManager tlcm(1);
+  auto first = std::make_shared<const ClusterInfo>(clusterFromJson(R"({"name": "c"})"), store, false, "");
+  tlcm.update("c", first, nullptr);
+  ThreadLocalCluster* cluster = tlcm.get("c");
+  ASSERT_NE(cluster, nullptr);
+  auto second = std::make_shared<const ClusterInfo>(
+      clusterFromJson(R"({"name": "c", "connect_timeout": "3s"})"), store, false, "");
+  tlcm.update("c", second, nullptr);
+  first.reset();                      // the table's key must not view the old ClusterInfo's name any more
+  EXPECT_EQ(tlcm.get("c"), cluster);  // the same entry (pointers stay valid)
+  EXPECT_EQ(&tlcm.get("c")->info(), second.get());
+  for (int i = 0; i < 100; ++i) {  // rehashes: the re-keyed entry is still found
+    tlcm.update("x" + std::to_string(i),
+                std::make_shared<const ClusterInfo>(
+                    clusterFromJson(R"({"name": "x)" + std::to_string(i) + R"("})"), store, false, ""),
+                nullptr);
+  }
+  EXPECT_EQ(tlcm.get("c"), cluster);
+  tlcm.update("c", nullptr, nullptr);
+  EXPECT_EQ(tlcm.get("c"), nullptr);
+  EXPECT_EQ(tlcm.size(), 100u);
 }
 
 }  // namespace

@@ -33,7 +33,7 @@ struct Recorder {
   std::vector<std::string> addresses(const std::string& name) {
     std::vector<std::string> out;
     if (last[name].hosts) {
-      for (const auto& h : last[name].hosts->hosts) out.push_back(h->address);
+      for (const auto& h : last[name].hosts->hosts) out.push_back(h->address());
     }
     return out;
   }
@@ -105,7 +105,7 @@ TEST_F(ClusterManagerTest, UpdateKeepsUnchangedHostsAndRemoveNotifies) {
   cm_.addOrUpdateCluster(clusterFromJson(staticCluster("web")));
   cm_.start();
   auto first = recorder_.last["web"].hosts->hosts[0];
-  first->stats.rq_total = 5;
+  first->stats().rq_total = 5;
   // Identical config: ignored.
   cm_.addOrUpdateCluster(clusterFromJson(staticCluster("web")));
   EXPECT_EQ(recorder_.count["web"], 1);
@@ -135,6 +135,16 @@ TEST_F(ClusterManagerTest, BadConfigKeepsPreviousVersion) {
       ->mutable_socket_address()
       ->set_address("not-an-ip");
   EXPECT_THROW(cm_.addOrUpdateCluster(bad), std::invalid_argument);
+  EXPECT_EQ(cm_.hosts("web")->hosts.size(), 3u);
+  // A priority a host cannot hold (24 bits) is an error naming the locality, not a silent truncation.
+  auto far = clusterFromJson(staticCluster("web"));
+  far.mutable_load_assignment()->mutable_endpoints(0)->set_priority(1u << 24);
+  try {
+    cm_.addOrUpdateCluster(far);
+    ADD_FAILURE() << "accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("endpoints[0].priority"), std::string::npos) << e.what();
+  }
   EXPECT_EQ(cm_.hosts("web")->hosts.size(), 3u);
 }
 
@@ -260,11 +270,11 @@ TEST_F(ClusterManagerTest, ClustersTextFormat) {
       {"endpoint": {"address": {"socket_address": {"address": "10.0.0.1", "port_value": 80}}}}]}]}})"));
   cm_.start();
   auto host = cm_.hosts("one")->hosts[0];
-  host->stats.rq_total = 4;
-  host->stats.rq_success = 3;
-  host->stats.rq_error = 1;
-  host->stats.cx_total = 2;
-  host->stats.cx_active = 1;
+  host->stats().rq_total = 4;
+  host->stats().rq_success = 3;
+  host->stats().rq_error = 1;
+  host->stats().cx_total = 2;
+  host->stats().cx_active = 1;
   EXPECT_EQ(cm_.renderClustersText(), R"(version_info::static
 one::observability_name::one
 one::default_priority::max_connections::7
@@ -322,7 +332,7 @@ TEST(ThreadLocalClusterManagerTest, UpdateGetRemove) {
   auto info = std::make_shared<const ClusterInfo>(clusterFromJson(R"({"name": "c"})"), store, false, "");
   auto set = std::make_shared<HostSet>();
   auto host = std::make_shared<Host>();
-  host->address = "10.0.0.1:80";
+  host->endpoint = {asio::ip::make_address("10.0.0.1"), 80};
   set->hosts.push_back(host);
   ThreadLocalClusterManager tlcm(1);
   EXPECT_EQ(tlcm.get("c"), nullptr);

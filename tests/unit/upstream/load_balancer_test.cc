@@ -12,8 +12,11 @@ namespace {
 
 HostSharedPtr host(const std::string& address, uint32_t weight = 1, uint32_t priority = 0,
                    envoy::config::core::v3::HealthStatus status = envoy::config::core::v3::HEALTHY) {
+  // The label goes in `hostname` (the balancers never read it); each host gets an endpoint of its own.
+  static uint32_t next = 1;
   auto h = std::make_shared<Host>();
-  h->address = address;
+  h->hostname = address;
+  h->endpoint = {asio::ip::address_v4(0x0a000000u + next++), 1};
   h->weight = weight;
   h->priority = priority;
   h->health_status = status;
@@ -36,7 +39,7 @@ class LoadBalancerTest : public ::testing::Test {
     std::map<std::string, int> out;
     for (int i = 0; i < n; ++i) {
       auto h = lb.chooseHost({0, false, avoid});
-      out[h ? h->address : "null"]++;
+      out[h ? h->hostname.str() : "null"]++;
     }
     return out;
   }
@@ -68,7 +71,7 @@ TEST_F(LoadBalancerTest, WeightedRoundRobinFollowsWeights) {
   // Interleaved, not in runs: the heaviest host never gets more than 2 picks in a row here.
   int run = 0, max_run = 0;
   for (int i = 0; i < 60; ++i) {
-    run = lb->chooseHost({})->address == "c:1" ? run + 1 : 0;
+    run = lb->chooseHost({})->hostname == "c:1" ? run + 1 : 0;
     max_run = std::max(max_run, run);
   }
   EXPECT_LE(max_run, 2);
@@ -77,7 +80,7 @@ TEST_F(LoadBalancerTest, WeightedRoundRobinFollowsWeights) {
 TEST_F(LoadBalancerTest, LeastRequestPrefersIdleHosts) {
   auto ci = info(R"(, "lb_policy": "LEAST_REQUEST")");
   auto busy = host("busy:1");
-  busy->stats.rq_active = 10;
+  busy->stats().rq_active = 10;
   auto lb = createLoadBalancer(*ci, set({busy, host("idle:1")}), 7);
   auto counts = count(*lb, 1000);
   // Two choices out of two hosts: the busy host wins only when drawn twice (~25%).

@@ -41,12 +41,12 @@ TEST(OriginalDstTest, HostIsTheRestoredDestination) {
   ctx.connection = &conn;
   auto host = cluster.chooseHost(ctx);
   ASSERT_TRUE(host);
-  EXPECT_EQ(host->address, "10.1.2.3:8080");
+  EXPECT_EQ(host->address(), "10.1.2.3:8080");
   EXPECT_EQ(cluster.chooseHost(ctx), host);  // the same host object is reused
 
   const auto v6 = restored("fd00::1", 443);
   ctx.connection = &v6;
-  EXPECT_EQ(cluster.chooseHost(ctx)->address, "[fd00::1]:443");
+  EXPECT_EQ(cluster.chooseHost(ctx)->address(), "[fd00::1]:443");
 }
 
 TEST(OriginalDstTest, NoDestinationMeansNoHost) {
@@ -71,16 +71,16 @@ TEST(OriginalDstTest, HttpHeaderWhenEnabled) {
   LbContext ctx;
   ctx.connection = &conn;
   ctx.override_host = "127.0.0.1:9999";
-  EXPECT_EQ(lb.chooseHost(ctx)->address, "127.0.0.1:9999");
+  EXPECT_EQ(lb.chooseHost(ctx)->address(), "127.0.0.1:9999");
   ctx.override_host = "[::1]:81";
-  EXPECT_EQ(lb.chooseHost(ctx)->address, "[::1]:81");
+  EXPECT_EQ(lb.chooseHost(ctx)->address(), "[::1]:81");
   ctx.override_host = "not-an-ip:80";  // unusable header: the connection's destination
-  EXPECT_EQ(lb.chooseHost(ctx)->address, "10.1.2.3:80");
+  EXPECT_EQ(lb.chooseHost(ctx)->address(), "10.1.2.3:80");
 
   auto without = makeInfo(store, kPassthrough);
   OriginalDstLoadBalancer plain(*without);
   ctx.override_host = "127.0.0.1:9999";  // ignored unless use_http_header
-  EXPECT_EQ(plain.chooseHost(ctx)->address, "10.1.2.3:80");
+  EXPECT_EQ(plain.chooseHost(ctx)->address(), "10.1.2.3:80");
 }
 
 TEST(OriginalDstTest, CustomHeaderNameAndPortOverride) {
@@ -92,7 +92,7 @@ TEST(OriginalDstTest, CustomHeaderNameAndPortOverride) {
   OriginalDstLoadBalancer lb(*info);
   LbContext ctx;
   ctx.override_host = "10.9.9.9:80";
-  EXPECT_EQ(lb.chooseHost(ctx)->address, "10.9.9.9:7000");
+  EXPECT_EQ(lb.chooseHost(ctx)->address(), "10.9.9.9:7000");
 }
 
 TEST(OriginalDstTest, UnusedHostsAreCleanedUp) {
@@ -117,7 +117,7 @@ TEST(OriginalDstTest, UnusedHostsAreCleanedUp) {
   EXPECT_EQ(lb.hostCount(), 1u);
   lb.cleanup(now + std::chrono::seconds(120));
   EXPECT_EQ(lb.hostCount(), 0u);
-  EXPECT_EQ(host_a->address, "10.0.0.1:80");  // a holder keeps its host alive
+  EXPECT_EQ(host_a->address(), "10.0.0.1:80");  // a holder keeps its host alive
 }
 
 TEST(OriginalDstTest, ConfigErrorsNameTheField) {
@@ -213,7 +213,6 @@ TEST(ConnPoolSourceTest, ConnectionsWithDifferentSourcesAreNotShared) {
   auto info = makeInfo(store, R"({"name": "c"})");
   auto host = std::make_shared<Host>();
   host->endpoint = acceptor.local_endpoint();
-  host->address = formatEndpoint(host->endpoint);
   ConnPool pool(io, info);
 
   auto get = [&](const UpstreamSource& source) {
@@ -266,7 +265,6 @@ TEST(ConnPoolSourceTest, EmptyHostKeysAreErased) {
   auto info = makeInfo(store, R"({"name": "c"})");
   auto host = std::make_shared<Host>();
   host->endpoint = acceptor.local_endpoint();
-  host->address = formatEndpoint(host->endpoint);
   ConnPool pool(io, info);
   auto get = [&](const UpstreamSource& source) {
     UpstreamConnectionPtr got;
@@ -329,7 +327,6 @@ TEST(ConnPoolSourceTest, ClusterBindConfigIsTheDefaultKey) {
       {"address": "127.0.0.8", "port_value": 0}}})");
   auto host = std::make_shared<Host>();
   host->endpoint = acceptor.local_endpoint();
-  host->address = formatEndpoint(host->endpoint);
   ConnPool pool(io, info);
   auto get = [&](const UpstreamSource& source) {
     UpstreamConnectionPtr got;
@@ -348,7 +345,7 @@ TEST(ConnPoolSourceTest, ClusterBindConfigIsTheDefaultKey) {
   auto first = get(upstreamSourceFor(*info, nullptr));
   ASSERT_TRUE(first);
   EXPECT_EQ(first->socket.local_endpoint().address().to_string(), "127.0.0.8");
-  EXPECT_EQ(first->pool_key, host->address);  // no per-request source key
+  EXPECT_EQ(first->pool_key, (PoolKey{host->endpoint, ""}));  // no per-request source key
   pool.release(std::move(first), true);
   auto second = get({});
   ASSERT_TRUE(second);

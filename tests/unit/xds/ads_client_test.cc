@@ -436,6 +436,42 @@ TEST_P(AdsClientTest, ReconnectsWithBackoffAndResubscribesWithVersions) {
   destroy(client);
 }
 
+// Delta with the owner keeping the versions (SubscriptionCallbacks::known_versions): a new stream's
+// initial_resource_versions come from the owner, and names no longer subscribed are left out.
+TEST_F(AdsClientTest, DeltaReconnectTakesKnownVersionsFromTheOwner) {
+  server_.setResources({{kEds, {{"a", endpoints("a")}, {"b", endpoints("b")}}}});
+  Recorder eds;
+  std::mutex mu;
+  std::map<std::string, std::string> held = {{"a", "7"}, {"b", "8"}, {"gone", "9"}};
+  auto client = makeClient(true);
+  loop_.sync([&] {
+    auto callbacks = eds.callbacks();
+    callbacks.known_versions = [&](const SubscriptionCallbacks::VersionVisitor& visit) {
+      std::lock_guard lock(mu);
+      for (const auto& [name, version] : held) visit(name, version);
+    };
+    client->subscribe(kEds, {"a", "b"}, std::move(callbacks));
+    client->start();
+  });
+  ASSERT_TRUE(eventually([&] { return requestsOf(server_, kEds, true).size() == 1; }));
+  loop_.sync([&] { client->updateSubscription(kEds, {"a"}); });
+  ASSERT_TRUE(eventually([&] { return requestsOf(server_, kEds, false).size() >= 3; }));
+  server_.dropStreams();
+  ASSERT_TRUE(eventually([&] {
+    auto all = server_.requests();
+    return !all.empty() && all.back().stream > 1;
+  }));
+  std::vector<ReceivedRequest> second;
+  for (const auto& r : server_.requests()) {
+    if (r.stream > 1 && r.type_url == kEds && r.response_nonce.empty()) second.push_back(r);
+  }
+  ASSERT_FALSE(second.empty());
+  EXPECT_THAT(second[0].initial_resource_versions,
+              ElementsAre(std::pair<const std::string, std::string>("a", "7")));
+  EXPECT_THAT(second[0].subscribe, ElementsAre("a"));
+  destroy(client);
+}
+
 INSTANTIATE_TEST_SUITE_P(SotwAndDelta, AdsClientTest, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "Delta" : "Sotw"; });
 

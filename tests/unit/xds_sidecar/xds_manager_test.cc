@@ -6,6 +6,7 @@
 
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb.h"
+#include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb.h"
 #include "server/xds/control_plane_tls.h"
 #include "server/xds/route_config_provider.h"
 #include "server/xds/secret_refs.h"
@@ -256,7 +257,48 @@ TEST_F(XdsManagerTest, UnchangedAssignmentIsANoOpWithoutRebuild) {
   EXPECT_EQ(store_.counter("cluster.a.update_success").value(), 2u);
   eds.resources = {resourceOf(assignment("a", "10.0.0.9"), "a", "3")};  // a real change still applies
   ASSERT_EQ(xds_.onEndpoints(eds), "");
-  EXPECT_EQ(clusters_.hosts("a")->hosts.at(0)->address, "10.0.0.9:80");
+  EXPECT_EQ(clusters_.hosts("a")->hosts.at(0)->address(), "10.0.0.9:80");
+}
+
+// HttpProtocolOptions packed into an Any with its fields in the given order (a control plane's encoder may
+// write them in any order; the message is the same).
+google::protobuf::Any httpOptionsAny(bool reversed, int idle_seconds = 30) {
+  envoy::extensions::upstreams::http::v3::HttpProtocolOptions common, explicit_h2;
+  common.mutable_common_http_protocol_options()->mutable_idle_timeout()->set_seconds(idle_seconds);
+  explicit_h2.mutable_explicit_http_config()->mutable_http2_protocol_options();
+  google::protobuf::Any any;
+  any.set_type_url("type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
+  any.set_value(reversed ? explicit_h2.SerializeAsString() + common.SerializeAsString()
+                         : common.SerializeAsString() + explicit_h2.SerializeAsString());
+  return any;
+}
+
+Cluster clusterWithHttpOptions(bool reversed, int idle_seconds = 30) {
+  Cluster c = edsCluster("a");
+  (*c.mutable_typed_extension_protocol_options())["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"] =
+      httpOptionsAny(reversed, idle_seconds);
+  return c;
+}
+
+// A resend whose Any is encoded differently (field order inside the packed message) is the same cluster:
+// no new ClusterInfo, no cluster_modified, no re-warming. A real change inside the Any still applies.
+TEST_F(XdsManagerTest, ClusterWithAnEquallyPackedAnyIsUnchanged) {
+  ASSERT_NE(httpOptionsAny(false).value(), httpOptionsAny(true).value());
+  // Deterministic serialization keeps an Any's bytes as they are: comparing bytes alone would churn.
+  ASSERT_NE(upstream::clusterConfigBytes(clusterWithHttpOptions(false)),
+            upstream::clusterConfigBytes(clusterWithHttpOptions(true)));
+  ASSERT_EQ(xds_.onClusters(sotw({resourceOf(clusterWithHttpOptions(false), "a", "1")}, "1")), "");
+  const auto info = clusters_.latestInfo("a");
+  ASSERT_NE(info, nullptr);
+  ASSERT_EQ(xds_.onClusters(sotw({resourceOf(clusterWithHttpOptions(true), "a", "2")}, "2")), "");
+  EXPECT_EQ(clusters_.latestInfo("a"), info);
+  EXPECT_EQ(store_.counter("cluster_manager.cluster_modified").value(), 0u);
+  // The same packing again takes the fast path (the record now has its hash) and stays unchanged.
+  ASSERT_EQ(xds_.onClusters(sotw({resourceOf(clusterWithHttpOptions(true), "a", "3")}, "3")), "");
+  EXPECT_EQ(clusters_.latestInfo("a"), info);
+  ASSERT_EQ(xds_.onClusters(sotw({resourceOf(clusterWithHttpOptions(true, 45), "a", "4")}, "4")), "");
+  EXPECT_NE(clusters_.latestInfo("a"), info);
+  EXPECT_EQ(store_.counter("cluster_manager.cluster_modified").value(), 1u);
 }
 
 envoy::config::core::v3::TransportSocket upstreamTlsWithAdsSecret(const std::string& name) {

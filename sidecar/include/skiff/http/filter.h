@@ -51,6 +51,11 @@ class StreamCallbacks {
   // The route chosen for the request headers, or nullptr (no route). Cached until clearRouteCache().
   virtual const router::RouteEntry* route() = 0;
   virtual void clearRouteCache() = 0;
+  // A filter changed request header `name` (`version_before`: the headers' version() before the change).
+  // Envoy clears the route cache on such a change; the filter manager skips that when the route cannot
+  // depend on it (no route matcher reads `name` and the headers were otherwise unchanged since the route
+  // was chosen). Default: clearRouteCache().
+  virtual void requestHeaderChanged(std::string_view name, uint64_t version_before) { clearRouteCache(); }
   virtual asio::io_context& dispatcher() = 0;
   virtual upstream::ThreadLocalClusterManager& clusterManager() = 0;
   virtual upstream::ConnPoolMap& connPools() = 0;

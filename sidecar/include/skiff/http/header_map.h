@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -20,6 +21,27 @@ class HeaderMap {
   using Entry = std::pair<std::string, std::string>;
 
   HeaderMap() = default;
+  HeaderMap(const HeaderMap&) = default;
+  // A move empties the source, which is a change to it: its version moves on too, past the target's, so
+  // a cache taken from the source before the move never matches its later content (see version()).
+  HeaderMap(HeaderMap&& other) noexcept : entries_(std::move(other.entries_)), version_(other.version_ + 1) {
+    other.entries_.clear();
+    other.version_ = version_ + 1;
+  }
+  // Assignment is a change: the version moves past both maps' (see version()).
+  HeaderMap& operator=(const HeaderMap& other) {
+    entries_ = other.entries_;
+    version_ = (version_ > other.version_ ? version_ : other.version_) + 1;
+    return *this;
+  }
+  HeaderMap& operator=(HeaderMap&& other) noexcept {
+    if (this == &other) return *this;
+    entries_ = std::move(other.entries_);
+    other.entries_.clear();
+    version_ = (version_ > other.version_ ? version_ : other.version_) + 1;
+    other.version_ = version_ + 1;
+    return *this;
+  }
 
   // Appends a header; `name` is lower-cased.
   void add(std::string_view name, std::string_view value);
@@ -39,17 +61,27 @@ class HeaderMap {
 
   size_t size() const { return entries_.size(); }
   bool empty() const { return entries_.empty(); }
-  void clear() { entries_.clear(); }
+  void clear() {
+    entries_.clear();
+    ++version_;
+  }
   // Sum of name and value lengths, for header-size limits.
   size_t byteSize() const;
 
   const std::vector<Entry>& entries() const { return entries_; }
-  std::vector<Entry>& mutableEntries() { return entries_; }
+  std::vector<Entry>& mutableEntries() {
+    ++version_;  // the caller may change anything
+    return entries_;
+  }
+  // Moves on with every change (and every mutableEntries() call), so a cache derived from the headers
+  // (the stream's route) can tell whether they changed since. Per object; starts at 0.
+  uint64_t version() const { return version_; }
   auto begin() const { return entries_.begin(); }
   auto end() const { return entries_.end(); }
 
  private:
   std::vector<Entry> entries_;
+  uint64_t version_ = 0;
 };
 
 // Well-known names, lower-case.

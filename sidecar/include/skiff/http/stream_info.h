@@ -91,6 +91,9 @@ struct StreamInfo {
   uint64_t connection_id = 0;
   // The downstream connection (addresses as restored by original_dst, SNI, original_src); null in tests.
   network::ConnectionInfoConstSharedPtr connection;
+  // The upstream connection's TLS session (peer certificate SANs, ALPN); null for plaintext or before it
+  // is connected. Shared with the pooled connection, so setting it costs no copy.
+  std::shared_ptr<const tls::TlsConnectionInfo> upstream_tls;
   // Envoy's dynamic metadata (filter_metadata by namespace), shared by the stream's filters; null until a
   // filter writes some (ext_authz, ext_proc). Worker-only, like the rest of the stream.
   std::shared_ptr<envoy::config::core::v3::Metadata> dynamic_metadata;

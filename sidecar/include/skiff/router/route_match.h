@@ -41,6 +41,14 @@ class RouteMatch {
     return matches(MatchInput(request), random);
   }
 
+  // Appends the names of the request headers matches() reads besides :path and :method (header
+  // matchers, content-type for grpc), lower-case.
+  void addHeaderNames(std::vector<std::string>& out) const;
+  // The config also names inputs other than request headers (tls_context, dynamic_metadata, or fields this
+  // build does not know, e.g. filter_state): matches() ignores them, but what a route depends on is then
+  // not a list of header names, so a header change must always route again (fail-safe).
+  bool readsOtherInputs() const { return reads_other_inputs_; }
+
   PathKind pathKind() const { return kind_; }
   // The configured prefix or path (empty for regex/CONNECT).
   const std::string& value() const { return value_; }
@@ -61,6 +69,7 @@ class RouteMatch {
   bool has_fraction_ = false;
   uint32_t numerator_ = 0;
   uint32_t denominator_ = 100;
+  bool reads_other_inputs_ = false;
 };
 
 // Splits ":path" at the first '?'.

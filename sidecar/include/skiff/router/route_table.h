@@ -74,6 +74,14 @@ struct RouteConfigLevel {
   HeaderMutations response_mutations;
   bool most_specific_header_mutations_wins = false;
   const TypedPerFilterConfig* typed_per_filter_config = nullptr;
+  // Every request header RouteTable::route() reads (lower-case, no duplicates): the authority, :path,
+  // :method, header matchers, content-type for grpc matchers, and require_tls's inputs. A change to any
+  // other header cannot change which route matches.
+  std::vector<std::string> routing_headers;
+  // Some route matcher reads inputs other than request headers (RouteMatch::readsOtherInputs()): every
+  // header change then counts as a routing change.
+  bool reads_other_inputs = false;
+  bool routesOn(std::string_view header_name) const;
 };
 
 struct RouteEntry {
@@ -145,6 +153,10 @@ struct RouteEntry {
   HeaderMutations request_mutations;
   HeaderMutations response_mutations;
 
+  // Whether a change to request header `name` could make the table choose another route than this
+  // one (true when the table is unknown).
+  bool dependsOnHeader(std::string_view name) const;
+
   const TypedPerFilterConfig* typed_per_filter_config = nullptr;  // route's; vhost's via virtual_host
   // route.metadata (filter_metadata by filter name), pointing into the table's config; nullptr if unset.
   const envoy::config::core::v3::Metadata* metadata = nullptr;
@@ -206,6 +218,7 @@ class RouteTable {
   };
 
   RouteTable();
+  static std::vector<std::string> routingHeaders(const std::vector<std::unique_ptr<VirtualHost>>& vhosts);
   void addDomain(const std::string& domain, const VirtualHost* vh, const std::string& path);
   static const VirtualHost* findWildcard(const std::vector<WildcardLevel>& levels, std::string_view host,
                                          bool suffix);

@@ -13,6 +13,7 @@
 #include "envoy/config/cluster/v3/cluster.pb.h"
 #include "skiff/stats/stats.h"
 #include "skiff/upstream/cluster_stats.h"
+#include "skiff/upstream/host.h"
 #include "skiff/upstream/resource_manager.h"
 
 namespace skiff::upstream {
@@ -73,8 +74,20 @@ struct ClusterInfo {
   ClusterInfo& operator=(const ClusterInfo&) = delete;
 
   std::string name;
-  std::string observability_name;  // alt_stat_name or name (as configured)
-  std::string stat_name;           // observability_name with ':' -> '_'
+
+ private:
+  // alt_stat_name and the stat name when either differs from `name` (rare); null otherwise, so the usual
+  // cluster keeps one copy of its name instead of three.
+  struct OtherNames {
+    std::string observability, stat;
+  };
+  std::unique_ptr<const OtherNames> other_names_;
+  static std::unique_ptr<const OtherNames> otherNames(const envoy::config::cluster::v3::Cluster& cfg,
+                                                      const std::string& name);
+
+ public:
+  const std::string& observability_name;  // alt_stat_name or name (as configured)
+  const std::string& stat_name;           // observability_name with ':' -> '_'
   envoy::config::cluster::v3::Cluster::DiscoveryType type = envoy::config::cluster::v3::Cluster::STATIC;
   std::chrono::milliseconds connect_timeout{5000};
   // Effective policy; RING_HASH/MAGLEV/LOAD_BALANCING_POLICY_CONFIG map to round robin (a warning is
@@ -103,12 +116,15 @@ struct ClusterInfo {
   std::chrono::milliseconds dns_refresh_rate{5000};
   std::chrono::milliseconds dns_failure_refresh_rate{5000};
   bool respect_dns_ttl = false;
-  std::string dns_resolvers_csv;  // "ip:port,..." from dns_resolvers / dns_resolution_config; empty = system
+  OptionalString
+      dns_resolvers_csv;  // "ip:port,..." from dns_resolvers / dns_resolution_config; empty = system
   bool dns_use_tcp = false;
   bool dns_no_default_search_domain = false;
 
   bool added_via_api = false;
-  std::string version_info;  // CDS version that delivered this cluster ("" for static)
+  // CDS version that delivered this cluster ("" for static). Shared with the clusters built before it when
+  // equal (a SotW push gives 10,000s of clusters one version).
+  const std::string& versionInfo() const { return *version_info_; }
   // The cluster as configured, decoded from the bytes kept (a decoded Cluster costs ~1 KB per cluster and
   // is rarely read after construction: pools read their protocol options once, admin reads it).
   envoy::config::cluster::v3::Cluster config() const;
@@ -134,6 +150,7 @@ struct ClusterInfo {
   friend class ClusterResources;
   stats::Store& store_;
   std::string config_bytes_;
+  std::shared_ptr<const std::string> version_info_;
   mutable std::atomic<ClusterTrafficStats*> traffic_stats_{nullptr};
 };
 

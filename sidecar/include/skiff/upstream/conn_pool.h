@@ -20,6 +20,19 @@
 
 namespace skiff::upstream {
 
+// Which idle list a connection returns to: the host's endpoint, plus the source key (UpstreamSource::key)
+// when the connection was made from a source of its own (empty for the cluster's default source).
+struct PoolKey {
+  asio::ip::tcp::endpoint endpoint;
+  std::string source;
+  bool operator==(const PoolKey&) const = default;
+};
+struct PoolKeyHash {
+  size_t operator()(const PoolKey& key) const {
+    return EndpointHash()(key.endpoint) ^ (std::hash<std::string>()(key.source) << 1);
+  }
+};
+
 // One connection to an upstream host (TCP, or TLS when the cluster's transport says so). While idle the
 // pool owns it; while busy, one request does. Requests read and write through `transport`.
 struct UpstreamConnection {
@@ -36,7 +49,9 @@ struct UpstreamConnection {
   std::chrono::steady_clock::time_point created = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point idle_since;
   std::string local_address;
-  std::string pool_key;  // host address + source key: which idle list it returns to
+  // The TLS session's facts, copied once on first use for the streams' StreamInfo::upstream_tls.
+  mutable std::shared_ptr<const tls::TlsConnectionInfo> tls_info;
+  PoolKey pool_key;  // host endpoint + source key: which idle list it returns to
   // The response read buffer, kept with the connection so a reused connection reuses its memory.
   std::string read_buffer;
 };
@@ -91,7 +106,7 @@ class ConnPool {
     std::deque<std::shared_ptr<PendingRequest>> waiting;  // over the connection limit
   };
 
-  using HostMap = std::unordered_map<std::string, HostPool>;
+  using HostMap = std::unordered_map<PoolKey, HostPool, PoolKeyHash>;
   bool isClusterDefault(const UpstreamSource& source) const;
   void eraseIfEmpty(HostMap::iterator it);
   void connect(const std::shared_ptr<PendingRequest>& request);
@@ -102,7 +117,7 @@ class ConnPool {
 
   asio::io_context& io_;
   ClusterInfoConstSharedPtr cluster_;
-  // By host address (+ '|' + source key). Empty source-key entries are erased at once, empty host
+  // By host endpoint (+ source key). Empty source-key entries are erased at once, empty host
   // entries by the idle sweep (closeIdle).
   HostMap hosts_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

@@ -139,7 +139,7 @@ class H2ConnPool {
   struct Waiter {
     HostSharedPtr host;
     UpstreamSource source;
-    std::string key;
+    PoolKey key;
     Callback cb;
     bool cancelled = false;
   };
@@ -149,16 +149,17 @@ class H2ConnPool {
   void onStreamFreed(H2Connection& conn);
   // Opens a connection for `key` unless one is connecting; false (and upstream_cx_overflow) when the
   // circuit breaker says no.
-  bool ensureConnecting(const std::string& key, const HostSharedPtr& host, const UpstreamSource& source);
+  bool ensureConnecting(const PoolKey& key, const HostSharedPtr& host, const UpstreamSource& source);
   // Waiters of `key` after one of its connections went away: served by another ready connection, or a new
   // connection is opened for them, or they fail (overflow).
-  void redrive(const std::string& key);
+  void redrive(const PoolKey& key);
 
   asio::io_context& io_;
   ClusterInfoConstSharedPtr cluster_;
   UpstreamProtocolConfig protocol_;
-  std::shared_ptr<http2::Http2Stats> stats_;                                   // cluster.<name>.http2.*
-  std::unordered_map<std::string, std::vector<H2ConnectionSharedPtr>> conns_;  // by host (+ source) key
+  std::shared_ptr<http2::Http2Stats> stats_;  // cluster.<name>.http2.*
+  std::unordered_map<PoolKey, std::vector<H2ConnectionSharedPtr>, PoolKeyHash>
+      conns_;  // by host (+ source) key
   std::vector<std::shared_ptr<Waiter>> waiting_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

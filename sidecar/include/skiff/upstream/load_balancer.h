@@ -54,7 +54,7 @@ class OriginalDstLoadBalancer : public LoadBalancer {
     bool used = true;  // chosen since the last cleanup
   };
   const ClusterInfo& info_;
-  std::unordered_map<std::string, Entry> hosts_;  // by "ip:port"
+  std::unordered_map<asio::ip::tcp::endpoint, Entry, EndpointHash> hosts_;
   std::chrono::steady_clock::time_point last_cleanup_ = std::chrono::steady_clock::now();
 };
 

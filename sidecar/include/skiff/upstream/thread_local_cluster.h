@@ -65,12 +65,14 @@ class ThreadLocalClusterManager {
   }
 
  private:
+  // noexcept: the table then keeps no hash per node (libstdc++ caches it for hashes that may throw).
   struct Hash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+    size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
   };
-  // By value: one allocation per cluster per worker (the node), pointers stay valid across rehashes.
-  std::unordered_map<std::string, ThreadLocalCluster, Hash, std::equal_to<>> clusters_;
+  // By value: one allocation per cluster per worker (the node, 80 bytes), pointers stay valid across
+  // rehashes. Keyed by a view of the entry's own ClusterInfo::name (no second copy of the name per worker);
+  // a new ClusterInfo re-keys the node in place.
+  std::unordered_map<std::string_view, ThreadLocalCluster, Hash> clusters_;
   uint64_t lb_seed_;
 };
 

@@ -1,6 +1,7 @@
 // How a cluster's upstream connections are secured: the cluster's transport_socket (plaintext or
 // envoy.transport_sockets.tls) and its transport_socket_matches, chosen per endpoint from the endpoint's
-// `envoy.transport_socket_match` metadata (Istio's auto-mTLS: endpoints labelled tlsMode: istio get mTLS).
+// `envoy.transport_socket_match` metadata, then its locality's (Istio's auto-mTLS: endpoints labelled
+// tlsMode: istio get mTLS).
 // Built once per cluster version on the main thread; workers only read it.
 #pragma once
 
@@ -36,7 +37,8 @@ class UpstreamTransportFactory {
                            const std::string& stat_prefix);
 
   // The transport for `host`: the first match whose every key/value is in the host's
-  // filter_metadata["envoy.transport_socket_match"], else the cluster's transport_socket.
+  // filter_metadata["envoy.transport_socket_match"]; failing all, the first whose every key/value is in
+  // its locality's (LocalityLbEndpoints.metadata); else the cluster's transport_socket.
   const UpstreamTransport& select(const Host& host) const;
   bool anyTls() const { return any_tls_; }
 
@@ -60,6 +62,7 @@ class UpstreamTransportFactory {
     bool unmatchable = false;                                 // a non-string criterion
     UpstreamTransport transport;
   };
+  static bool matches(const Match& m, const google::protobuf::Struct* labels);
   UpstreamTransport default_;
   std::vector<Match> matches_;
   bool any_tls_ = false;

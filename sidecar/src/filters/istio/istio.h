@@ -19,6 +19,8 @@ namespace skiff::filters::istio {
 // the Wasm filter is registered. Also registers the network (TCP) istio.stats the same way.
 void registerIstioFilters();
 void registerIstioNetworkFilters();
+// The network istio.metadata_exchange (Istio's TCP exchange, tcp_exchange.h); part of the above.
+void registerIstioTcpExchange();
 
 // The process-wide metric families of one store: Istio's HTTP metrics (25 labels) and TCP metrics (the
 // same minus response_code and grpc_response_status).

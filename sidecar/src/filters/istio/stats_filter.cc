@@ -155,10 +155,13 @@ void StatsRecorder::recordHttp(const http::StreamInfo& info, const WorkloadInfo*
   f.reporter = config_.reporter;
   f.local = &localNode().workload;
   f.peer = peer;
-  if (info.connection && info.connection->tls) {
-    const auto& tls = *info.connection->tls;
-    if (!tls.uri_san_peer.empty()) f.peer_principal = tls.uri_san_peer[0];
-    if (!tls.uri_san_local.empty()) f.local_principal = tls.uri_san_local[0];
+  // Principals: the server side's from the downstream handshake, the client side's from the upstream one.
+  const tls::TlsConnectionInfo* tls = config_.reporter == Reporter::kSource ? info.upstream_tls.get()
+                                      : info.connection                     ? info.connection->tls.get()
+                                                                            : nullptr;
+  if (tls) {
+    if (!tls->uri_san_peer.empty()) f.peer_principal = tls->uri_san_peer[0];
+    if (!tls->uri_san_local.empty()) f.local_principal = tls->uri_san_local[0];
   }
   std::string_view host;
   if (info.request_headers != nullptr) {

@@ -1,5 +1,5 @@
-// istio.stats for TCP (the network filter in front of tcp_proxy): Istio's connection and byte counters.
-// Without Istio's TCP metadata exchange the peer is unknown; principals come from the downstream TLS.
+// istio.stats for TCP (the network filter in front of tcp_proxy): Istio's connection and byte counters,
+// labelled with the peer Istio's TCP metadata exchange found (tcp_exchange.h) and the TLS principals.
 #include <google/protobuf/wrappers.pb.h>
 
 #include <asio/steady_timer.hpp>
@@ -7,6 +7,7 @@
 
 #include "envoy/extensions/filters/network/wasm/v3/wasm.pb.h"
 #include "filters/istio/istio.h"
+#include "filters/istio/tcp_exchange.h"
 #include "filters/network/network_filter.h"
 #include "skiff/common/logging.h"
 #include "skiff/tls/transport.h"
@@ -38,20 +39,31 @@ Reporter connectionReporter(const http::StreamInfo& info) {
                                                                          : Reporter::kSource;
 }
 
-class TcpStatsFilter : public net::Filter {
+class TcpStatsFilter : public net::Filter, private TcpPeers::Listener {
  public:
   TcpStatsFilter(std::shared_ptr<const TcpStatsConfig> config, IstioMetrics& metrics)
       : config_(std::move(config)), metrics_(metrics) {}
   ~TcpStatsFilter() override {
     if (state_) state_->timer.cancel();
+    if (peers_ && peers_->listener == this) peers_->listener = nullptr;
   }
   void setCallbacks(net::FilterCallbacks& callbacks) override { callbacks_ = &callbacks; }
+  net::FilterStatus onNewConnection() override {
+    // Where the exchange's results arrive; without it (no mutable StreamInfo) labels fix at the first bytes.
+    if (http::StreamInfo* info = callbacks_->mutableStreamInfo()) {
+      peers_ = &tcpPeers(*info);
+      peers_->listener = this;
+    }
+    return net::FilterStatus::kContinue;
+  }
   net::FilterStatus onDownstreamData(std::string&, bool) override {
-    open();
+    if (peerKnown()) open();
     return net::FilterStatus::kContinue;
   }
   net::FilterStatus onUpstreamData(std::string&, bool) override {
-    open();
+    // A server that speaks first must not fix the labels before the client's preface (Istio opens once
+    // the peer is read, or at the close).
+    if (peerKnown()) open();
     return net::FilterStatus::kContinue;
   }
   void onClose(std::string_view) override {
@@ -67,18 +79,39 @@ class TcpStatsFilter : public net::Filter {
     asio::steady_timer timer;
   };
 
-  // The first bytes (or the close) fix the labels and count the connection as opened, as Istio does once
-  // it knows the peer (here: never better than at the first bytes).
+  Reporter reporter() const {
+    return config_->fixed_reporter ? config_->stats.reporter : connectionReporter(callbacks_->streamInfo());
+  }
+
+  // As Istio: the connection is counted as opened once the exchange for the reporter's peer is over (the
+  // downstream one for the destination reporter, the upstream one for the source), or at the close.
+  bool peerKnown() const {
+    if (peers_ == nullptr) return true;
+    if (reporter() == Reporter::kSource) return peers_->upstream_settled;
+    return !peers_->downstream_expected || peers_->downstream_settled;
+  }
+  void onPeersChanged() override {
+    if (peerKnown()) open();
+  }
+
+  // Fixes the labels and counts the connection as opened.
   void open() {
     if (series_ != nullptr || callbacks_ == nullptr) return;
     const http::StreamInfo& info = callbacks_->streamInfo();
     RequestFacts f;
-    f.reporter = config_->fixed_reporter ? config_->stats.reporter : connectionReporter(info);
+    f.reporter = reporter();
     f.local = &localNode().workload;
-    if (info.connection && info.connection->tls) {
-      const auto& tls = *info.connection->tls;
-      if (!tls.uri_san_peer.empty()) f.peer_principal = tls.uri_san_peer[0];
-      if (!tls.uri_san_local.empty()) f.local_principal = tls.uri_san_local[0];
+    if (peers_) f.peer = f.reporter == Reporter::kSource ? peers_->upstream.get() : peers_->downstream.get();
+    // Principals: the server side's from the downstream handshake, the client side's from the upstream one.
+    const tls::TlsConnectionInfo* tls = nullptr;
+    if (f.reporter == Reporter::kSource) {
+      tls = info.upstream_tls.get();
+    } else if (info.connection) {
+      tls = info.connection->tls.get();
+    }
+    if (tls) {
+      if (!tls->uri_san_peer.empty()) f.peer_principal = tls->uri_san_peer[0];
+      if (!tls->uri_san_local.empty()) f.local_principal = tls->uri_san_local[0];
     }
     f.cluster_name = info.upstream_cluster;
     f.protocol = "tcp";
@@ -112,18 +145,26 @@ class TcpStatsFilter : public net::Filter {
     });
   }
 
-  // Byte deltas since the last report.
+  // Byte deltas since the last report, without the exchange's preface bytes.
   void report() {
     const http::StreamInfo& info = callbacks_->streamInfo();
-    series_->counters[2].inc(info.bytes_sent - sent_);
-    series_->counters[3].inc(info.bytes_received - received_);
-    sent_ = info.bytes_sent;
-    received_ = info.bytes_received;
+    const uint64_t preface_out = peers_ ? peers_->downstream_preface_out : 0;
+    const uint64_t preface_in = peers_ ? peers_->downstream_preface_in : 0;
+    add(series_->counters[2], info.bytes_sent, preface_out, sent_);
+    add(series_->counters[3], info.bytes_received, preface_in, received_);
+  }
+  // The preface may be counted as exchanged before its bytes moved: never let the total go back.
+  static void add(const stats::Counter& counter, uint64_t bytes, uint64_t preface, uint64_t& reported) {
+    const uint64_t total = bytes > preface ? bytes - preface : 0;
+    if (total <= reported) return;
+    counter.inc(total - reported);
+    reported = total;
   }
 
   std::shared_ptr<const TcpStatsConfig> config_;
   IstioMetrics& metrics_;
   net::FilterCallbacks* callbacks_ = nullptr;
+  TcpPeers* peers_ = nullptr;  // owned by the connection's StreamInfo, which outlives the filters
   const stats::LabelledMetrics::Series* series_ = nullptr;
   std::shared_ptr<State> state_;
   uint64_t sent_ = 0, received_ = 0;
@@ -144,6 +185,7 @@ class TcpStatsFactory : public net::FilterFactory {
 
 net::FilterFactorySharedPtr buildTcp(const ::stats::PluginConfig& proto, std::optional<Reporter> reporter,
                                      stats::Store& store, const std::string& path) {
+  bindExchangeStats(store);
   auto config = std::make_shared<TcpStatsConfig>();
   std::vector<std::string> warnings;
   config->stats = parseStatsConfig(proto, reporter.value_or(Reporter::kSource), &warnings);
@@ -191,6 +233,7 @@ net::FilterFactorySharedPtr createTcpNullVm(const google::protobuf::Any& in, sta
 }  // namespace
 
 void registerIstioNetworkFilters() {
+  registerIstioTcpExchange();
   net::registerNetworkFilter(net::FilterRegistration{"istio.stats", std::string(kStatsType), createTcp});
   const net::FilterRegistration* wasm = net::findNetworkFilter(kNetworkWasmType, {});
   if (wasm == nullptr) return;

@@ -41,6 +41,12 @@ class FilterCallbacks {
   // connect starts if it was waiting. Deferred past the current callback; ignored unless the chain is
   // stopped at `filter`.
   virtual void continueReading(Filter& filter) {}
+  // The connection's StreamInfo for filters that keep per-connection state in it (Envoy's filter state:
+  // Istio's TCP metadata exchange); nullptr where there is none.
+  virtual http::StreamInfo* mutableStreamInfo() { return nullptr; }
+  // Queues `bytes` for the downstream ahead of whatever is read from the upstream after this call (Envoy's
+  // injectWriteDataToFilterChain); they do not pass through onUpstreamData. Ignored where unsupported.
+  virtual void writeDownstream(std::string_view bytes) {}
   // The worker's clusters and connection pools, for callouts (nullptr: none here).
   virtual upstream::ThreadLocalClusterManager* clusterManager() { return nullptr; }
   virtual upstream::ConnPoolMap* connPools() { return nullptr; }
@@ -71,6 +77,9 @@ class FilterFactory {
   virtual ~FilterFactory() = default;
   // One per connection, on the worker; nullptr: nothing to run for this connection.
   virtual std::unique_ptr<Filter> createFilter() const = 0;
+  // Also run in front of an http_connection_manager (the connection's bytes are relayed through it, see
+  // server/tcp/network_filter_relay.h). Filters written for tcp_proxy only keep false: skipped there.
+  virtual bool runsBeforeHcm() const { return false; }
 };
 using FilterFactorySharedPtr = std::shared_ptr<const FilterFactory>;
 

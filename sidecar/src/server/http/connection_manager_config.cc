@@ -9,6 +9,7 @@
 #include "envoy/extensions/access_loggers/file/v3/file.pb.h"
 #include "envoy/extensions/access_loggers/stream/v3/stream.pb.h"
 #include "skiff/common/logging.h"
+#include "skiff/config/data_source.h"
 #include "skiff/config/typed_struct.h"
 
 namespace skiff::server {
@@ -33,7 +34,9 @@ std::shared_ptr<const accesslog::Formatter> formatterFor(
     formatter = accesslog::Formatter::parseJson(fields, &error);
   } else {
     std::string text = fmt.text_format();
-    if (text.empty() && fmt.has_text_format_source()) text = fmt.text_format_source().inline_string();
+    if (text.empty() && fmt.has_text_format_source()) {
+      text = skiff::config::readDataSource(fmt.text_format_source(), path + ".text_format_source");
+    }
     if (text.empty()) text = std::string(accesslog::Formatter::defaultFormat());
     formatter = accesslog::Formatter::parse(text, &error);
   }

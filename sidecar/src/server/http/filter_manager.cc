@@ -5,6 +5,8 @@
 #include <new>
 #include <utility>
 
+#include "skiff/router/route_table.h"
+
 namespace skiff::server {
 
 using http::Buffer;
@@ -19,10 +21,13 @@ using http::TrailersStatus;
     return fm.stream_.streamInfo();                                                     \
   }                                                                                     \
   const router::RouteEntry* route() override {                                          \
-    return fm.stream_.route();                                                          \
+    return fm.route();                                                                  \
   }                                                                                     \
   void clearRouteCache() override {                                                     \
-    fm.stream_.clearRouteCache();                                                       \
+    fm.clearRouteCache();                                                               \
+  }                                                                                     \
+  void requestHeaderChanged(std::string_view name, uint64_t version_before) override {  \
+    fm.requestHeaderChanged(name, version_before);                                      \
   }                                                                                     \
   asio::io_context& dispatcher() override {                                             \
     return fm.stream_.dispatcher();                                                     \
@@ -62,9 +67,15 @@ struct FilterManager::DecoderEntry : public http::DecoderFilterCallbacks {
   void encodeTrailers(std::unique_ptr<HeaderMap> trailers) override {
     fm.encodeTrailers(std::move(trailers));
   }
-  bool downstreamBackedUp() const override { return fm.backed_up_ && fm.backed_up_(); }
+  bool downstreamBackedUp() const override {
+    return fm.encoder_watermarks_ > 0 || (fm.backed_up_ && fm.backed_up_());
+  }
   void onDownstreamWritable(std::function<void()> cb) override {
-    if (fm.on_writable_) fm.on_writable_(std::move(cb));
+    if (fm.encoder_watermarks_ > 0) {
+      fm.watermark_waiters_.push_back(std::move(cb));
+    } else if (fm.on_writable_) {
+      fm.on_writable_(std::move(cb));
+    }
   }
   uint32_t bufferLimit() const override { return fm.buffer_limit_; }
   void pauseDownstreamReading(bool paused) override {
@@ -76,6 +87,7 @@ struct FilterManager::DecoderEntry : public http::DecoderFilterCallbacks {
   size_t index;
   bool headers_passed = false;  // headers went on past this filter
   bool stopped = false;         // iteration is held at this filter
+  bool watermarked = false;     // holds more than the buffer limit after kStopAndWatermark
   Buffer held;                  // body this filter buffered
   std::unique_ptr<http::StreamDecoderFilter> owned;
   std::unique_ptr<http::StreamFilter> owned_dual;  // a stream filter: both entries point at it
@@ -102,6 +114,7 @@ struct FilterManager::EncoderEntry : public http::EncoderFilterCallbacks {
   bool dual;        // a stream filter, which hears onDestroy through its decoder side
   bool headers_passed = false;
   bool stopped = false;
+  bool watermarked = false;  // holds more than the buffer limit after kStopAndWatermark
   Buffer held;
   std::unique_ptr<http::StreamEncoderFilter> owned;
 };
@@ -246,9 +259,44 @@ void FilterManager::addStreamFilter(std::unique_ptr<http::StreamFilter> filter) 
   dec.owned_dual = std::move(filter);
 }
 
+// ---- route cache ----
+// The stream caches the route until clearRouteCache(); only these calls fill or clear it. The manager
+// tracks when the cached route is known to reflect the request headers: the first route() after a clear
+// (or the first ever) computes it from the headers of that moment.
+
+const router::RouteEntry* FilterManager::route() {
+  const router::RouteEntry* r = stream_.route();
+  if (route_pending_) {
+    route_pending_ = false;
+    route_fresh_ = request_headers_ != nullptr;
+    if (route_fresh_) route_version_ = request_headers_->version();
+  }
+  return r;
+}
+
+void FilterManager::clearRouteCache() {
+  stream_.clearRouteCache();
+  route_pending_ = true;
+  route_fresh_ = false;
+}
+
+void FilterManager::requestHeaderChanged(std::string_view name, uint64_t version_before) {
+  // Skipping the clear is only safe when the route was chosen from exactly the headers this change
+  // started from (no other filter changed them without clearing) and the table never reads `name`.
+  if (route_fresh_ && request_headers_ != nullptr && version_before == route_version_) {
+    const router::RouteEntry* r = stream_.route();  // cached: fresh means not cleared since
+    if (r != nullptr && !r->dependsOnHeader(name)) {
+      route_version_ = request_headers_->version();
+      return;
+    }
+  }
+  clearRouteCache();
+}
+
 // ---- request path ----
 
 void FilterManager::decodeHeaders(std::unique_ptr<HeaderMap> headers, bool end_stream) {
+  route_fresh_ = false;  // a new header object: versions of the old one say nothing about it
   request_headers_ = std::move(headers);
   request_end_ = end_stream;
   runDecoders(0, nullptr, end_stream);
@@ -285,9 +333,13 @@ void FilterManager::runDecoders(size_t from, Buffer* data, bool data_end) {
         data->clear();
         e.stopped = true;
         if (overLimit(e.held.size())) {
-          stream_.sendLocalReply(413, "Payload Too Large", "request_payload_too_large");
-        } else if (s == DataStatus::kStopAndWatermark && pause_reading_) {
-          pause_reading_(true);
+          // As on the response side: a watermarking filter over the limit pauses the downstream (until it
+          // lets its body go); a buffering one gets 413.
+          if (s == DataStatus::kStopAndWatermark) {
+            raiseDecoderWatermark(e);
+          } else {
+            stream_.sendLocalReply(413, "Payload Too Large", "request_payload_too_large");
+          }
         }
         return;
       }
@@ -300,6 +352,7 @@ void FilterManager::runDecoders(size_t from, Buffer* data, bool data_end) {
       // Continuing on data releases headers held by this filter too (Envoy's semantics).
       e.stopped = false;
       e.headers_passed = true;
+      lowerDecoderWatermark(e);
     }
     if (request_trailers_ && request_end_) {
       if (e.filter->decodeTrailers(*request_trailers_) == TrailersStatus::kStop) {
@@ -324,6 +377,7 @@ void FilterManager::continueDecoding(size_t index) {
   if (!e.stopped) return;
   e.stopped = false;
   e.headers_passed = true;
+  lowerDecoderWatermark(e);
   if (pause_reading_) pause_reading_(false);
   Buffer body;
   body.swap(e.held);
@@ -340,6 +394,7 @@ void FilterManager::injectDecoded(DecoderEntry& e, Buffer& data, bool end_stream
   if (destroyed_ || e.index + 1 >= decoders_.size()) return;
   e.stopped = false;
   e.headers_passed = true;
+  lowerDecoderWatermark(e);
   const bool downstream_end = request_end_;
   request_end_ = end_stream;
   runDecoders(e.index + 1, data.empty() && !end_stream ? nullptr : &data, end_stream);
@@ -350,10 +405,12 @@ void FilterManager::injectEncoded(EncoderEntry& e, Buffer& data, bool end_stream
   if (destroyed_ || response_complete_) return;
   e.stopped = false;
   e.headers_passed = true;
+  lowerEncoderWatermark(e);
   const bool upstream_end = response_end_;
   response_end_ = end_stream;
   runEncoders(e.index() + 1, data.empty() && !end_stream ? nullptr : &data, end_stream);
   if (!destroyed_) response_end_ = upstream_end;
+  runWatermarkWaiters();
 }
 
 // ---- response path ----
@@ -364,12 +421,14 @@ void FilterManager::encodeHeaders(std::unique_ptr<HeaderMap> headers, bool end_s
   response_end_ = end_stream;
   stream_.streamInfo().response_headers = response_headers_.get();
   runEncoders(0, nullptr, end_stream);
+  runWatermarkWaiters();
 }
 
 void FilterManager::encodeData(Buffer& data, bool end_stream) {
   if (destroyed_ || response_complete_) return;
   response_end_ = end_stream;
   runEncoders(0, &data, end_stream);
+  runWatermarkWaiters();
 }
 
 void FilterManager::encodeTrailers(std::unique_ptr<HeaderMap> trailers) {
@@ -378,6 +437,7 @@ void FilterManager::encodeTrailers(std::unique_ptr<HeaderMap> trailers) {
   stream_.streamInfo().response_trailers = response_trailers_.get();
   response_end_ = true;
   runEncoders(0, nullptr, true);
+  runWatermarkWaiters();
 }
 
 void FilterManager::runEncoders(size_t from, Buffer* data, bool data_end) {
@@ -397,7 +457,15 @@ void FilterManager::runEncoders(size_t from, Buffer* data, bool data_end) {
         e.held.append(*data);
         data->clear();
         e.stopped = true;
-        if (overLimit(e.held.size())) stream_.resetStream();
+        if (overLimit(e.held.size())) {
+          // Envoy: a watermarking filter over the limit pushes back on the upstream (the terminal filter
+          // stops reading it until this filter lets its body go); a buffering one loses the stream.
+          if (s == DataStatus::kStopAndWatermark) {
+            raiseEncoderWatermark(e);
+          } else {
+            stream_.resetStream();
+          }
+        }
         return;
       }
       if (!e.held.empty()) {
@@ -408,6 +476,7 @@ void FilterManager::runEncoders(size_t from, Buffer* data, bool data_end) {
       }
       e.stopped = false;
       e.headers_passed = true;
+      lowerEncoderWatermark(e);
     }
     if (response_trailers_ && response_end_) {
       if (e.filter->encodeTrailers(*response_trailers_) == TrailersStatus::kStop) {
@@ -451,12 +520,59 @@ void FilterManager::continueEncoding(size_t index) {
   if (!e.stopped) return;
   e.stopped = false;
   e.headers_passed = true;
+  lowerEncoderWatermark(e);
   Buffer body;
   body.swap(e.held);
   const bool next_has_headers =
       index + 1 < encoders_.size() ? encoderAt(index + 1).headers_passed : response_started_;
   const bool send_data = !body.empty() || (response_end_ && !response_trailers_ && next_has_headers);
+  // The held body goes on before any waiter runs: a waiter may feed more body in at once, which must
+  // not land behind the body this filter held.
   runEncoders(index + 1, send_data ? &body : nullptr, response_end_);
+  runWatermarkWaiters();
+}
+
+void FilterManager::raiseDecoderWatermark(DecoderEntry& e) {
+  if (e.watermarked) return;
+  e.watermarked = true;
+  if (decoder_watermarks_++ == 0 && pause_reading_) pause_reading_(true);
+}
+
+void FilterManager::lowerDecoderWatermark(DecoderEntry& e) {
+  if (!e.watermarked) return;
+  e.watermarked = false;
+  if (--decoder_watermarks_ == 0 && pause_reading_) pause_reading_(false);
+}
+
+void FilterManager::raiseEncoderWatermark(EncoderEntry& e) {
+  if (e.watermarked) return;
+  e.watermarked = true;
+  ++encoder_watermarks_;
+}
+
+void FilterManager::lowerEncoderWatermark(EncoderEntry& e) {
+  if (!e.watermarked) return;
+  e.watermarked = false;
+  --encoder_watermarks_;
+}
+
+// Once no encoder filter holds the response over its watermark, whoever waits for room (the router, to
+// read upstream again) goes on, or keeps waiting if the downstream itself is backed up. Runs after the
+// released body went on; a waiter that raises a watermark again sends the rest back to wait.
+void FilterManager::runWatermarkWaiters() {
+  if (watermark_waiters_.empty() || encoder_watermarks_ > 0 || destroyed_) return;
+  auto waiters = std::move(watermark_waiters_);
+  watermark_waiters_.clear();
+  for (auto& cb : waiters) {
+    if (destroyed_) return;
+    if (encoder_watermarks_ > 0) {
+      watermark_waiters_.push_back(std::move(cb));
+    } else if (backed_up_ && backed_up_() && on_writable_) {
+      on_writable_(std::move(cb));
+    } else {
+      cb();
+    }
+  }
 }
 
 }  // namespace skiff::server

@@ -57,6 +57,14 @@ class FilterManager : public http::FilterChainBuilder {
   // Set by the stream when it is torn down: no filter callback may run after this.
   void destroyFilters();
 
+  // The filters' route calls (the stream's cached route). The stream's route cache must be filled and
+  // cleared only through these, so that the manager knows when the cached route matches the headers.
+  const router::RouteEntry* route();
+  void clearRouteCache();
+  // Envoy's clear-on-change, skipped when the cached route provably cannot change: it was chosen from
+  // the headers as they were just before this change (version_before) and no route reads `name`.
+  void requestHeaderChanged(std::string_view name, uint64_t version_before);
+
   // Hooks for the stream's callbacks objects.
   void setBackpressureHooks(std::function<bool()> backed_up,
                             std::function<void(std::function<void()>)> on_writable,
@@ -98,6 +106,11 @@ class FilterManager : public http::FilterChainBuilder {
   void continueDecoding(size_t index);
   void runEncoders(size_t from, http::Buffer* data, bool data_end);
   void continueEncoding(size_t index);
+  void raiseDecoderWatermark(DecoderEntry& e);
+  void lowerDecoderWatermark(DecoderEntry& e);
+  void raiseEncoderWatermark(EncoderEntry& e);
+  void lowerEncoderWatermark(EncoderEntry& e);
+  void runWatermarkWaiters();
   // Encoders run in reverse configuration order; entries are stored in configuration order.
   EncoderEntry& encoderAt(size_t run_index) { return encoders_[encoders_.size() - 1 - run_index]; }
   bool overLimit(size_t held) const { return held > buffer_limit_; }
@@ -118,6 +131,18 @@ class FilterManager : public http::FilterChainBuilder {
   bool response_started_ = false;   // headers reached the sink
   bool response_complete_ = false;  // end_stream reached the sink
   bool destroyed_ = false;
+  bool route_pending_ = true;  // the next route() computes the route from the current headers
+  bool route_fresh_ = false;   // the cached route was chosen from request headers at route_version_
+  uint64_t route_version_ = 0;
+
+  // Encoder filters holding more than the buffer limit after kStopAndWatermark: while any does, the
+  // terminal filter sees the downstream as backed up (and stops reading upstream) until that filter lets
+  // its body go; the terminal's writable callbacks wait here.
+  uint32_t encoder_watermarks_ = 0;
+  // Decoder filters holding more than the buffer limit after kStopAndWatermark: downstream reading is
+  // paused while any does.
+  uint32_t decoder_watermarks_ = 0;
+  std::vector<std::function<void()>> watermark_waiters_;
 
   std::function<bool()> backed_up_;
   std::function<void(std::function<void()>)> on_writable_;

@@ -4,12 +4,9 @@
 #include <asio/post.hpp>
 #include <asio/write.hpp>
 
-#include "server/http/forwarding_headers.h"
 #include "skiff/common/logging.h"
 #include "skiff/common/random.h"
 #include "skiff/http/http1_writer.h"
-#include "skiff/router/route_table.h"
-#include "skiff/tls/xfcc.h"
 #include "skiff/upstream/host.h"
 
 namespace skiff::server {
@@ -21,53 +18,14 @@ constexpr size_t kMaxPipelinedBytes = 64 * 1024;
 
 }  // namespace
 
-// One request/response exchange: the filter chain plus what access logs and stats need.
-class Http1ServerConnection::ActiveStream : public http::StreamCallbacks {
+// One request/response exchange: the shared stream logic; the connection is its sink (one stream at a time).
+class Http1ServerConnection::ActiveStream : public ActiveStreamBase {
  public:
   ActiveStream(Http1ServerConnection& conn, uint64_t id)
-      : conn_(conn), id_(id), fm_(*this, conn, conn.config_->buffer_limit) {}
-
-  http::StreamInfo& streamInfo() override { return info_; }
-  const router::RouteEntry* route() override {
-    if (!route_cached_) {
-      route_cached_ = true;
-      // The stream keeps the table it first routed with (RDS may publish a new one meanwhile).
-      if (!route_table_) route_table_ = conn_.config_->routeTable(conn_.worker_.index);
-      if (fm_.requestHeaders() != nullptr && route_table_) {
-        route_ = route_table_->route(*fm_.requestHeaders(), random64());
-      }
-    }
-    return route_;
-  }
-  void clearRouteCache() override { route_cached_ = false; }
-  asio::io_context& dispatcher() override { return conn_.worker_.io; }
-  upstream::ThreadLocalClusterManager& clusterManager() override { return conn_.worker_.clusters; }
-  upstream::ConnPoolMap& connPools() override { return conn_.worker_.pools; }
-  uint64_t streamId() const override { return id_; }
-
-  void sendLocalReply(uint32_t status, std::string_view body, std::string_view details,
-                      const std::function<void(http::HeaderMap&)>& modify) override {
-    if (fm_.responseStarted()) {
-      // Too late for a new response: the client sees the connection end.
-      info_.response_code_details = std::string(details);
-      resetStream();
-      return;
-    }
-    info_.response_code_details = std::string(details);
-    auto headers = std::make_unique<http::HeaderMap>();
-    headers->add(http::headers::kStatus, std::to_string(status));
-    if (!body.empty()) {
-      headers->add(http::headers::kContentLength, std::to_string(body.size()));
-      headers->add(http::headers::kContentType, "text/plain");
-    }
-    if (modify) modify(*headers);
-    const bool has_body = !body.empty() && !conn_.head_request_;
-    fm_.encodeHeaders(std::move(headers), !has_body);
-    if (has_body) {
-      http::Buffer data(body);
-      fm_.encodeData(data, true);
-    }
-  }
+      : ActiveStreamBase(conn.worker_, *conn.config_, conn, id), conn_(conn) {}
+  // The filters hear onDestroy while this (their resetStream(), the sink) still exists, even when the
+  // stream goes without finish(); ~ActiveStreamBase would be too late.
+  ~ActiveStream() override { fm_.destroyFilters(); }
 
   void resetStream() override {
     if (reset_) return;
@@ -79,15 +37,6 @@ class Http1ServerConnection::ActiveStream : public http::StreamCallbacks {
   }
 
   Http1ServerConnection& conn_;
-  const uint64_t id_;
-  // Declared before fm_ so the filters (which may hold route entries) go first.
-  std::shared_ptr<const router::RouteTable> route_table_;
-  http::StreamInfo info_;
-  FilterManager fm_;
-  const router::RouteEntry* route_ = nullptr;
-  bool route_cached_ = false;
-  bool request_complete_ = false;
-  bool logged_ = false;
   bool reset_ = false;
 };
 
@@ -102,7 +51,6 @@ Http1ServerConnection::Http1ServerConnection(WorkerContext& worker, network::Tra
       info_(std::move(info)),
       id_(info_->id != 0 ? info_->id : WorkerContext::nextConnectionId()),
       local_address_(upstream::formatEndpoint(info_->local)),
-      remote_endpoint_(info_->remote),
       remote_address_(upstream::formatEndpoint(info_->remote)),
       parser_(config_->limits),
       idle_timer_(worker.io) {
@@ -144,6 +92,9 @@ std::optional<std::chrono::steady_clock::time_point> Http1ServerConnection::next
   if (!stream_) {
     if (config_->idle_timeout.count() > 0) consider(last_activity_ + config_->idle_timeout);
     if (drain_deadline_) consider(*drain_deadline_);
+    if (head_started_ && config_->request_headers_timeout.count() > 0) {
+      consider(*head_started_ + config_->request_headers_timeout);
+    }
     return deadline;
   }
   const auto idle = streamIdleTimeout();
@@ -155,9 +106,7 @@ std::optional<std::chrono::steady_clock::time_point> Http1ServerConnection::next
 }
 
 std::chrono::milliseconds Http1ServerConnection::streamIdleTimeout() const {
-  const router::RouteEntry* route = stream_ ? stream_->route_ : nullptr;
-  if (route != nullptr && route->idle_timeout) return *route->idle_timeout;
-  return config_->stream_idle_timeout;
+  return stream_ ? stream_->idleTimeout() : config_->stream_idle_timeout;
 }
 
 void Http1ServerConnection::armTimer() {
@@ -181,6 +130,11 @@ void Http1ServerConnection::onTimer() {
   if (state_ == State::kClosed) return;
   const auto now = std::chrono::steady_clock::now();
   if (!stream_) {
+    if (head_started_ && config_->request_headers_timeout.count() > 0 &&
+        now - *head_started_ >= config_->request_headers_timeout) {
+      onRequestHeadersTimeout();
+      return;
+    }
     if (drain_deadline_ && now >= *drain_deadline_) {
       config_->stats.downstream_cx_drain_close.inc();
       close();
@@ -267,7 +221,18 @@ void Http1ServerConnection::processInput() {
 }
 
 bool Http1ServerConnection::processHead() {
+  if (!head_started_) {
+    // Empty lines before a request line are allowed (RFC 9112 2.2; a client may send a stray CRLF after
+    // a body): drop them here, so that they do not start the request's headers timer on an idle connection.
+    while (in_end_ - in_start_ >= 2 && in_[in_start_] == '\r' && in_[in_start_ + 1] == '\n') in_start_ += 2;
+    if (in_end_ - in_start_ == 1 && in_[in_start_] == '\r') return false;  // maybe the next CRLF
+  }
   if (in_start_ == in_end_) return false;
+  if (!head_started_) {
+    // The first byte of a request: request_headers_timeout runs from here to the end of its headers.
+    head_started_ = std::chrono::steady_clock::now();
+    if (config_->request_headers_timeout.count() > 0) armTimer();
+  }
   size_t consumed = 0;
   const auto st = parser_.feed(pending(), &consumed);
   if (st == http1::RequestParser::Status::kNeedMore) return false;
@@ -329,14 +294,7 @@ void Http1ServerConnection::newStream() {
 
   stream_ = std::make_unique<ActiveStream>(*this, random64());
   ActiveStream& s = *stream_;
-  s.info_.connection_id = id_;
-  s.info_.connection = info_;
-  s.info_.requested_server_name = info_->server_name;  // SNI (tls_inspector or TLS termination)
-  s.info_.downstream_local_address = local_address_;
-  s.info_.downstream_direct_remote_address = remote_address_;
-  s.info_.downstream_remote_address = remote_address_;
   version_minor_ = parser_.versionMinor();
-  s.info_.protocol = version_minor_ == 0 ? "HTTP/1.0" : "HTTP/1.1";
   keep_alive_ = parser_.keepAlive() && !worker_.draining && !drain_requested_;
   if (config_->max_requests_per_connection != 0 && requests_ >= config_->max_requests_per_connection) {
     stats.downstream_cx_max_requests_reached.inc();
@@ -344,7 +302,7 @@ void Http1ServerConnection::newStream() {
   }
 
   auto headers = std::make_unique<http::HeaderMap>(std::move(parser_.headers()));
-  head_request_ = headers->getOr(http::headers::kMethod) == "HEAD";
+  s.head_request_ = headers->getOr(http::headers::kMethod) == "HEAD";
   if (version_minor_ == 0 && !config_->default_host_for_http_10.empty() &&
       headers->getOr(http::headers::kAuthority).empty()) {
     headers->set(http::headers::kAuthority, config_->default_host_for_http_10);
@@ -355,20 +313,18 @@ void Http1ServerConnection::newStream() {
   if (!end_stream)
     body_ = std::make_unique<http1::BodyDecoder>(framing, parser_.contentLength(), config_->limits);
   parser_.reset();
+  head_started_.reset();
   state_ = end_stream ? State::kAwaitResponse : State::kBody;
   s.request_complete_ = end_stream;
   if (end_stream) s.info_.last_downstream_rx = s.info_.elapsed();
 
-  s.info_.downstream_remote_address =
-      applyForwardingHeaders(*headers, *config_, remote_endpoint_, remote_address_, info_->tls != nullptr);
-  tls::mutateXfcc(*headers, info_->tls.get(), config_->xfcc);
   if (expect_continue && !config_->proxy_100_continue) {
     // Envoy answers 100-continue itself and does not forward the expectation.
     headers->remove(http::headers::kExpect);
     if (version_minor_ == 1) write("HTTP/1.1 100 Continue\r\n\r\n");
   }
-  s.info_.request_headers = headers.get();
-  for (const auto& factory : config_->filter_factories) factory->createFilters(s.fm_);
+  s.begin(StreamOrigin{id_, info_, local_address_, remote_address_},
+          version_minor_ == 0 ? "HTTP/1.0" : "HTTP/1.1", *headers);
   s.fm_.setBackpressureHooks(
       [this] { return backedUp(); },
       [this](std::function<void()> cb) { writable_callbacks_.push_back(std::move(cb)); },
@@ -388,32 +344,10 @@ void Http1ServerConnection::protocolError(const http1::ParseError& error) {
   const uint32_t status = error.status == 0 ? 400 : static_cast<uint32_t>(error.status);
   if (!stream_) {
     // No stream yet: answer directly, log it the way Envoy logs codec errors (DPE), and close.
-    http::StreamInfo info;
-    info.connection_id = id_;
-    info.connection = info_;
-    info.downstream_local_address = local_address_;
-    info.downstream_remote_address = remote_address_;
-    info.downstream_direct_remote_address = remote_address_;
-    info.response_code = status;
-    info.response_code_details = std::string(error.detail);
-    info.setFlag(http::ResponseFlag::kDownstreamProtocolError);
     config_->stats.downstream_rq_total.inc();
-    config_->stats.chargeResponseCode(status);
     if (status == 431) config_->stats.downstream_rq_too_large.inc();
-    http::HeaderMap h;
-    h.add(http::headers::kStatus, std::to_string(status));
-    const std::string_view reason = http1::reasonPhrase(static_cast<int>(status));
-    h.add(http::headers::kContentLength, std::to_string(reason.size()));
-    h.add(http::headers::kContentType, "text/plain");
-    h.add(http::headers::kConnection, "close");
-    std::string bytes;
-    http1::writeResponseHead(h, bytes);
-    bytes.append(reason);
-    info.bytes_sent = reason.size();
-    write(bytes);
-    config_->access_logs->log(worker_.index, info);
-    state_ = State::kAwaitResponse;
-    closeAfterFlush();
+    replyWithoutStream(status, http1::reasonPhrase(static_cast<int>(status)), error.detail,
+                       http::ResponseFlag::kDownstreamProtocolError);
     return;
   }
   stream_->info_.setFlag(http::ResponseFlag::kDownstreamProtocolError);
@@ -421,28 +355,54 @@ void Http1ServerConnection::protocolError(const http1::ParseError& error) {
   stream_->sendLocalReply(status, http1::reasonPhrase(static_cast<int>(status)), error.detail, nullptr);
 }
 
-void Http1ServerConnection::writeHeaders(http::HeaderMap& headers, bool end_stream) {
-  const ConnectionManagerConfig& c = *config_;
-  ActiveStream& s = *stream_;
-  const std::string* status_text = headers.get(http::headers::kStatus);
-  const uint32_t status = status_text ? static_cast<uint32_t>(std::atoi(status_text->c_str())) : 500;
-  s.info_.response_code = status;
+// The request's headers did not arrive in time: there is no filter chain yet, so the codec answers 408.
+void Http1ServerConnection::onRequestHeadersTimeout() {
+  const HcmStats& stats = config_->stats;
+  stats.downstream_rq_header_timeout.inc();
+  stats.downstream_rq_total.inc();
+  stats.downstream_rq_http1_total.inc();
+  stats.downstream_rq_completed.inc();
+  keep_alive_ = false;
+  replyWithoutStream(408, "request header timeout", "request_header_timeout", std::nullopt);
+}
 
-  switch (c.server_header) {
-    case ConnectionManagerConfig::ServerHeader::kOverwrite:
-      headers.set(http::headers::kServer, c.server_name);
-      break;
-    case ConnectionManagerConfig::ServerHeader::kAppendIfAbsent:
-      headers.setIfAbsent(http::headers::kServer, c.server_name);
-      break;
-    case ConnectionManagerConfig::ServerHeader::kPassThrough:
-      break;
+// A response written straight to the connection (its request never got a stream), access-logged; then close.
+void Http1ServerConnection::replyWithoutStream(uint32_t status, std::string_view body,
+                                               std::string_view details,
+                                               std::optional<http::ResponseFlag> flag) {
+  head_started_.reset();
+  http::StreamInfo info;
+  info.connection_id = id_;
+  info.connection = info_;
+  info.requested_server_name = info_->server_name;
+  info.downstream_local_address = local_address_;
+  info.downstream_remote_address = remote_address_;
+  info.downstream_direct_remote_address = remote_address_;
+  info.response_code = status;
+  info.response_code_details = std::string(details);
+  if (flag) info.setFlag(*flag);
+  config_->stats.chargeResponseCode(status);
+  http::HeaderMap h;
+  h.add(http::headers::kStatus, std::to_string(status));
+  h.add(http::headers::kContentLength, std::to_string(body.size()));
+  h.add(http::headers::kContentType, "text/plain");
+  h.add(http::headers::kConnection, "close");
+  if (config_->server_header != ConnectionManagerConfig::ServerHeader::kPassThrough) {
+    h.add(http::headers::kServer, config_->server_name);  // as every other local reply
   }
-  if (c.always_set_request_id_in_response && s.fm_.requestHeaders() != nullptr) {
-    if (const std::string* id = s.fm_.requestHeaders()->get(http::headers::kRequestId)) {
-      headers.set(http::headers::kRequestId, *id);
-    }
-  }
+  std::string bytes;
+  http1::writeResponseHead(h, bytes);
+  bytes.append(body);
+  info.bytes_sent = body.size();
+  write(bytes);
+  config_->access_logs->log(worker_.index, info);
+  state_ = State::kAwaitResponse;
+  closeAfterFlush();
+}
+
+void Http1ServerConnection::writeHeaders(http::HeaderMap& headers, bool end_stream) {
+  ActiveStream& s = *stream_;
+  const uint32_t status = s.decorateResponseHeaders(headers);
   for (std::string_view hop :
        {http::headers::kConnection, http::headers::kKeepAlive, http::headers::kProxyConnection,
         http::headers::kTransferEncoding, http::headers::kUpgrade}) {
@@ -462,10 +422,10 @@ void Http1ServerConnection::writeHeaders(http::HeaderMap& headers, bool end_stre
   close_delimited_response_ = false;
   const bool bodyless_status = status < 200 || status == 204 || status == 304;
   if (end_stream) {
-    if (!bodyless_status && !head_request_ && headers.get(http::headers::kContentLength) == nullptr) {
+    if (!bodyless_status && !s.head_request_ && headers.get(http::headers::kContentLength) == nullptr) {
       headers.add(http::headers::kContentLength, "0");
     }
-  } else if (headers.get(http::headers::kContentLength) == nullptr && !bodyless_status && !head_request_) {
+  } else if (headers.get(http::headers::kContentLength) == nullptr && !bodyless_status && !s.head_request_) {
     if (version_minor_ == 1) {
       chunked_response_ = true;
       headers.add(http::headers::kTransferEncoding, "chunked");
@@ -488,7 +448,7 @@ void Http1ServerConnection::writeHeaders(http::HeaderMap& headers, bool end_stre
 void Http1ServerConnection::writeData(http::Buffer& data, bool end_stream) {
   if (!stream_) return;
   stream_->info_.bytes_sent += data.size();
-  if (!head_request_) {
+  if (!stream_->head_request_) {
     if (state_ == State::kClosed) return;
     if (chunked_response_) {
       http1::writeChunk(data, out_);
@@ -503,7 +463,7 @@ void Http1ServerConnection::writeData(http::Buffer& data, bool end_stream) {
 
 void Http1ServerConnection::writeTrailers(http::HeaderMap& trailers) {
   if (!stream_) return;
-  if (chunked_response_ && !head_request_ && state_ != State::kClosed) {
+  if (chunked_response_ && !stream_->head_request_ && state_ != State::kClosed) {
     http1::writeLastChunk(&trailers, out_);
     scheduleFlush();
   }
@@ -543,21 +503,13 @@ void Http1ServerConnection::onResponseComplete() {
 void Http1ServerConnection::finishStream(bool reset) {
   std::unique_ptr<ActiveStream> s = std::move(stream_);
   if (!s) return;
-  const HcmStats& stats = config_->stats;
-  stats.downstream_rq_active.dec();
   if (reset) {
     if (!s->info_.hasFlag(http::ResponseFlag::kDownstreamConnectionTermination)) {
       s->info_.setFlag(http::ResponseFlag::kLocalReset);
     }
-    stats.downstream_cx_destroy_active_rq.inc();
-  } else {
-    stats.downstream_rq_completed.inc();
-    stats.chargeResponseCode(s->info_.response_code);
+    config_->stats.downstream_cx_destroy_active_rq.inc();
   }
-  stats.downstream_rq_time.record(static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(s->info_.elapsed()).count()));
-  s->fm_.destroyFilters();
-  config_->access_logs->log(worker_.index, s->info_);
+  s->finish(!reset);
   finished_streams_.push_back(std::move(s));
   if (read_paused_) {
     // The pause belonged to the stream that just ended. The hold is let go after this callback chain

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "server/http/active_stream_base.h"
 #include "server/http/connection_manager_config.h"
 #include "server/http/filter_manager.h"
 #include "server/listener_stats.h"
@@ -48,6 +49,9 @@ class Http1ServerConnection : public std::enable_shared_from_this<Http1ServerCon
   bool processBody();
   void newStream();
   void protocolError(const http1::ParseError& error);
+  void onRequestHeadersTimeout();
+  void replyWithoutStream(uint32_t status, std::string_view body, std::string_view details,
+                          std::optional<http::ResponseFlag> flag);
   void onResponseComplete();
   void finishStream(bool reset);
   void write(std::string_view bytes);
@@ -69,7 +73,6 @@ class Http1ServerConnection : public std::enable_shared_from_this<Http1ServerCon
   const uint64_t id_;
   const std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
   std::string local_address_;
-  asio::ip::tcp::endpoint remote_endpoint_;
   std::string remote_address_;
 
   State state_ = State::kHead;
@@ -88,7 +91,8 @@ class Http1ServerConnection : public std::enable_shared_from_this<Http1ServerCon
   bool drain_requested_ = false;  // drain() was called: the next response closes the connection
   // Listener drain of an idle connection: closed then unless a request arrived (HCM drain_timeout).
   std::optional<std::chrono::steady_clock::time_point> drain_deadline_;
-  bool head_request_ = false;
+  // First byte of the request whose headers are being received (request_headers_timeout).
+  std::optional<std::chrono::steady_clock::time_point> head_started_;
   bool chunked_response_ = false;
   bool close_delimited_response_ = false;
 

@@ -3,11 +3,8 @@
 
 #include <asio/post.hpp>
 
-#include "server/http/forwarding_headers.h"
 #include "skiff/common/logging.h"
 #include "skiff/common/random.h"
-#include "skiff/router/route_table.h"
-#include "skiff/tls/xfcc.h"
 #include "skiff/upstream/host.h"
 
 namespace skiff::server {
@@ -16,66 +13,17 @@ namespace {
 constexpr size_t kReadChunk = 16 * 1024;
 }
 
-// One HTTP/2 stream: its filter chain, and the sink that turns the chain's output into frames.
-class Http2ServerConnection::ActiveStream : public http::StreamCallbacks, public FilterManagerSink {
+// One HTTP/2 stream: the shared stream logic, and the sink that turns the chain's output into frames.
+// FilterManagerSink comes first among the bases: the base's FilterManager is handed this stream as its sink.
+class Http2ServerConnection::ActiveStream : public FilterManagerSink, public ActiveStreamBase {
  public:
   ActiveStream(Http2ServerConnection& conn, int32_t stream_id)
-      : conn_(conn), stream_id_(stream_id), id_(random64()), fm_(*this, *this, conn.config_->buffer_limit) {}
-
-  // StreamCallbacks
-  http::StreamInfo& streamInfo() override { return info_; }
-  const router::RouteEntry* route() override {
-    if (!route_cached_) {
-      route_cached_ = true;
-      if (!route_table_) route_table_ = conn_.config_->routeTable(conn_.worker_.index);
-      if (fm_.requestHeaders() != nullptr && route_table_) {
-        route_ = route_table_->route(*fm_.requestHeaders(), random64());
-      }
-    }
-    return route_;
-  }
-  void clearRouteCache() override { route_cached_ = false; }
-  asio::io_context& dispatcher() override { return conn_.worker_.io; }
-  upstream::ThreadLocalClusterManager& clusterManager() override { return conn_.worker_.clusters; }
-  upstream::ConnPoolMap& connPools() override { return conn_.worker_.pools; }
-  uint64_t streamId() const override { return id_; }
-
-  void sendLocalReply(uint32_t status, std::string_view body, std::string_view details,
-                      const std::function<void(http::HeaderMap&)>& modify) override {
-    info_.response_code_details = std::string(details);
-    if (fm_.responseStarted()) {
-      resetStream();
-      return;
-    }
-    auto headers = std::make_unique<http::HeaderMap>();
-    headers->add(http::headers::kStatus, std::to_string(status));
-    if (!body.empty()) {
-      headers->add(http::headers::kContentLength, std::to_string(body.size()));
-      headers->add(http::headers::kContentType, "text/plain");
-    }
-    if (modify) modify(*headers);
-    const bool has_body = !body.empty() && !head_request_;
-    fm_.encodeHeaders(std::move(headers), !has_body);
-    if (has_body) {
-      http::Buffer data(body);
-      fm_.encodeData(data, true);
-    }
-  }
-
-  // A timeout's local reply: Envoy's, in gRPC form (trailers-only, grpc-status) for a gRPC request.
-  void sendTimeoutReply(std::string_view body, std::string_view details) {
-    const http::HeaderMap* request = fm_.requestHeaders();
-    if (request != nullptr && request->getOr(http::headers::kContentType).rfind("application/grpc", 0) == 0 &&
-        !fm_.responseStarted()) {
-      sendLocalReply(200, {}, details, [body](http::HeaderMap& h) {
-        h.set(http::headers::kContentType, "application/grpc");
-        h.set("grpc-status", "2");  // UNKNOWN: Envoy's mapping of 408
-        h.set("grpc-message", std::string(body));
-      });
-      return;
-    }
-    sendLocalReply(408, body, details, nullptr);
-  }
+      : ActiveStreamBase(conn.worker_, *conn.config_, *this, random64()),
+        conn_(conn),
+        stream_id_(stream_id) {}
+  // The filters hear onDestroy while this (their resetStream(), the sink) still exists, even when the
+  // stream goes without finish(); ~ActiveStreamBase would be too late.
+  ~ActiveStream() override { fm_.destroyFilters(); }
 
   void resetStream() override {
     if (reset_ || finished_) return;
@@ -88,24 +36,7 @@ class Http2ServerConnection::ActiveStream : public http::StreamCallbacks, public
 
   // FilterManagerSink
   void writeHeaders(http::HeaderMap& headers, bool end_stream) override {
-    const ConnectionManagerConfig& c = *conn_.config_;
-    const std::string* status_text = headers.get(http::headers::kStatus);
-    info_.response_code = status_text ? static_cast<uint32_t>(std::atoi(status_text->c_str())) : 500;
-    switch (c.server_header) {
-      case ConnectionManagerConfig::ServerHeader::kOverwrite:
-        headers.set(http::headers::kServer, c.server_name);
-        break;
-      case ConnectionManagerConfig::ServerHeader::kAppendIfAbsent:
-        headers.setIfAbsent(http::headers::kServer, c.server_name);
-        break;
-      case ConnectionManagerConfig::ServerHeader::kPassThrough:
-        break;
-    }
-    if (c.always_set_request_id_in_response && fm_.requestHeaders() != nullptr) {
-      if (const std::string* id = fm_.requestHeaders()->get(http::headers::kRequestId)) {
-        headers.set(http::headers::kRequestId, *id);
-      }
-    }
+    decorateResponseHeaders(headers);
     if (reset_) return;
     last_activity_ = std::chrono::steady_clock::now();
     const bool end = end_stream || head_request_;
@@ -150,15 +81,7 @@ class Http2ServerConnection::ActiveStream : public http::StreamCallbacks, public
 
   Http2ServerConnection& conn_;
   const int32_t stream_id_;
-  const uint64_t id_;
-  std::shared_ptr<const router::RouteTable> route_table_;
-  http::StreamInfo info_;
-  FilterManager fm_;
-  const router::RouteEntry* route_ = nullptr;
-  bool route_cached_ = false;
-  bool request_complete_ = false;
   bool response_sent_ = false;
-  bool head_request_ = false;
   bool reset_ = false;
   bool finished_ = false;
   bool timed_out_ = false;  // a timeout answered or reset it: no more deadlines
@@ -231,13 +154,6 @@ void Http2ServerConnection::onHeaders(int32_t stream_id, std::unique_ptr<http::H
   auto owned = std::make_unique<ActiveStream>(*this, stream_id);
   ActiveStream& s = *owned;
   streams_.emplace(stream_id, std::move(owned));
-  s.info_.connection_id = id_;
-  s.info_.connection = info_;
-  s.info_.downstream_local_address = local_address_;
-  s.info_.downstream_direct_remote_address = remote_address_;
-  s.info_.downstream_remote_address = remote_address_;
-  s.info_.protocol = "HTTP/2";
-  s.info_.requested_server_name = info_->server_name;  // SNI (tls_inspector or TLS termination)
   s.request_complete_ = end_stream;
   if (end_stream) s.info_.last_downstream_rx = s.info_.elapsed();
 
@@ -258,12 +174,7 @@ void Http2ServerConnection::onHeaders(int32_t stream_id, std::unique_ptr<http::H
   if (!end_stream && headers->get(http::headers::kContentLength) == nullptr) {
     headers->set(http::headers::kTransferEncoding, "chunked");
   }
-  s.info_.downstream_remote_address =
-      applyForwardingHeaders(*headers, *config_, info_->remote, remote_address_, info_->tls != nullptr);
-  // Same x-forwarded-client-cert handling as HTTP/1: a plaintext client cannot spoof it.
-  tls::mutateXfcc(*headers, info_->tls.get(), config_->xfcc);
-  s.info_.request_headers = headers.get();
-  for (const auto& factory : config_->filter_factories) factory->createFilters(s.fm_);
+  s.begin(StreamOrigin{id_, info_, local_address_, remote_address_}, "HTTP/2", *headers);
   ActiveStream* sp = &s;
   s.fm_.setBackpressureHooks(
       [sp] { return sp->backedUp(); },
@@ -316,24 +227,16 @@ void Http2ServerConnection::onStreamClose(int32_t stream_id, uint32_t error_code
   std::unique_ptr<ActiveStream> s = std::move(it->second);
   streams_.erase(it);
   s->finished_ = true;
-  const HcmStats& stats = config_->stats;
-  stats.downstream_rq_active.dec();
   const bool complete = s->response_sent_ && (error_code == 0 || (!remote && !s->reset_));
   if (!complete) {
     if (remote) {
-      stats.downstream_rq_rx_reset.inc();
+      config_->stats.downstream_rq_rx_reset.inc();
       s->info_.setFlag(http::ResponseFlag::kDownstreamConnectionTermination);
     } else {
       s->info_.setFlag(http::ResponseFlag::kLocalReset);
     }
-  } else {
-    stats.downstream_rq_completed.inc();
-    stats.chargeResponseCode(s->info_.response_code);
   }
-  stats.downstream_rq_time.record(static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(s->info_.elapsed()).count()));
-  s->fm_.destroyFilters();
-  config_->access_logs->log(worker_.index, s->info_);
+  s->finish(complete);
   finished_streams_.push_back(std::move(s));
   // One deferred cleanup for all the streams that end in this turn of the loop.
   if (finished_streams_.size() == 1) {
@@ -465,18 +368,6 @@ void Http2ServerConnection::armTimer(Clock::time_point deadline) {
   });
 }
 
-std::chrono::milliseconds Http2ServerConnection::streamIdleTimeout(const ActiveStream& s) const {
-  const router::RouteEntry* route = s.route_cached_ ? s.route_ : nullptr;
-  if (route != nullptr && route->idle_timeout) return *route->idle_timeout;
-  return config_->stream_idle_timeout;
-}
-
-std::chrono::milliseconds Http2ServerConnection::maxStreamDuration(const ActiveStream& s) const {
-  const router::RouteEntry* route = s.route_cached_ ? s.route_ : nullptr;
-  if (route != nullptr && route->max_stream_duration) return *route->max_stream_duration;
-  return config_->max_stream_duration;
-}
-
 std::optional<Http2ServerConnection::Clock::time_point> Http2ServerConnection::streamDeadline(
     const ActiveStream& s) const {
   if (s.timed_out_ || s.finished_) return std::nullopt;
@@ -484,11 +375,11 @@ std::optional<Http2ServerConnection::Clock::time_point> Http2ServerConnection::s
   auto consider = [&](Clock::time_point t) {
     if (!deadline || t < *deadline) deadline = t;
   };
-  if (const auto idle = streamIdleTimeout(s); idle.count() > 0) consider(s.last_activity_ + idle);
+  if (const auto idle = s.idleTimeout(); idle.count() > 0) consider(s.last_activity_ + idle);
   if (config_->request_timeout.count() > 0 && !s.request_complete_) {
     consider(s.info_.start + config_->request_timeout);
   }
-  if (const auto max = maxStreamDuration(s); max.count() > 0) consider(s.info_.start + max);
+  if (const auto max = s.maxStreamDuration(); max.count() > 0) consider(s.info_.start + max);
   return deadline;
 }
 
@@ -553,7 +444,7 @@ void Http2ServerConnection::onStreamTimeout(ActiveStream& s, Clock::time_point n
       now >= s.info_.start + config_->request_timeout) {
     stats.downstream_rq_timeout.inc();
     s.sendTimeoutReply("request timeout", "request_overall_timeout");
-  } else if (const auto max = maxStreamDuration(s); max.count() > 0 && now >= s.info_.start + max) {
+  } else if (const auto max = s.maxStreamDuration(); max.count() > 0 && now >= s.info_.start + max) {
     stats.downstream_rq_max_duration_reached.inc();
     s.sendTimeoutReply("downstream duration timeout", "max_duration_timeout");
   } else {

@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "server/http/active_stream_base.h"
 #include "server/http/connection_manager_config.h"
 #include "server/http/filter_manager.h"
 #include "server/listener_stats.h"
@@ -58,8 +59,6 @@ class Http2ServerConnection : public std::enable_shared_from_this<Http2ServerCon
   void armTimer(Clock::time_point deadline);
   void onTimer();
   std::optional<Clock::time_point> streamDeadline(const ActiveStream& s) const;
-  std::chrono::milliseconds streamIdleTimeout(const ActiveStream& s) const;
-  std::chrono::milliseconds maxStreamDuration(const ActiveStream& s) const;
   void onStreamTimeout(ActiveStream& s, Clock::time_point now);
   void onRequestHeadersTimeout(int32_t stream_id);
   // GOAWAY now; the socket closes once it is written, or after Envoy's delayed_close_timeout (1 s) when the

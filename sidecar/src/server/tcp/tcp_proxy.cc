@@ -83,6 +83,17 @@ void TcpProxySession::closeConnection(std::string_view details) {
   });
 }
 
+void TcpProxySession::writeDownstream(std::string_view bytes) {
+  // After the upstream's FIN went on to the downstream nothing more can be written there.
+  if (closed_ || bytes.empty() || up_to_down_.shut) return;
+  // Queued like filtered upstream bytes (filters exist whenever this is called); written once connected.
+  up_to_down_.overflow.append(bytes);
+  if (!connected_) return;
+  asio::post(worker_.io, [self = shared_from_this()] {
+    if (!self->closed_) self->pump(self->up_to_down_);
+  });
+}
+
 void TcpProxySession::continueReading(filters::network::Filter& filter) {
   size_t index = SIZE_MAX;
   for (size_t i = 0; i < filters_.size(); ++i) {
@@ -250,7 +261,7 @@ void TcpProxySession::connectAttempt() {
     fail(http::ResponseFlag::kNoHealthyUpstream, "no_healthy_upstream");
     return;
   }
-  info_.upstream_host = host_->address;
+  info_.upstream_host = host_->address();
   if (!ci.resources.tryAcquireConnection()) {
     ci.trafficStats().upstream_cx_overflow.inc();
     fail(http::ResponseFlag::kUpstreamOverflow, "overflow");
@@ -261,8 +272,8 @@ void TcpProxySession::connectAttempt() {
   upstream_start_ = std::chrono::steady_clock::now();
   ci.trafficStats().upstream_cx_total.inc();
   ci.trafficStats().upstream_cx_active.inc();
-  host_->stats.cx_total.fetch_add(1, std::memory_order_relaxed);
-  host_->stats.cx_active.fetch_add(1, std::memory_order_relaxed);
+  host_->stats().cx_total.fetch_add(1, std::memory_order_relaxed);
+  host_->stats().cx_active.fetch_add(1, std::memory_order_relaxed);
 
   std::string reason;
   const auto source = upstream::upstreamSourceFor(ci, connection_.get());
@@ -326,9 +337,9 @@ void TcpProxySession::onConnectFailure(const std::string& reason, bool timeout) 
   const upstream::ClusterInfo& ci = *cluster_;
   ci.trafficStats().upstream_cx_connect_fail.inc();
   if (timeout) ci.trafficStats().upstream_cx_connect_timeout.inc();
-  host_->stats.cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
+  host_->stats().cx_connect_fail.fetch_add(1, std::memory_order_relaxed);
   SKIFF_LOG(kConnection, debug, "[C{}] tcp_proxy: connect to {} failed: {}", info_.connection_id,
-            host_->address, reason);
+            host_->address(), reason);
   upstream_.close();
   releaseUpstream();
   previous_host_ = std::move(host_);
@@ -359,6 +370,21 @@ void TcpProxySession::onConnected() {
     dir->max_capacity = std::min(dir->limit, kMaxChunk);
     dir->capacity = std::min(dir->max_capacity, kInitialChunk);
     dir->buffer = std::make_unique_for_overwrite<char[]>(dir->capacity);
+  }
+  if (const tls::TlsConnectionInfo* tls = upstream_.tlsInfo()) {
+    info_.upstream_tls = std::make_shared<const tls::TlsConnectionInfo>(*tls);
+  }
+  upstream_exchange_ = filters::istio::UpstreamExchange::create(cluster_, info_);
+  if (upstream_exchange_) {
+    // The preface goes before any downstream byte (those queued by filters land after it).
+    const std::string& preface = upstream_exchange_->preface();
+    Direction& dir = down_to_up_;
+    if (preface.size() > dir.capacity) {
+      dir.buffer = std::make_unique_for_overwrite<char[]>(preface.size());
+      dir.capacity = preface.size();
+    }
+    std::memcpy(dir.buffer.get(), preface.data(), preface.size());
+    dir.end = preface.size();
   }
   last_activity_ = now;
   if (config_->idle_timeout.count() > 0) armIdleTimer(config_->idle_timeout);
@@ -428,10 +454,6 @@ void TcpProxySession::onRead(Direction& dir, std::error_code ec, size_t n) {
   if (closed_) return;
   const bool filtered = !filters_.empty();  // then the bytes are in `filter_in`
   if (n > 0) {
-    if (!filtered) {
-      dir.end += n;
-      if (dir.end == dir.capacity && dir.capacity < dir.max_capacity) dir.grow = true;
-    }
     last_activity_ = std::chrono::steady_clock::now();
     if (dir.upstream) {
       info_.bytes_received += n;
@@ -439,6 +461,20 @@ void TcpProxySession::onRead(Direction& dir, std::error_code ec, size_t n) {
     } else {
       cluster_->trafficStats().upstream_cx_rx_bytes_total.inc(n);
     }
+  }
+  if (!dir.upstream && upstream_exchange_) {
+    // The upstream's exchange preface is not the application's: strip it in place.
+    char* at = filtered ? dir.filter_in.get() : dir.buffer.get() + dir.end;
+    n = upstream_exchange_->onUpstreamRead(at, n, ec == asio::error::eof);
+    if (upstream_exchange_->done()) {
+      const std::string restored = upstream_exchange_->takeRestored();
+      upstream_exchange_.reset();
+      if (!restored.empty()) n = restoreExchangeBytes(dir, restored, n);
+    }
+  }
+  if (n > 0 && !filtered) {
+    dir.end += n;
+    if (dir.end == dir.capacity && dir.capacity < dir.max_capacity) dir.grow = true;
   }
   if (ec) {
     if (ec != asio::error::eof) {
@@ -457,6 +493,28 @@ void TcpProxySession::onRead(Direction& dir, std::error_code ec, size_t n) {
     return;
   }
   pump(dir);
+}
+
+// Bytes an earlier read gave the upstream exchange that were no preface go back in front of this read's
+// `n`. Unfiltered, the exchange has held every byte so far (start == end == 0, nothing being written), so
+// the read's bytes sit at the buffer's start; filtered, they go before what the filters will see.
+size_t TcpProxySession::restoreExchangeBytes(Direction& dir, const std::string& restored, size_t n) {
+  if (!filters_.empty()) {
+    dir.held.insert(0, restored);
+    return n;
+  }
+  const size_t total = restored.size() + n;
+  if (dir.end + total > dir.capacity) {
+    auto buffer = std::make_unique_for_overwrite<char[]>(total);
+    std::memcpy(buffer.get() + restored.size(), dir.buffer.get() + dir.end, n);
+    dir.buffer = std::move(buffer);
+    dir.capacity = total;
+    dir.start = dir.end = 0;
+  } else {
+    std::memmove(dir.buffer.get() + dir.end + restored.size(), dir.buffer.get() + dir.end, n);
+  }
+  std::memcpy(dir.buffer.get() + dir.end, restored.data(), restored.size());
+  return total;
 }
 
 void TcpProxySession::onWrite(Direction& dir, std::error_code ec, size_t n) {
@@ -531,7 +589,7 @@ void TcpProxySession::releaseUpstream() {
                                     std::chrono::steady_clock::now() - upstream_start_)
                                     .count()));
     }
-    if (host_) host_->stats.cx_active.fetch_sub(1, std::memory_order_relaxed);
+    if (host_) host_->stats().cx_active.fetch_sub(1, std::memory_order_relaxed);
   }
   if (holds_cx_resource_) {
     holds_cx_resource_ = false;

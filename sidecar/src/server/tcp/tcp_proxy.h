@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "filters/istio/tcp_exchange.h"
 #include "filters/network/network_filter.h"
 #include "server/listener_stats.h"
 #include "server/tcp/tcp_proxy_config.h"
@@ -84,6 +85,8 @@ class TcpProxySession : public DownstreamConnection,
   asio::io_context& dispatcher() override { return worker_.io; }
   void closeConnection(std::string_view details) override;
   void continueReading(filters::network::Filter& filter) override;
+  http::StreamInfo* mutableStreamInfo() override { return &info_; }
+  void writeDownstream(std::string_view bytes) override;
   upstream::ThreadLocalClusterManager* clusterManager() override { return &worker_.clusters; }
   upstream::ConnPoolMap* connPools() override { return &worker_.pools; }
   // Runs the network filters over the `n` bytes just read (in `filter_in`); false when the session ended.
@@ -106,6 +109,8 @@ class TcpProxySession : public DownstreamConnection,
   void pump(Direction& dir);
   void onRead(Direction& dir, std::error_code ec, size_t n);
   void onWrite(Direction& dir, std::error_code ec, size_t n);
+  // Puts the bytes the upstream exchange gave back before the `n` just read; returns the new count.
+  size_t restoreExchangeBytes(Direction& dir, const std::string& restored, size_t n);
   void grow(Direction& dir);
   void armIdleTimer(std::chrono::milliseconds after);
   void onIdleTimer();
@@ -136,6 +141,9 @@ class TcpProxySession : public DownstreamConnection,
 
   Direction down_to_up_, up_to_down_;
   std::vector<std::unique_ptr<filters::network::Filter>> filters_;
+  // Istio's TCP metadata exchange on the upstream connection (the cluster's istio.metadata_exchange
+  // filter, when TLS negotiated its ALPN): its preface goes first, the upstream's is stripped from reads.
+  std::unique_ptr<filters::istio::UpstreamExchange> upstream_exchange_;
   std::optional<std::string> pending_close_;  // a filter asked to close (applied after its callback)
   size_t filters_started_ = 0;                // filters whose onNewConnection has run
   size_t stopped_at_ = SIZE_MAX;              // the filter that stopped the downstream chain

@@ -125,9 +125,11 @@ bool ListenerManager::removeListener(const std::string& name) {
       removed_.inc();
       updateGauges();
       SKIFF_LOG(kConfig, info, "lds: warming listener '{}' removed", name);
+      warmingChanged();
     }
     return removed_warming;
   }
+  if (removed_warming) warmingChanged();
   closeAll(it->second.spare_fds);
   listeners_.erase(it);
   removed_.inc();
@@ -142,28 +144,52 @@ bool ListenerManager::removeListener(const std::string& name) {
 void ListenerManager::addOrWarm(const envoy::config::listener::v3::Listener& proto, const std::string& path,
                                 bool is_static, bool before_start) {
   const auto workers = static_cast<uint32_t>(workers_.size());
+  init::InitScope scope;  // filters that need work done first (remote Wasm code) register here
   auto config = std::make_shared<const ListenerConfig>(proto, path, store_, workers);
   checkAddress(*config, path);
   auto rds = rdsNamesOf(proto);
-  if (routesReady(rds)) {
+  const auto& targets = scope.targets();
+  if (routesReady(rds) && targets->ready()) {
     install(config, path, is_static, before_start);
-    if (warming_.erase(config->name)) updateGauges();
+    if (warming_.erase(config->name)) {
+      updateGauges();
+      if (!before_start) warmingChanged();  // the replaced one may have been what readiness waited for
+    }
     return;
   }
   // Envoy's warming: not bound (new connections are refused; a replaced listener keeps serving) until
-  // the route configs arrive or their initial_fetch_timeout passes.
-  Warming entry{config, path, proto.SerializeAsString(), std::move(rds), is_static};
+  // the route configs arrive or their initial_fetch_timeout passes, and its init targets are done.
+  Warming entry{config, path, proto.SerializeAsString(), std::move(rds), is_static, targets};
   std::string names;
-  for (const auto& n : entry.rds) names += (names.empty() ? "" : ", ") + n;
+  for (const auto& n : entry.rds) names += (names.empty() ? "route config " : ", route config ") + n;
+  for (const auto& n : targets->pending()) names += (names.empty() ? "" : ", ") + n;
+  targets->onReady([this, alive = std::weak_ptr<bool>(alive_)] {
+    if (alive.lock()) onRouteConfigsChanged();
+  });
+  const bool replaced = warming_.count(config->name) > 0;
   warming_[config->name] = std::move(entry);
   updateGauges();
-  SKIFF_LOG(kConfig, info, "listener '{}' warming: waiting for route config(s) {}", config->name, names);
+  if (replaced && !before_start) warmingChanged();
+  SKIFF_LOG(kConfig, info, "listener '{}' warming: waiting for {}", config->name, names);
+}
+
+size_t ListenerManager::warmingOnTargets() const {
+  size_t n = 0;
+  for (const auto& [_, entry] : warming_) n += entry.targets && !entry.targets->ready();
+  return n;
 }
 
 void ListenerManager::onRouteConfigsChanged() {
+  if (updates_stopped_) {  // shutting down: a listener that finishes warming now is not started
+    if (!warming_.empty()) {
+      warming_.clear();
+      updateGauges();
+    }
+    return;
+  }
   std::vector<std::string> ready;
   for (const auto& [name, entry] : warming_) {
-    if (routesReady(entry.rds)) ready.push_back(name);
+    if (routesReady(entry.rds) && (!entry.targets || entry.targets->ready())) ready.push_back(name);
   }
   for (const auto& name : ready) {
     Warming entry = std::move(warming_.at(name));
@@ -177,6 +203,7 @@ void ListenerManager::onRouteConfigsChanged() {
     }
   }
   if (!ready.empty()) updateGauges();
+  if (!ready.empty() && on_warmed_) on_warmed_();
 }
 
 void ListenerManager::checkAddress(const ListenerConfig& config, const std::string& path) const {

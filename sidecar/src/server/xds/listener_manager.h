@@ -13,6 +13,7 @@
 #include "server/listener.h"
 #include "server/worker.h"
 #include "server/xds/listener_sink.h"
+#include "skiff/common/init_target.h"
 #include "skiff/stats/stats.h"
 
 namespace skiff::server {
@@ -55,6 +56,11 @@ class ListenerManager : public ListenerSink {
   std::vector<std::pair<std::string, std::string>> addresses() const;
   size_t activeCount() const { return listeners_.size(); }
   size_t warmingCount() const { return warming_.size(); }
+  // Listeners warming on init targets (a Wasm code.remote fetch); the server is not LIVE meanwhile.
+  size_t warmingOnTargets() const;
+  // Called (main thread) each time a listener leaves warming: installed, removed or replaced while warming
+  // (so readiness waiting on warmingOnTargets() is looked at again).
+  void setWarmedCallback(std::function<void()> callback) { on_warmed_ = std::move(callback); }
 
  private:
   struct Active {
@@ -77,6 +83,7 @@ class ListenerManager : public ListenerSink {
     std::string hash;
     std::vector<std::string> rds;  // route_config_names of its HCMs
     bool is_static = false;
+    std::shared_ptr<init::Targets> targets;  // its filters' init targets (remote Wasm code)
   };
 
   // Builds `proto`, then installs it or parks it in warming_; throws.
@@ -90,6 +97,10 @@ class ListenerManager : public ListenerSink {
   // One total_listeners_draining per listener, done when every worker has drained it.
   std::function<void()> drainTracker();
   void updateGauges();
+  // warming_ lost or replaced an entry: tell whoever waits on warmingOnTargets().
+  void warmingChanged() {
+    if (on_warmed_) on_warmed_();
+  }
 
   stats::Store& store_;
   const std::vector<std::unique_ptr<Worker>>& workers_;
@@ -101,6 +112,8 @@ class ListenerManager : public ListenerSink {
   bool inbound_stopped_ = false;
   stats::Counter added_, modified_, removed_, create_success_, create_failure_;
   stats::Gauge total_active_, total_draining_, total_warming_;
+  std::function<void()> on_warmed_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for init-target callbacks
 };
 
 }  // namespace skiff::server

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <asio/post.hpp>
+#include <limits>
 #include <stdexcept>
 #include <utility>
 
@@ -181,11 +182,7 @@ XdsManager::XdsManager(asio::io_context& main, stats::Store& store, upstream::Cl
     options.rate_limit = limit;
   }
   if (auto tls = controlPlaneTls(bootstrap)) {
-    grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = tls->root_certs;
-    ssl.pem_private_key = tls->private_key;
-    ssl.pem_cert_chain = tls->cert_chain;
-    options.credentials = grpc::SslCredentials(ssl);
+    options.credentials = controlPlaneCredentials(*tls);  // re-reads rotated certificate files
     options.ssl_target_name_override = tls->sni;
     SKIFF_LOG(kConfig, info, "xds: TLS to the control plane{}{}", tls->cert_chain.empty() ? "" : " (mTLS)",
               tls->sni.empty() ? "" : ", server name '" + tls->sni + "'");
@@ -228,6 +225,12 @@ XdsManager::XdsManager(asio::io_context& main, stats::Store& store, upstream::Cl
       checkInitialized();
     };
     callbacks.initial_fetch_timeout = cds_timeout_;
+    // Delta reconnects name the versions held here: the client keeps no second copy per cluster.
+    callbacks.known_versions = [this](const xds::SubscriptionCallbacks::VersionVisitor& visit) {
+      for (const auto& [name, record] : dynamic_clusters_) {
+        if (record.version) visit(name, *record.version);
+      }
+    };
     client_->subscribe(std::string(xds::kClusterType), {}, std::move(callbacks));
   }
   if (ads_lds_) {
@@ -257,7 +260,7 @@ void XdsManager::start() {
   std::vector<std::pair<std::string, std::chrono::milliseconds>> waiting;
   forEachEds([&](const std::string& cluster, const EdsTrack& track) {
     if (!endpoints_.count(track.service ? *track.service : cluster))
-      waiting.emplace_back(cluster, track.timeout);
+      waiting.emplace_back(cluster, track.timeout());
   });
   for (const auto& [cluster, timeout] : waiting) startWarmTimer(cluster, timeout);
   for (const auto& provider : RouteConfigProviderManager::instance().live()) startRdsTimer(provider);
@@ -318,7 +321,8 @@ void XdsManager::trackEdsCluster(const Cluster& cluster) {
   if (!own && !track.tracked) eds_aliases_.emplace(service, cluster.name());
   track.tracked = true;
   track.service = own ? nullptr : std::make_unique<const std::string>(service);
-  track.timeout = timeoutOf(cluster.eds_cluster_config().eds_config());
+  track.timeout_ms = static_cast<uint32_t>(std::min<int64_t>(
+      timeoutOf(cluster.eds_cluster_config().eds_config()).count(), std::numeric_limits<uint32_t>::max()));
 }
 
 std::vector<std::string> XdsManager::edsUsers(const std::string& service) const {
@@ -335,7 +339,13 @@ bool XdsManager::sameCluster(const ClusterRecord& record, const Cluster& cluster
     return previous.ParseFromString(*record.received) && MessageDifferencer::Equals(previous, cluster);
   }
   const auto info = clusters_.latestInfo(cluster.name());
-  return info && info->configBytes() == upstream::clusterConfigBytes(cluster);
+  if (!info) return false;
+  if (info->configBytes() == upstream::clusterConfigBytes(cluster)) return true;
+  // Other bytes may still be the same cluster: a control plane's encoder may pack an Any (transport socket,
+  // typed_extension_protocol_options...) with another field or map order, which deterministic
+  // serialization of the outer message keeps as is. MessageDifferencer compares Anys by their unpacked
+  // content. Reached only when the bytes differ (a real change costs a rebuild anyway).
+  return MessageDifferencer::Equals(info->config(), cluster);
 }
 
 void XdsManager::untrackEdsCluster(const std::string& cluster) {
@@ -428,12 +438,14 @@ std::string XdsManager::onClusters(const xds::ConfigUpdate& update) {
     }
     auto existing = dynamic_clusters_.find(cluster.name());
     // Same bytes: unchanged without decoding the old one (a SotW CDS push resends every cluster).
-    const bool changed =
-        existing == dynamic_clusters_.end() ||
-        (existing->second.hash != xxHash64(r.resource.value()) && !sameCluster(existing->second, cluster));
+    const uint64_t hash = xxHash64(r.resource.value());
+    const bool changed = existing == dynamic_clusters_.end() ||
+                         (existing->second.hash != hash && !sameCluster(existing->second, cluster));
     if (!changed) {
       pending_clusters_.erase(cluster.name());  // back to what is active: nothing to wait for
       existing->second.version = internVersion(r.version);
+      // The same cluster encoded otherwise: its next resend in that encoding takes the fast path.
+      if (!existing->second.received) existing->second.hash = hash;
       continue;
     }
     // A cluster whose TLS secrets come over ADS warms until they are in (the active version keeps serving).
@@ -592,7 +604,9 @@ std::string XdsManager::onEndpoints(const xds::ConfigUpdate& update) {
   }
   trimAfterLargeUpdate(update);
   for (const auto& name : update.removed) {
-    // Envoy keeps the last assignment when one is removed; it counts an empty update.
+    // Envoy keeps the last assignment when one is removed; it counts an empty update. Without a version
+    // the record is not announced in a Delta reconnect's initial_resource_versions.
+    if (auto it = endpoints_.find(name); it != endpoints_.end()) it->second.version.reset();
     for (const auto& cluster : edsUsers(name)) {
       if (auto info = clusters_.info(cluster)) info->stats.update_empty().inc();
     }
@@ -710,7 +724,19 @@ std::string XdsManager::onListeners(const xds::ConfigUpdate& update) {
 }
 
 void XdsManager::trimAfterLargeUpdate(const xds::ConfigUpdate& update) {
-  if (update.resources.size() < kTrimThreshold || trim_scheduled_) return;
+  if (update.resources.size() < kTrimThreshold) return;
+  if (trim_scheduled_) {
+    // A big response during a trim sequence (the EDS response right after the CDS one) may be freed after
+    // the sequence's last trim. Its decoded message was allocated by gRPC's reader thread, in that thread's
+    // malloc arena, where freed chunks below a live one stay resident until a malloc_trim(): run one more
+    // sequence afterwards.
+    trim_again_ = true;
+    return;
+  }
+  scheduleTrim();
+}
+
+void XdsManager::scheduleTrim() {
   trim_scheduled_ = true;
   std::weak_ptr<bool> alive = alive_;
   // After the response and its decoded copies are gone: hand the freed heap back to the kernel, so a big
@@ -730,6 +756,7 @@ void XdsManager::trimAfterLargeUpdate(const xds::ConfigUpdate& update) {
       ::malloc_trim(0);
       last_trim_ = std::chrono::steady_clock::now();
       trim_scheduled_ = false;
+      if (std::exchange(trim_again_, false)) scheduleTrim();
     });
   });
 }
@@ -775,6 +802,11 @@ void XdsManager::refreshEdsSubscription() {
       xds::SubscriptionCallbacks callbacks;
       callbacks.on_update = [this](const xds::ConfigUpdate& u) { return onEndpoints(u); };
       callbacks.initial_fetch_timeout = std::chrono::milliseconds(0);  // per-cluster timers instead
+      callbacks.known_versions = [this](const xds::SubscriptionCallbacks::VersionVisitor& visit) {
+        for (const auto& [name, record] : endpoints_) {
+          if (record.version) visit(name, *record.version);
+        }
+      };
       client_->subscribe(std::string(xds::kEndpointType), std::move(names), std::move(callbacks));
       return;
     }

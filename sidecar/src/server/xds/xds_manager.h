@@ -101,8 +101,9 @@ class XdsManager {
   // case) and initial_fetch_timeout.
   struct EdsTrack {
     std::unique_ptr<const std::string> service;
-    std::chrono::milliseconds timeout{0};
+    uint32_t timeout_ms = 0;  // 32 bits (~49 days) keep the record 8 bytes smaller: one per cluster
     bool tracked = false;
+    std::chrono::milliseconds timeout() const { return std::chrono::milliseconds(timeout_ms); }
   };
   // A CDS cluster in force. Its bytes are the ClusterInfo's (one copy per cluster); the bytes as received
   // are kept only when EnvoyFilters may patch clusters (then the two differ).
@@ -149,7 +150,9 @@ class XdsManager {
   // Responses with this many resources or more are followed by malloc_trim() on the main thread.
   static constexpr size_t kTrimThreshold = 1000;
   void trimAfterLargeUpdate(const xds::ConfigUpdate& update);
+  void scheduleTrim();
   bool trim_scheduled_ = false;
+  bool trim_again_ = false;  // a big response came during a trim sequence: one more sequence after it
   static constexpr std::chrono::seconds kMinTrimInterval{2};
   std::chrono::steady_clock::time_point last_trim_{};
   stats::Counter clusterCounter(const std::string& cluster, const std::string& name);

@@ -53,6 +53,12 @@ struct SubscriptionCallbacks {
   // The first response did not arrive within initial_fetch_timeout (the owner stops waiting for it).
   std::function<void()> on_initial_fetch_timeout;
   std::chrono::milliseconds initial_fetch_timeout{15000};  // 0 = wait forever
+  // Delta, optional: calls `visit(name, version)` for every resource the owner holds, for the
+  // initial_resource_versions of a new stream. When set, the client keeps no per-resource versions of its
+  // own for this type (the owner has them: with 10,000s of clusters a second copy costs ~100 B each).
+  // Names no longer subscribed (named types) are skipped by the client.
+  using VersionVisitor = std::function<void(const std::string& name, const std::string& version)>;
+  std::function<void(const VersionVisitor& visit)> known_versions;
 };
 
 // Counters per type URL, mapped by the owner to Envoy's names (cluster_manager.cds.*,

@@ -202,12 +202,11 @@ DataStatus ExtProcFilter::onData(Direction& d, http::Buffer& data, bool end_stre
     case BodyMode::kFullDuplexStreamed:
       return onDuplexData(d, data, end_stream);
     case BodyMode::kStreamed: {
-      // Back-pressure: once half the buffer limit is held awaiting replies, the request side pauses
-      // reading the downstream until the processor catches up (the response side has no such hook and
-      // stays bounded by the buffer limit).
-      const http::Buffer* held = bufferOf(d.request);
-      const bool high = d.request && (held ? held->size() : 0) + data.size() >= decoder_->bufferLimit() / 2;
-      const DataStatus hold = high ? DataStatus::kStopAndWatermark : DataStatus::kStopAndBuffer;
+      // Back-pressure (Envoy's): once more than the buffer limit is held awaiting replies, the filter
+      // manager pauses the peer that sends this body until the processor catches up and the held chunks
+      // go on: the request side stops reading the downstream, the response side makes the router stop
+      // reading the upstream. Below the limit a watermarking hold is plain buffering.
+      const DataStatus hold = DataStatus::kStopAndWatermark;
       if (d.headers_pending) {
         d.unsent_bytes += data.size();
         d.unsent_end = d.unsent_end || end_stream;

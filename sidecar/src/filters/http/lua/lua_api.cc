@@ -11,9 +11,12 @@ extern "C" {
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -68,10 +71,29 @@ struct RunSlot {
   uint64_t run = 0;  // 0 = free
   Direction* d = nullptr;
   uint32_t gen = 0;  // bumped by every run in this slot; light objects carry it (see below)
+  uint32_t next_free = 0;
 };
-thread_local std::vector<RunSlot> t_slots;
-thread_local std::vector<uint32_t> t_free_slots;
+static_assert(std::is_trivially_copyable_v<RunSlot>);  // the slot array grows with realloc
+// Plain thread-locals (no constructor or destructor), so reading them costs no TLS wrapper call on the
+// per-method path; SlotOwner frees the array at thread exit.
+constexpr uint32_t kNoSlot = UINT32_MAX;
+thread_local RunSlot* t_slots = nullptr;
+thread_local uint32_t t_slot_count = 0;
+thread_local uint32_t t_slot_capacity = 0;
+thread_local uint32_t t_free_head = kNoSlot;  // free slots chained through RunSlot::next_free
 thread_local uint64_t t_next_run = 1;
+thread_local bool t_slot_owner_set = false;
+struct SlotOwner {
+  ~SlotOwner() {
+    std::free(t_slots);
+    t_slots = nullptr;
+    t_slot_count = t_slot_capacity = 0;
+    t_free_head = kNoSlot;
+  }
+  void use() { used = true; }
+  bool used = false;
+};
+thread_local SlotOwner t_slot_owner;
 
 void pushRef(lua_State* L, int mt, const Direction& d, int kind, uint64_t seq = 0) {
   auto* r = static_cast<Ref*>(lua_newuserdata(L, sizeof(Ref)));
@@ -97,12 +119,14 @@ bool hasMetatable(lua_State* L, int idx, int mt) {
 }
 
 // ---- light objects ----
-// The request handle and header maps, objects most scripts touch on every request, are light
+// The stream handles and header maps, objects most scripts touch on every request, are light
 // userdata: a token (kind, run slot, the slot's generation) instead of an allocated object, so a run that
 // only uses them leaves no garbage for the GC. Lua has one metatable for all light userdata, so its
-// __index holds the methods of both kinds (and the request handle's respond()) and every method checks
-// the kind. A token kept past its run
-// fails the generation check as a full object fails the run-id check. Generations are 20 bits per slot
+// __index holds the methods of all kinds and every method checks the kind. respond() (request handle
+// only) and downstreamRequestHeaders() (response handle only) are not in that table: a miss falls back
+// to a function that hands them out by the direction being run, so the response handle has no respond()
+// (a nil-method error, as in Envoy). A token kept past its run fails the generation check as a full
+// object fails the run-id check. Generations are 20 bits per slot
 // and never wrap: a slot whose generation reaches the limit is retired (never reused), so a kept token
 // can never come back to life; a worker may retire all 2^16 light slots (2^36 runs), then runs use full
 // objects.
@@ -113,6 +137,7 @@ enum LightKind : uint64_t {
   kLightHeaders,
   kLightTrailers,
   kLightRequestHeaders,
+  kLightResponseHandle,
 };
 constexpr int kLightKindBits = 3;
 constexpr int kLightSlotBits = 16;
@@ -127,27 +152,30 @@ bool pushLight(lua_State* L, const Direction& d, LightKind kind) {
   return true;
 }
 
-// The kind of the light object at `idx` (kLightInvalid when it is not one).
-LightKind lightKind(lua_State* L, int idx) {
-  if (lua_type(L, idx) != LUA_TLIGHTUSERDATA) return kLightInvalid;
-  const auto token = reinterpret_cast<uint64_t>(lua_touserdata(L, idx));
-  const uint64_t kind = token & ((1u << kLightKindBits) - 1);
-  return kind > kLightRequestHeaders ? kLightInvalid : static_cast<LightKind>(kind);
+// The value at `idx` as a token: one API call tells light objects from everything else, since a full
+// userdata's block is 8-byte aligned (kind bits 0 = kLightInvalid) and other values give nullptr.
+uint64_t tokenAt(lua_State* L, int idx) {
+  return reinterpret_cast<uint64_t>(lua_touserdata(L, idx));
 }
 
-// The direction of the light object at `idx` (its kind already checked), or a Lua error when its run ended.
-Direction& lightDirection(lua_State* L, int idx) {
-  const auto token = reinterpret_cast<uint64_t>(lua_touserdata(L, idx));
+// The kind of a token (kLightInvalid when the value is no light object).
+LightKind lightKind(uint64_t token) {
+  const uint64_t kind = token & ((1u << kLightKindBits) - 1);
+  return kind > kLightResponseHandle ? kLightInvalid : static_cast<LightKind>(kind);
+}
+
+// The direction of a light object's token (its kind already checked), or a Lua error when its run ended.
+Direction& lightDirection(lua_State* L, uint64_t token) {
   const auto slot = static_cast<uint32_t>((token >> kLightKindBits) & ((1u << kLightSlotBits) - 1));
   const auto gen = static_cast<uint32_t>(token >> (kLightKindBits + kLightSlotBits));
-  if (slot >= t_slots.size() || t_slots[slot].run == 0 || t_slots[slot].gen != gen) {
+  if (slot >= t_slot_count || t_slots[slot].run == 0 || t_slots[slot].gen != gen) {
     luaL_error(L, "object used outside of proper scope");
   }
   return *t_slots[slot].d;
 }
 
 Direction& liveDirection(lua_State* L, const Ref* r) {
-  if (r->slot >= t_slots.size() || t_slots[r->slot].run != r->run) {
+  if (r->slot >= t_slot_count || t_slots[r->slot].run != r->run) {
     luaL_error(L, "object used outside of proper scope");
   }
   return *t_slots[r->slot].d;
@@ -165,14 +193,24 @@ Direction& resolve(lua_State* L, int idx, int mt, Ref** out = nullptr) {
 }
 
 Direction& resolveHandle(lua_State* L) {
-  const LightKind light = lightKind(L, 1);
-  if (light == kLightRequestHandle) return lightDirection(L, 1);
-  auto* r = light == kLightInvalid ? static_cast<Ref*>(lua_touserdata(L, 1)) : nullptr;
+  const uint64_t token = tokenAt(L, 1);
+  const LightKind light = lightKind(token);
+  if (light == kLightRequestHandle || light == kLightResponseHandle) return lightDirection(L, token);
+  auto* r = light == kLightInvalid ? reinterpret_cast<Ref*>(token) : nullptr;
   if (r != nullptr && (hasMetatable(L, 1, kRequestHandleMt) || hasMetatable(L, 1, kResponseHandleMt))) {
     return liveDirection(L, r);
   }
   luaL_error(L, "bad self: expected a stream handle (use ':' to call methods)");
   __builtin_unreachable();
+}
+
+// For the methods that yield (and respond()): the handle must belong to the coroutine running this call. A
+// handle kept in a global by another stream's (or direction's) script is live but not running: yielding
+// here would suspend the caller with nothing to resume it.
+Direction& resolveRunningHandle(lua_State* L, const char* method) {
+  Direction& d = resolveHandle(L);
+  if (d.co != L) luaL_error(L, "%s() called on a handle of a script that is not the one running", method);
+  return d;
 }
 
 std::string_view checkView(lua_State* L, int idx) {
@@ -183,19 +221,21 @@ std::string_view checkView(lua_State* L, int idx) {
 
 // ---- header map ----
 
-http::HeaderMap& headerMap(lua_State* L, Direction** dir = nullptr, bool for_write = false) {
+http::HeaderMap& headerMap(lua_State* L, Direction** dir = nullptr, bool for_write = false,
+                           int* kind_out = nullptr) {
   Direction* dp = nullptr;
   int kind = kHeaders;
-  switch (lightKind(L, 1)) {
+  const uint64_t token = tokenAt(L, 1);
+  switch (lightKind(token)) {
     case kLightHeaders:
-      dp = &lightDirection(L, 1);
+      dp = &lightDirection(L, token);
       break;
     case kLightTrailers:
-      dp = &lightDirection(L, 1);
+      dp = &lightDirection(L, token);
       kind = kTrailers;
       break;
     case kLightRequestHeaders:
-      dp = &lightDirection(L, 1);
+      dp = &lightDirection(L, token);
       kind = kRequestHeaders;
       break;
     default: {
@@ -214,11 +254,17 @@ http::HeaderMap& headerMap(lua_State* L, Direction** dir = nullptr, bool for_wri
   if (for_write && kind == kHeaders && d.headers_continued) {
     luaL_error(L, "header map can no longer be modified");
   }
-  if (for_write && kind == kHeaders && d.request && d.filter->config().clearRouteCache()) {
-    d.callbacks().clearRouteCache();
-  }
   if (dir != nullptr) *dir = &d;
+  if (kind_out != nullptr) *kind_out = kind;
   return *map;
+}
+
+// After a change to request header `name` (Lua.clear_route_cache): the route is chosen again, unless the
+// filter manager knows the change cannot affect it (see StreamCallbacks::requestHeaderChanged).
+void headerChanged(Direction& d, int kind, std::string_view name, uint64_t version_before) {
+  if (kind == kHeaders && d.request && d.filter->config().clearRouteCache()) {
+    d.callbacks().requestHeaderChanged(name, version_before);
+  }
 }
 
 std::string lowerName(lua_State* L, int idx) {
@@ -263,20 +309,37 @@ int headersGetNumValues(lua_State* L) {
 }
 
 int headersAdd(lua_State* L) {
-  http::HeaderMap& map = headerMap(L, nullptr, true);
-  map.add(checkView(L, 2), checkView(L, 3));
+  Direction* d = nullptr;
+  int kind = kHeaders;
+  http::HeaderMap& map = headerMap(L, &d, true, &kind);
+  const std::string_view name = checkView(L, 2);
+  const std::string_view value = checkView(L, 3);
+  const uint64_t before = map.version();
+  map.add(name, value);
+  headerChanged(*d, kind, name, before);
   return 0;
 }
 
 int headersReplace(lua_State* L) {
-  http::HeaderMap& map = headerMap(L, nullptr, true);
-  map.set(checkView(L, 2), checkView(L, 3));
+  Direction* d = nullptr;
+  int kind = kHeaders;
+  http::HeaderMap& map = headerMap(L, &d, true, &kind);
+  const std::string_view name = checkView(L, 2);
+  const std::string_view value = checkView(L, 3);
+  const uint64_t before = map.version();
+  map.set(name, value);
+  headerChanged(*d, kind, name, before);
   return 0;
 }
 
 int headersRemove(lua_State* L) {
-  http::HeaderMap& map = headerMap(L, nullptr, true);
-  map.remove(lowerName(L, 2));
+  Direction* d = nullptr;
+  int kind = kHeaders;
+  http::HeaderMap& map = headerMap(L, &d, true, &kind);
+  const std::string name = lowerName(L, 2);
+  const uint64_t before = map.version();
+  map.remove(name);
+  headerChanged(*d, kind, name, before);
   return 0;
 }
 
@@ -544,7 +607,7 @@ int handleHeaders(lua_State* L) {
 }
 
 int handleBody(lua_State* L) {
-  Direction& d = resolveHandle(L);
+  Direction& d = resolveRunningHandle(L, "body");
   const bool always_wrap = lua_toboolean(L, 2);
   if (d.body_ready) return pushBody(L, d), 1;
   if (d.end_seen) {
@@ -566,21 +629,21 @@ int handleBody(lua_State* L) {
 int chunkIterator(lua_State* L) {
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_replace(L, 1);
-  Direction& d = resolveHandle(L);
+  Direction& d = resolveRunningHandle(L, "bodyChunks");
   if (d.end_seen) return lua_pushnil(L), 1;
   d.wait = Direction::Wait::kChunk;
   return lua_yield(L, 0);
 }
 
 int handleBodyChunks(lua_State* L) {
-  resolveHandle(L);
+  resolveRunningHandle(L, "bodyChunks");
   lua_pushvalue(L, 1);
   lua_pushcclosure(L, chunkIterator, 1);
   return 1;
 }
 
 int handleTrailers(lua_State* L) {
-  Direction& d = resolveHandle(L);
+  Direction& d = resolveRunningHandle(L, "trailers");
   if (d.trailers != nullptr) return pushTrailers(L, d), 1;
   if (d.end_seen) return lua_pushnil(L), 1;
   d.wait = Direction::Wait::kTrailers;
@@ -609,7 +672,9 @@ void readHeaderTable(lua_State* L, int idx, http::HeaderMap& out) {
 }
 
 int handleRespond(lua_State* L) {
-  Direction& d = resolveHandle(L);
+  Direction& d = resolveRunningHandle(L, "respond");
+  // Reachable with a response handle only through a function kept from a request run.
+  if (!d.request) return luaL_error(L, "respond() is only available on the request handle");
   if (d.headers_continued)
     return luaL_error(L, "respond() cannot be called after headers have been continued");
   auto headers = std::make_unique<http::HeaderMap>();
@@ -706,7 +771,7 @@ int handleVerifySignature(lua_State* L) {
 
 // httpCall(cluster, headers, body, timeout_ms[, asynchronous]) or httpCall(cluster, headers, body, options).
 int handleHttpCall(lua_State* L) {
-  Direction& d = resolveHandle(L);
+  Direction& d = resolveRunningHandle(L, "httpCall");
   const std::string cluster(checkView(L, 2));
   http::HeaderMap headers;
   readHeaderTable(L, 3, headers);
@@ -755,10 +820,28 @@ int handleClearRouteCache(lua_State* L) {
 }
 
 int handleDownstreamRequestHeaders(lua_State* L) {
-  Direction& d = resolveHandle(L);
+  Direction& d = resolveRunningHandle(L, "downstreamRequestHeaders");
+  // Reachable with a request handle only through a function kept from a response run.
+  if (d.request) return luaL_error(L, "downstreamRequestHeaders() is only available on the response handle");
   // A read-only view of the stream's request headers, valid for this (response) run.
   if (d.filter->requestDirection().headers == nullptr) return lua_pushnil(L), 1;
   if (!pushLight(L, d, kLightRequestHeaders)) pushRef(L, kHeadersMt, d, kRequestHeaders);
+  return 1;
+}
+
+// __index of the light objects' method table, for the keys it lacks: respond() while a request script
+// runs, downstreamRequestHeaders() while a response script runs, else nil. (The object itself is not
+// passed to a table's __index, so the running direction decides.)
+int lightMethodFallback(lua_State* L) {
+  const Direction* running = runningDirection();
+  if (running != nullptr && lua_type(L, 2) == LUA_TSTRING) {
+    const std::string_view key = lua_tostring(L, 2);
+    if (running->request && key == "respond") return lua_pushvalue(L, lua_upvalueindex(1)), 1;
+    if (!running->request && key == "downstreamRequestHeaders") {
+      return lua_pushvalue(L, lua_upvalueindex(2)), 1;
+    }
+  }
+  lua_pushnil(L);
   return 1;
 }
 
@@ -845,14 +928,19 @@ void installApi(lua_State* L, const void* metatables[kApiMetatableCount]) {
       {nullptr, nullptr},
   };
   newMetatable(L, kHeadersMt, headers, headersPairs);
-  // The light-userdata metatable (see pushLight): the request handle's methods and the header map's (a
-  // method called on the other kind raises a type error).
+  // The light-userdata metatable (see pushLight): the handles' common methods and the header map's (a
+  // method called on the other kind raises a type error); respond() and downstreamRequestHeaders() come
+  // from lightMethodFallback, by the direction being run.
   lua_newtable(L);
   lua_newtable(L);
   luaL_register(L, nullptr, common);
   luaL_register(L, nullptr, headers);
+  lua_newtable(L);
   lua_pushcfunction(L, handleRespond);
-  lua_setfield(L, -2, "respond");
+  lua_pushcfunction(L, handleDownstreamRequestHeaders);
+  lua_pushcclosure(L, lightMethodFallback, 2);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, headersPairs);
   lua_setfield(L, -2, "__pairs");
@@ -901,12 +989,23 @@ void installApi(lua_State* L, const void* metatables[kApiMetatableCount]) {
 
 void beginRun(Direction& d) {
   d.run = t_next_run++;
-  if (t_free_slots.empty()) {
-    d.slot = static_cast<uint32_t>(t_slots.size());
-    t_slots.emplace_back();
+  if (t_free_head != kNoSlot) {
+    d.slot = t_free_head;
+    t_free_head = t_slots[d.slot].next_free;
   } else {
-    d.slot = t_free_slots.back();
-    t_free_slots.pop_back();
+    if (t_slot_count == t_slot_capacity) {
+      if (!t_slot_owner_set) {
+        t_slot_owner_set = true;
+        t_slot_owner.use();  // registers the thread-exit cleanup
+      }
+      const uint32_t capacity = t_slot_capacity == 0 ? 16 : t_slot_capacity * 2;
+      auto* grown = static_cast<RunSlot*>(std::realloc(t_slots, capacity * sizeof(RunSlot)));
+      if (grown == nullptr) throw std::bad_alloc();
+      t_slots = grown;
+      t_slot_capacity = capacity;
+    }
+    d.slot = t_slot_count++;
+    t_slots[d.slot] = RunSlot{};
   }
   RunSlot& s = t_slots[d.slot];
   s.run = d.run;
@@ -917,25 +1016,24 @@ void beginRun(Direction& d) {
 }
 
 void endRun(Direction& d) {
-  if (d.slot >= t_slots.size() || t_slots[d.slot].run != d.run) return;
+  if (d.slot >= t_slot_count || t_slots[d.slot].run != d.run) return;
   t_slots[d.slot].run = 0;  // the generation stays: the next run in this slot moves it on
   t_slots[d.slot].d = nullptr;
   // A light slot whose generation would wrap is retired: a token kept from an old run must stay dead.
   if (d.slot < (1u << kLightSlotBits) && t_slots[d.slot].gen >= kLightGenMask) return;
-  t_free_slots.push_back(d.slot);
+  t_slots[d.slot].next_free = t_free_head;
+  t_free_head = d.slot;
 }
 
 void setLightGenerationsForTest(uint32_t gen) {
-  for (RunSlot& s : t_slots) s.gen = gen & kLightGenMask;
+  for (uint32_t i = 0; i < t_slot_count; ++i) t_slots[i].gen = gen & kLightGenMask;
 }
 uint32_t lightGenerationLimitForTest() {
   return kLightGenMask;
 }
 
 void pushHandle(lua_State* L, const Direction& d) {
-  // Only the request handle is light: the response handle must lack respond() (a nil-method error, as in
-  // Envoy), and all light userdata share one method table.
-  if (d.request && pushLight(L, d, kLightRequestHandle)) return;
+  if (pushLight(L, d, d.request ? kLightRequestHandle : kLightResponseHandle)) return;
   pushRef(L, d.request ? kRequestHandleMt : kResponseHandleMt, d, kOther);
 }
 void pushBody(lua_State* L, const Direction& d) {

@@ -1,14 +1,12 @@
 // Lua filter config: the Lua proto → LuaConfig factory, DataSource reading, per-route overrides.
 #include "filters/http/lua/lua_config.h"
 
-#include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <stdexcept>
 
 #include "envoy/config/route/v3/route_components.pb.h"
 #include "envoy/extensions/filters/http/lua/v3/lua.pb.h"
 #include "filters/http/lua/lua_filter.h"
+#include "skiff/config/data_source.h"
 #include "skiff/extensions/filters/http/lua/v1/lua.pb.h"
 #include "skiff/router/route_table.h"
 
@@ -22,31 +20,7 @@ constexpr std::string_view kEnvoyType = "type.googleapis.com/envoy.extensions.fi
 constexpr std::string_view kSkiffType = "type.googleapis.com/skiff.extensions.filters.http.lua.v1.Lua";
 
 std::string readDataSource(const envoy::config::core::v3::DataSource& source, const std::string& what) {
-  using DS = envoy::config::core::v3::DataSource;
-  switch (source.specifier_case()) {
-    case DS::kInlineString:
-      return source.inline_string();
-    case DS::kInlineBytes:
-      return source.inline_bytes();
-    case DS::kFilename: {
-      std::ifstream in(source.filename(), std::ios::binary);
-      if (!in) throw std::invalid_argument(what + ": cannot read file '" + source.filename() + "'");
-      std::ostringstream out;
-      out << in.rdbuf();
-      return out.str();
-    }
-    case DS::kEnvironmentVariable: {
-      const char* v = std::getenv(source.environment_variable().c_str());
-      if (v == nullptr) {
-        throw std::invalid_argument(what + ": environment variable '" + source.environment_variable() +
-                                    "' is not set");
-      }
-      return v;
-    }
-    case DS::SPECIFIER_NOT_SET:
-      break;
-  }
-  throw std::invalid_argument(what + ": data source has no specifier");
+  return skiff::config::readDataSource(source, what, skiff::config::IfUnset::kError);
 }
 
 namespace {
@@ -79,6 +53,14 @@ const google::protobuf::Any* findPerFilter(const router::TypedPerFilterConfig* m
 std::optional<PerRouteChoice> perRouteChoice(const router::RouteEntry* route,
                                              const std::string& filter_name) {
   if (route == nullptr) return std::nullopt;
+  // The usual case, no per-filter configs at any level, without the lookups.
+  auto none = [](const router::TypedPerFilterConfig* m) { return m == nullptr || m->empty(); };
+  const router::VirtualHost* vh = route->virtual_host;
+  if (none(route->typed_per_filter_config) &&
+      (vh == nullptr || (none(vh->typed_per_filter_config) &&
+                         (vh->route_config == nullptr || none(vh->route_config->typed_per_filter_config))))) {
+    return std::nullopt;
+  }
   const google::protobuf::Any* any = findPerFilter(route->typed_per_filter_config, filter_name);
   if (any == nullptr && route->virtual_host != nullptr) {
     any = findPerFilter(route->virtual_host->typed_per_filter_config, filter_name);

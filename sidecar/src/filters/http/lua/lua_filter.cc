@@ -43,6 +43,10 @@ void budgetHook(lua_State* L, lua_Debug*) {
 
 }  // namespace
 
+const Direction* runningDirection() {
+  return t_running;
+}
+
 // ---- ScriptState ----
 
 ScriptState::ScriptState(const std::string& name, const std::string& code)
@@ -219,30 +223,39 @@ constexpr bool kRecycleFilters = true;
 
 // Freed LuaFilter blocks of this thread (streams end on the thread that made them, so this normally
 // recycles; a block freed elsewhere just lands in that thread's list). Bounded: a burst of streams is
-// given back to malloc.
-struct FilterFreeList {
-  static constexpr size_t kMax = 128;
-  void* blocks[kMax];
-  size_t count = 0;
-  bool closed = false;  // thread exit: later frees (static teardown) go straight to malloc
-  ~FilterFreeList() {
-    closed = true;
-    while (count > 0) ::operator delete(blocks[--count]);
+// given back to malloc. Plain thread-locals (no TLS wrapper call per use); FilterFreeListOwner empties
+// the list at thread exit, after which frees (static teardown) go straight to malloc.
+constexpr size_t kMaxFreeFilters = 128;
+thread_local void* t_free_filters[kMaxFreeFilters];
+thread_local size_t t_free_filter_count = 0;
+thread_local bool t_free_filters_closed = false;
+thread_local bool t_free_filters_owned = false;
+struct FilterFreeListOwner {
+  ~FilterFreeListOwner() {
+    t_free_filters_closed = true;
+    while (t_free_filter_count > 0) ::operator delete(t_free_filters[--t_free_filter_count]);
   }
+  void use() { used = true; }
+  bool used = false;
 };
-thread_local FilterFreeList t_free_filters;
+thread_local FilterFreeListOwner t_free_filters_owner;
 }  // namespace
 
 void* LuaFilter::operator new(size_t size) {
-  FilterFreeList& list = t_free_filters;
-  if (kRecycleFilters && size == sizeof(LuaFilter) && list.count > 0) return list.blocks[--list.count];
+  if (kRecycleFilters && size == sizeof(LuaFilter) && t_free_filter_count > 0) {
+    return t_free_filters[--t_free_filter_count];
+  }
   return ::operator new(size);
 }
 
 void LuaFilter::operator delete(void* p, size_t size) {
-  FilterFreeList& list = t_free_filters;
-  if (kRecycleFilters && size == sizeof(LuaFilter) && list.count < FilterFreeList::kMax && !list.closed) {
-    list.blocks[list.count++] = p;
+  if (kRecycleFilters && size == sizeof(LuaFilter) && t_free_filter_count < kMaxFreeFilters &&
+      !t_free_filters_closed) {
+    if (!t_free_filters_owned) {
+      t_free_filters_owned = true;
+      t_free_filters_owner.use();  // registers the thread-exit cleanup
+    }
+    t_free_filters[t_free_filter_count++] = p;
     return;
   }
   ::operator delete(p);
@@ -477,7 +490,7 @@ LuaFilter::RunResult LuaFilter::resume(Direction& d, int nargs) {
       return RunResult::kResponded;
     }
   }
-  finish(d);
+  finish(d, status == 0);
   return RunResult::kDone;
 }
 
@@ -493,7 +506,7 @@ void LuaFilter::failClosed(Direction& d, bool budget) {
                            nullptr);
 }
 
-void LuaFilter::finish(Direction& d) {
+void LuaFilter::finish(Direction& d, bool returned) {
   if (d.http_call) {
     auto call = std::move(d.http_call);
     call->cancel();
@@ -501,7 +514,8 @@ void LuaFilter::finish(Direction& d) {
   if (d.co == nullptr) return;
   endRun(d);
   // Only a coroutine whose function returned can be reused; a yielded or failed one is dropped.
-  d.script->release(ScriptState::Coroutine{d.co, d.co_ref}, !d.running && lua_status(d.co) == 0);
+  d.script->release(ScriptState::Coroutine{d.co, d.co_ref},
+                    returned || (!d.running && lua_status(d.co) == 0));
   d.co = nullptr;
   d.co_ref = LUA_NOREF;
   config_->reportMemory(*d.script);

@@ -138,6 +138,10 @@ http::FilterFactorySharedPtr createLuaFilterFactory(const google::protobuf::Any&
 void registerLuaFilter();
 
 class LuaFilter;
+struct Direction;
+
+// The direction whose coroutine this thread is running (innermost), or nullptr.
+const Direction* runningDirection();
 
 // One direction of one stream: its coroutine and what the script may touch.
 struct Direction {
@@ -217,7 +221,8 @@ class LuaFilter : public http::StreamFilter {
   http::DataStatus onData(Direction& d, http::Buffer& data, bool end_stream);
   http::TrailersStatus onTrailers(Direction& d, http::HeaderMap& trailers);
   RunResult resume(Direction& d, int nargs);
-  void finish(Direction& d);
+  // Ends the run; `returned`: resume() saw the function return (so its coroutine can be reused).
+  void finish(Direction& d, bool returned = false);
   void sendReply(Direction& d);
   void onHttpCallDone(Direction& d, std::unique_ptr<http::HeaderMap> headers, const std::string& body);
 

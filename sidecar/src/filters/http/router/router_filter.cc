@@ -318,11 +318,12 @@ void RouterFilter::startAttempt() {
   if (route_->auto_host_rewrite && !host->hostname.empty()) {
     request_headers_->set(http::headers::kAuthority, host->hostname);
   }
-  info.upstream_host = host->address;
+  info.upstream_host = host->address();
   cluster.trafficStats().upstream_rq_total.inc();
   cluster.trafficStats().upstream_rq_active.inc();
-  host->stats.rq_total.fetch_add(1, std::memory_order_relaxed);
-  host->stats.rq_active.fetch_add(1, std::memory_order_relaxed);
+  upstream::HostStats& host_stats = host->stats();
+  host_stats.rq_total.fetch_add(1, std::memory_order_relaxed);
+  host_stats.rq_active.fetch_add(1, std::memory_order_relaxed);
 
   const bool head = request_headers_->getOr(http::headers::kMethod) == "HEAD";
   upstream_ = makeUpstream(*this, callbacks_->dispatcher(), callbacks_->connPools(), cluster_info_, host,
@@ -340,6 +341,10 @@ void RouterFilter::startAttempt() {
 
 void RouterFilter::onUpstreamConnected(const upstream::UpstreamConnection& conn) {
   callbacks_->streamInfo().upstream_local_address = conn.local_address;
+  if (!conn.tls_info && conn.transport.tlsInfo() != nullptr) {
+    conn.tls_info = std::make_shared<const tls::TlsConnectionInfo>(*conn.transport.tlsInfo());
+  }
+  callbacks_->streamInfo().upstream_tls = conn.tls_info;  // the source reporter's principals (istio.stats)
 }
 
 void RouterFilter::onUpstreamHeaders(std::unique_ptr<http::HeaderMap> headers, bool end_stream) {
@@ -551,7 +556,7 @@ bool RouterFilter::tryRetry(RetryTrigger trigger, uint32_t status) {
 void RouterFilter::onGlobalTimeout() {
   const upstream::ClusterInfo& cluster = *cluster_info_;
   cluster.trafficStats().upstream_rq_timeout.inc();
-  if (upstream_) upstream_->host()->stats.rq_timeout.fetch_add(1, std::memory_order_relaxed);
+  if (upstream_) upstream_->host()->stats().rq_timeout.fetch_add(1, std::memory_order_relaxed);
   finishAttemptStats(false);
   if (upstream_) {
     upstream_->cancel();
@@ -571,7 +576,7 @@ void RouterFilter::onGlobalTimeout() {
 void RouterFilter::onPerTryTimeout() {
   const upstream::ClusterInfo& cluster = *cluster_info_;
   cluster.trafficStats().upstream_rq_per_try_timeout.inc();
-  if (upstream_) upstream_->host()->stats.rq_timeout.fetch_add(1, std::memory_order_relaxed);
+  if (upstream_) upstream_->host()->stats().rq_timeout.fetch_add(1, std::memory_order_relaxed);
   finishAttemptStats(false);
   per_try_timer_.reset();
   if (downstream_response_started_) return;
@@ -604,8 +609,8 @@ void RouterFilter::finishAttemptStats(bool success) {
   cluster.trafficStats().upstream_rq_active.dec();
   if (upstream_) {
     const auto& host = upstream_->host();
-    host->stats.rq_active.fetch_sub(1, std::memory_order_relaxed);
-    if (!success) host->stats.rq_error.fetch_add(1, std::memory_order_relaxed);
+    host->stats().rq_active.fetch_sub(1, std::memory_order_relaxed);
+    if (!success) host->stats().rq_error.fetch_add(1, std::memory_order_relaxed);
   }
 }
 

@@ -248,10 +248,10 @@ void UpstreamRequest::finishResponse() {
   if (write_in_flight_) return;  // finish once the request bytes are out (flushWrites calls back)
   finished_ = true;
   const bool reusable = request_complete_ && out_.empty() && parser_.keepAlive() && in_start_ == in_end_;
-  SKIFF_LOG(kPool, debug, "response complete on {}: {}", host_->address,
+  SKIFF_LOG(kPool, debug, "response complete on {}: {}", host_->address(),
             reusable ? "reusing connection" : "closing connection");
   if (conn_) {
-    host_->stats.rq_success.fetch_add(1, std::memory_order_relaxed);
+    host_->stats().rq_success.fetch_add(1, std::memory_order_relaxed);
     in_.swap(conn_->read_buffer);
     pool_.release(std::move(conn_), reusable);
   }

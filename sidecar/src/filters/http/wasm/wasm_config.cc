@@ -13,39 +13,14 @@
 #include "envoy/extensions/filters/http/wasm/v3/wasm.pb.h"
 #include "filters/http/wasm/wasm_filter.h"
 #include "filters/http/wasm/wasm_plugin_config.h"
+#include "skiff/common/init_target.h"
 #include "skiff/common/logging.h"
+#include "skiff/config/data_source.h"
 
 namespace skiff::filters::wasm {
 namespace {
 
 using skiff::wasm::PluginSpec;
-
-std::string readCode(const envoy::config::core::v3::DataSource& source) {
-  using DS = envoy::config::core::v3::DataSource;
-  switch (source.specifier_case()) {
-    case DS::kInlineBytes:
-      return source.inline_bytes();
-    case DS::kInlineString:
-      return source.inline_string();
-    case DS::kFilename: {
-      std::ifstream in(source.filename(), std::ios::binary);
-      if (!in) throw std::invalid_argument("cannot read file '" + source.filename() + "'");
-      std::ostringstream out;
-      out << in.rdbuf();
-      return out.str();
-    }
-    case DS::kEnvironmentVariable: {
-      const char* v = std::getenv(source.environment_variable().c_str());
-      if (v == nullptr)
-        throw std::invalid_argument("environment variable '" + source.environment_variable() +
-                                    "' is not set");
-      return v;
-    }
-    case DS::SPECIFIER_NOT_SET:
-      break;
-  }
-  throw std::invalid_argument("no code given");
-}
 
 // Envoy hands StringValue/BytesValue configurations over unwrapped, Struct as JSON, anything else as the
 // message bytes.
@@ -164,13 +139,12 @@ PluginSpec parsePluginProto(const envoy::extensions::wasm::v3::PluginConfig& plu
   }
   if (vm.code().has_remote()) return spec;
   try {
-    spec.code = readCode(vm.code().local());
+    spec.code = skiff::config::readDataSource(vm.code().local(), what + ": config.vm_config.code.local",
+                                              skiff::config::IfUnset::kError);
   } catch (const std::invalid_argument& e) {
     spec.code.clear();
-    if (!spec.fail_open)
-      throw std::invalid_argument(what + ": config.vm_config.code.local: " + std::string(e.what()));
-    SKIFF_LOG(kWasm, warn, "wasm plugin {}: config.vm_config.code.local: {}; fail_open, bypassing", spec.name,
-              e.what());
+    if (!spec.fail_open) throw;
+    SKIFF_LOG(kWasm, warn, "wasm plugin {}: {}; fail_open, bypassing", spec.name, e.what());
   }
   return spec;
 }
@@ -222,8 +196,15 @@ http::FilterFactorySharedPtr createRemoteFactory(std::shared_ptr<PluginSpec> spe
   std::weak_ptr<RemoteWasmFilterFactory> weak = factory;
   stats::Store* stats = &context.stats;
   const std::string prefix = context.stat_prefix;
+  // The listener being built warms until the code is loaded or the fetch has failed for good.
+  std::function<void()> warmed = [] {};
+  if (auto* targets = init::InitScope::current()) warmed = targets->add(remoteTargetName(spec->name));
   const bool started = loadRemoteCode(
-      spec, remote, [weak, stats, prefix](std::shared_ptr<PluginSpec> loaded, std::string error) {
+      spec, remote, [weak, stats, prefix, warmed](std::shared_ptr<PluginSpec> loaded, std::string error) {
+        struct Warmed {
+          std::function<void()> done;
+          ~Warmed() { done(); }  // after the config is set (or failed), on every path
+        } at_exit{warmed};
         auto factory = weak.lock();
         if (!factory) return;  // the listener went away meanwhile
         if (error.empty()) error = validatePlugin(loaded, stats);
@@ -240,6 +221,7 @@ http::FilterFactorySharedPtr createRemoteFactory(std::shared_ptr<PluginSpec> spe
       });
   if (!started) {
     SKIFF_LOG(kWasm, warn, "wasm plugin {}: code.remote is not fetched here (no remote loader)", spec->name);
+    warmed();
   }
   return factory;
 }

@@ -109,6 +109,12 @@ class WasmFilter : public http::StreamFilter, public skiff::wasm::StreamContext 
   skiff::wasm::WasmResult setProperty(std::string_view path, std::string_view value) override;
   void afterRootCall() override;
   void onVmFailure() override;
+  void clearRouteCache() override {  // foreign function clear_route_cache (WASM-FEAT)
+    if (decoder_ != nullptr) decoder_->clearRouteCache();
+  }
+  void requestHeaderChanged(std::string_view name, uint64_t version_before) override {
+    if (decoder_ != nullptr) decoder_->requestHeaderChanged(name, version_before);
+  }
 
  private:
   enum class Outcome { kContinue, kStop, kFailed };

@@ -39,6 +39,11 @@ skiff::wasm::PluginSpec parsePluginProto(const envoy::extensions::wasm::v3::Plug
 bool loadRemoteCode(std::shared_ptr<skiff::wasm::PluginSpec> spec, const skiff::wasm::RemoteSource& remote,
                     std::function<void(std::shared_ptr<skiff::wasm::PluginSpec>, std::string error)> done);
 
+// The init target a plugin's code.remote fetch holds its listener's warming with.
+inline std::string remoteTargetName(const std::string& plugin) {
+  return "wasm plugin '" + plugin + "' code.remote";
+}
+
 // Installs the process's remote-code loader on the main loop: fetches go through that loop's own view of
 // `clusters` (refreshed at each attempt) with HTTP/1.1. Called once by the server at start-up.
 void installRemoteCodeFetch(asio::io_context& main, const upstream::ClusterManager& clusters,

@@ -10,6 +10,7 @@
 #include "envoy/extensions/filters/network/wasm/v3/wasm.pb.h"
 #include "filters/http/wasm/wasm_callouts.h"
 #include "filters/http/wasm/wasm_plugin_config.h"
+#include "skiff/common/init_target.h"
 #include "skiff/common/logging.h"
 #include "wasm/property_encoding.h"
 
@@ -53,6 +54,7 @@ class NetworkWasmFactory : public FilterFactory {
     return std::make_unique<FailClosedFilter>();
   }
   filters::wasm::PendingConfig<NetworkWasmConfig>& pending() { return pending_; }
+  bool runsBeforeHcm() const override { return true; }
 
  private:
   const bool fail_open_;
@@ -79,8 +81,17 @@ FilterFactorySharedPtr createFactory(const google::protobuf::Any& any, stats::St
   auto spec = std::make_shared<PluginSpec>(filters::wasm::parsePluginProto(proto.config(), path, &remote));
   auto factory = std::make_shared<NetworkWasmFactory>(spec->fail_open);
   stats::Store* store = &stats;
-  auto loaded = [weak = std::weak_ptr<NetworkWasmFactory>(factory), store](std::shared_ptr<PluginSpec> s,
-                                                                           std::string error) {
+  // With code.remote the listener being built warms until the code is loaded or the fetch failed for good.
+  std::function<void()> warmed = [] {};
+  if (auto* targets = init::InitScope::current(); targets && remote) {
+    warmed = targets->add(filters::wasm::remoteTargetName(spec->name));
+  }
+  auto loaded = [weak = std::weak_ptr<NetworkWasmFactory>(factory), store, warmed](
+                    std::shared_ptr<PluginSpec> s, std::string error) {
+    struct Warmed {
+      std::function<void()> done;
+      ~Warmed() { done(); }  // after the config is set (or failed), on every path
+    } at_exit{warmed};
     auto f = weak.lock();
     if (!f) return;
     if (error.empty()) error = validatePlugin(s, store);
@@ -97,6 +108,7 @@ FilterFactorySharedPtr createFactory(const google::protobuf::Any& any, stats::St
     if (!filters::wasm::loadRemoteCode(spec, *remote, loaded)) {
       SKIFF_LOG(kWasm, warn, "wasm plugin {}: code.remote is not fetched here (no remote loader)",
                 spec->name);
+      warmed();
     }
     return factory;
   }
