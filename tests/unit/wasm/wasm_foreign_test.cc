@@ -151,8 +151,11 @@ TEST_F(ForeignFunctionTest, DeclarePropertyReadOnlyIsSetOnce) {
 }
 
 TEST_F(ForeignFunctionTest, DeclarePropertyBadArguments) {
-  EXPECT_EQ(foreign("declare_property", ""), 2u);                                      // no name
-  EXPECT_EQ(foreign("declare_property", "\x0a\x05ab"), 2u);                            // truncated
+  EXPECT_EQ(foreign("declare_property", ""), 2u);  // no name
+  EXPECT_EQ(foreign("declare_property",
+                    "\x0a\x05"
+                    "ab"),
+            2u);                                                                       // truncated
   EXPECT_EQ(foreign("declare_property", bytesField(1, "p") + varintField(3, 9)), 2u);  // no such type
   EXPECT_EQ(foreign("declare_property", bytesField(1, "p") + varintField(5, 7)), 2u);  // no such span
   EXPECT_EQ(foreign("declare_property", varintField(1, 5)), 2u);  // name with the wrong wire type
