@@ -1,5 +1,5 @@
-// XdsManager: bootstrap dynamic_resources -> ADS subscriptions; CDS/EDS into the ClusterManager, RDS into
-// route providers, LDS into a ListenerSink; Envoy's xDS stats, warming timers and readiness.
+// XdsManager: bootstrap dynamic_resources -> ADS subscriptions; CDS into the ClusterManager (EDS side in
+// xds_endpoints.cc), RDS into route providers, LDS into a ListenerSink; xDS stats, warming timers, readiness.
 #include "server/xds/xds_manager.h"
 
 #include <google/protobuf/util/message_differencer.h>
@@ -41,11 +41,6 @@ using google::protobuf::util::TimeUtil;
 
 constexpr std::chrono::milliseconds kDefaultInitialFetchTimeout{15000};
 
-std::chrono::milliseconds timeoutOf(const ConfigSource& source) {
-  if (!source.has_initial_fetch_timeout()) return kDefaultInitialFetchTimeout;
-  return std::chrono::milliseconds(TimeUtil::DurationToMilliseconds(source.initial_fetch_timeout()));
-}
-
 // A ConfigSource Skiff can follow: `ads: {}` (resource_api_version V3 or unset).
 void checkAdsSource(const ConfigSource& source, const std::string& path) {
   if (source.has_path_config_source() || !source.path().empty()) {
@@ -62,13 +57,6 @@ void checkAdsSource(const ConfigSource& source, const std::string& path) {
   }
 }
 
-// xxHash64 over NUL-separated names: the identity of a subscription's name list.
-uint64_t namesHash(const std::vector<std::string>& names) {
-  uint64_t hash = names.size();
-  for (const auto& name : names) hash = xxHash64(name, hash);
-  return hash;
-}
-
 int64_t nowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -76,6 +64,11 @@ int64_t nowMs() {
 }
 
 }  // namespace
+
+std::chrono::milliseconds initialFetchTimeout(const ConfigSource& source) {
+  if (!source.has_initial_fetch_timeout()) return kDefaultInitialFetchTimeout;
+  return std::chrono::milliseconds(TimeUtil::DurationToMilliseconds(source.initial_fetch_timeout()));
+}
 
 bool XdsManager::configured(const Bootstrap& bootstrap) {
   return bootstrap.has_dynamic_resources() && bootstrap.dynamic_resources().ByteSizeLong() > 0;
@@ -156,8 +149,8 @@ XdsManager::XdsManager(asio::io_context& main, stats::Store& store, upstream::Cl
               name);
   }
   const auto& dr = bootstrap.dynamic_resources();
-  if (ads_cds_) cds_timeout_ = timeoutOf(dr.cds_config());
-  if (ads_lds_) lds_timeout_ = timeoutOf(dr.lds_config());
+  if (ads_cds_) cds_timeout_ = initialFetchTimeout(dr.cds_config());
+  if (ads_lds_) lds_timeout_ = initialFetchTimeout(dr.lds_config());
 
   xds::AdsClientOptions options;
   options.target = adsTarget(bootstrap);
@@ -289,50 +282,6 @@ XdsManager::Version XdsManager::internVersion(const std::string& version) {
   return last_version_;
 }
 
-XdsManager::EdsTrack* XdsManager::edsTrack(const std::string& cluster) {
-  return const_cast<EdsTrack*>(std::as_const(*this).edsTrack(cluster));
-}
-
-const XdsManager::EdsTrack* XdsManager::edsTrack(const std::string& cluster) const {
-  if (auto it = dynamic_clusters_.find(cluster); it != dynamic_clusters_.end() && it->second.eds.tracked) {
-    return &it->second.eds;
-  }
-  auto it = static_eds_.find(cluster);
-  return it == static_eds_.end() ? nullptr : &it->second;
-}
-
-void XdsManager::forEachEds(const std::function<void(const std::string&, const EdsTrack&)>& fn) const {
-  for (const auto& [cluster, track] : static_eds_) fn(cluster, track);
-  for (const auto& [cluster, record] : dynamic_clusters_) {
-    if (record.eds.tracked) fn(cluster, record.eds);
-  }
-}
-
-void XdsManager::trackEdsCluster(const Cluster& cluster) {
-  const std::string service = edsNameOf(cluster);
-  const bool own = service == cluster.name();
-  if (const EdsTrack* known = edsTrack(cluster.name());
-      known && (known->service ? *known->service != service : !own)) {
-    untrackEdsCluster(cluster.name());
-  }
-  // A CDS cluster's record exists already (applyCluster); a static one gets an entry of its own.
-  auto dynamic = dynamic_clusters_.find(cluster.name());
-  EdsTrack& track = dynamic != dynamic_clusters_.end() ? dynamic->second.eds : static_eds_[cluster.name()];
-  if (!own && !track.tracked) eds_aliases_.emplace(service, cluster.name());
-  track.tracked = true;
-  track.service = own ? nullptr : std::make_unique<const std::string>(service);
-  track.timeout_ms = static_cast<uint32_t>(std::min<int64_t>(
-      timeoutOf(cluster.eds_cluster_config().eds_config()).count(), std::numeric_limits<uint32_t>::max()));
-}
-
-std::vector<std::string> XdsManager::edsUsers(const std::string& service) const {
-  std::vector<std::string> out;
-  if (const EdsTrack* own = edsTrack(service); own && !own->service) out.push_back(service);
-  for (auto [it, end] = eds_aliases_.equal_range(service); it != end; ++it) out.push_back(it->second);
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
 bool XdsManager::sameCluster(const ClusterRecord& record, const Cluster& cluster) const {
   if (record.received) {
     Cluster previous;
@@ -346,73 +295,6 @@ bool XdsManager::sameCluster(const ClusterRecord& record, const Cluster& cluster
   // serialization of the outer message keeps as is. MessageDifferencer compares Anys by their unpacked
   // content. Reached only when the bytes differ (a real change costs a rebuild anyway).
   return MessageDifferencer::Equals(info->config(), cluster);
-}
-
-void XdsManager::untrackEdsCluster(const std::string& cluster) {
-  EdsTrack* track = edsTrack(cluster);
-  if (track == nullptr) return;
-  const std::string service = track->service ? *track->service : cluster;
-  if (track->service) {
-    for (auto [a, end] = eds_aliases_.equal_range(service); a != end; ++a) {
-      if (a->second == cluster) {
-        eds_aliases_.erase(a);
-        break;
-      }
-    }
-  }
-  if (static_eds_.count(cluster)) {
-    static_eds_.erase(cluster);
-  } else {
-    *track = EdsTrack{};
-  }
-  if (edsUsers(service).empty()) endpoints_.erase(service);
-  warm_deadlines_.erase(cluster);
-  initial_eds_pending_.erase(cluster);
-}
-
-void XdsManager::startWarmTimer(const std::string& cluster, std::chrono::milliseconds timeout) {
-  if (timeout.count() <= 0) {
-    warm_deadlines_.erase(cluster);
-    return;  // 0 = wait for EDS forever
-  }
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  warm_deadlines_[cluster] = deadline;
-  if (!warm_timer_armed_ || deadline < warm_timer_deadline_) armWarmTimer(deadline);
-}
-
-void XdsManager::armWarmTimer(std::chrono::steady_clock::time_point deadline) {
-  // One timer for every warming EDS cluster (10,000 clusters warm at once after a big CDS push).
-  warm_timer_armed_ = true;
-  warm_timer_deadline_ = deadline;
-  warm_timer_.expires_at(deadline);  // a pending wait ends with operation_aborted
-  std::weak_ptr<bool> alive = alive_;
-  warm_timer_.async_wait([this, alive](std::error_code ec) {
-    if (ec || alive.expired()) return;
-    warm_timer_armed_ = false;
-    onWarmDeadlines();
-  });
-}
-
-void XdsManager::onWarmDeadlines() {
-  const auto now = std::chrono::steady_clock::now();
-  std::vector<std::string> expired;
-  auto next = std::chrono::steady_clock::time_point::max();
-  for (const auto& [cluster, deadline] : warm_deadlines_) {
-    if (deadline <= now) {
-      expired.push_back(cluster);
-    } else {
-      next = std::min(next, deadline);
-    }
-  }
-  for (const auto& cluster : expired) {
-    warm_deadlines_.erase(cluster);
-    SKIFF_LOG(kUpstream, warn, "eds: cluster '{}' got no endpoints within initial_fetch_timeout", cluster);
-    clusterCounter(cluster, "init_fetch_timeout").inc();
-    clusters_.markInitialized(cluster);
-    initial_eds_pending_.erase(cluster);
-  }
-  if (!warm_deadlines_.empty()) armWarmTimer(next);
-  checkInitialized();
 }
 
 std::string XdsManager::onClusters(const xds::ConfigUpdate& update) {
@@ -552,71 +434,13 @@ bool XdsManager::applyCluster(const Cluster& cluster, const xds::XdsResource& r,
         SKIFF_LOG(kUpstream, warn, "eds: cached endpoints for '{}' rejected: {}", cluster.name(), e.what());
       }
     } else {
-      startWarmTimer(cluster.name(), timeoutOf(cluster.eds_cluster_config().eds_config()));
+      startWarmTimer(cluster.name(), initialFetchTimeout(cluster.eds_cluster_config().eds_config()));
       if (first) initial_eds_pending_.insert(cluster.name());
     }
   } else {
     untrackEdsCluster(cluster.name());
   }
   return true;
-}
-
-std::string XdsManager::onEndpoints(const xds::ConfigUpdate& update) {
-  std::vector<std::string> errors;
-  for (const auto& r : update.resources) {
-    const std::vector<std::string> users = edsUsers(r.name);
-    if (users.empty()) continue;  // not (or no longer) subscribed
-    // A SotW EDS push resends every assignment: one with the same bytes as the one in force is a no-op
-    // (counted as Envoy counts an update that changes no host) without decoding it.
-    auto cached = endpoints_.find(r.name);
-    if (cached != endpoints_.end() && cached->second.bytes == r.resource.value() &&
-        std::all_of(users.begin(), users.end(), [&](const std::string& c) {
-          return !warm_deadlines_.count(c) && !initial_eds_pending_.count(c) && clusters_.info(c) != nullptr;
-        })) {
-      for (const auto& cluster : users) {
-        const auto info = clusters_.info(cluster);
-        info->stats.update_attempt().inc();
-        info->stats.update_success().inc();
-        info->stats.update_no_rebuild().inc();
-      }
-      cached->second.version = internVersion(r.version);
-      continue;
-    }
-    envoy::config::endpoint::v3::ClusterLoadAssignment cla;
-    if (!r.resource.UnpackTo(&cla)) {
-      errors.push_back(r.name + ": the ClusterLoadAssignment does not decode");
-      continue;
-    }
-    bool ok = true;
-    for (const auto& cluster : users) {
-      try {
-        clusters_.updateEndpoints(cluster, cla);
-        warm_deadlines_.erase(cluster);
-        initial_eds_pending_.erase(cluster);
-      } catch (const std::invalid_argument& e) {
-        ok = false;
-        clusterCounter(cluster, "update_rejected").inc();
-        errors.push_back(r.name + ": " + e.what());
-      }
-    }
-    if (ok)
-      endpoints_[r.name] = {r.resource.value(), internVersion(r.version), std::chrono::system_clock::now()};
-  }
-  trimAfterLargeUpdate(update);
-  for (const auto& name : update.removed) {
-    // Envoy keeps the last assignment when one is removed; it counts an empty update. Without a version
-    // the record is not announced in a Delta reconnect's initial_resource_versions.
-    if (auto it = endpoints_.find(name); it != endpoints_.end()) it->second.version.reset();
-    for (const auto& cluster : edsUsers(name)) {
-      if (auto info = clusters_.info(cluster)) info->stats.update_empty().inc();
-    }
-  }
-  std::weak_ptr<bool> alive = alive_;
-  asio::post(main_, [this, alive] {
-    if (!alive.expired()) checkInitialized();
-  });
-  if (errors.empty()) return "";
-  return nackMessage("Error updating endpoints of", errors);
 }
 
 std::string XdsManager::onRoutes(const xds::ConfigUpdate& update) {
@@ -768,54 +592,10 @@ std::string XdsManager::applyListener(envoy::config::listener::v3::Listener list
   return error;
 }
 
-// --- SDS over ADS ---------------------------------------------------------------------------------------
-
-std::vector<std::string> XdsManager::edsNames() const {
-  std::vector<std::string> out;
-  forEachEds([&out](const std::string& cluster, const EdsTrack& track) {
-    if (!track.service) out.push_back(cluster);
-  });
-  for (const auto& [service, _] : eds_aliases_) out.push_back(service);
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
-  return out;
-}
-
 std::vector<std::string> XdsManager::rdsNames() const {
   std::vector<std::string> out;
   for (const auto& provider : RouteConfigProviderManager::instance().live()) out.push_back(provider->name());
   return out;
-}
-
-void XdsManager::refreshEdsSubscription() {
-  if (refresh_eds_scheduled_) return;
-  refresh_eds_scheduled_ = true;
-  std::weak_ptr<bool> alive = alive_;
-  asio::post(main_, [this, alive] {
-    if (alive.expired()) return;
-    refresh_eds_scheduled_ = false;
-    auto names = edsNames();
-    if (!eds_subscribed_) {
-      if (names.empty()) return;
-      eds_subscribed_ = true;
-      eds_sent_hash_ = namesHash(names);
-      xds::SubscriptionCallbacks callbacks;
-      callbacks.on_update = [this](const xds::ConfigUpdate& u) { return onEndpoints(u); };
-      callbacks.initial_fetch_timeout = std::chrono::milliseconds(0);  // per-cluster timers instead
-      callbacks.known_versions = [this](const xds::SubscriptionCallbacks::VersionVisitor& visit) {
-        for (const auto& [name, record] : endpoints_) {
-          if (record.version) visit(name, *record.version);
-        }
-      };
-      client_->subscribe(std::string(xds::kEndpointType), std::move(names), std::move(callbacks));
-      return;
-    }
-    const uint64_t hash = namesHash(names);
-    if (hash == eds_sent_hash_)
-      return;  // unchanged (a hash: a copy of 10,000 names costs more than it saves)
-    eds_sent_hash_ = hash;
-    client_->updateSubscription(std::string(xds::kEndpointType), std::move(names));
-  });
 }
 
 void XdsManager::refreshRdsSubscription() {

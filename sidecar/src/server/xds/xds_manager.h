@@ -26,6 +26,9 @@
 
 namespace skiff::server {
 
+// A ConfigSource's initial_fetch_timeout, or Envoy's default of 15 s.
+std::chrono::milliseconds initialFetchTimeout(const envoy::config::core::v3::ConfigSource& source);
+
 class XdsManager {
  public:
   // Whether the bootstrap asks for xDS at all (dynamic_resources has any field set).
