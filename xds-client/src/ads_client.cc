@@ -11,7 +11,7 @@
 #include <grpcpp/alarm.h>
 
 #include "ads_stream.h"
-#include "envoy/service/discovery/v3/ads.grpc.pb.h"
+#include "envoy/service/discovery/v3/ads.grpc.pb.h"  // also the protobuf SerializationTraits
 #include "resource_name.h"
 
 namespace skiff::xds {
@@ -21,6 +21,12 @@ using SotwStream = AdsStream<discovery::DiscoveryRequest, discovery::DiscoveryRe
 using DeltaStream = AdsStream<discovery::DeltaDiscoveryRequest, discovery::DeltaDiscoveryResponse>;
 
 namespace {
+
+// Static: gRPC keeps a pointer to a call's method name for the call's lifetime.
+const std::string kSotwMethod =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const std::string kDeltaMethod =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
 struct TypeOrderLess {
   bool operator()(const std::string& a, const std::string& b) const {
@@ -190,16 +196,16 @@ class AdsClientImpl : public std::enable_shared_from_this<AdsClientImpl> {
           {[this, id] { onEstablished(id); },
            [this, id](discovery::DeltaDiscoveryResponse r) { onDeltaResponse(id, std::move(r)); },
            [this, id](grpc::Status s) { onClosed(id, s); }},
-          *delta_stub_, "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources");
+          *delta_stub_, kDeltaMethod);
       stream_ = stream;
       delta_ = stream;
     } else {
-      auto stream = SotwStream::open(
-          post,
-          {[this, id] { onEstablished(id); },
-           [this, id](discovery::DiscoveryResponse r) { onSotwResponse(id, std::move(r)); },
-           [this, id](grpc::Status s) { onClosed(id, s); }},
-          *sotw_stub_, "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources");
+      auto stream =
+          SotwStream::open(post,
+                           {[this, id] { onEstablished(id); },
+                            [this, id](discovery::DiscoveryResponse r) { onSotwResponse(id, std::move(r)); },
+                            [this, id](grpc::Status s) { onClosed(id, s); }},
+                           *sotw_stub_, kSotwMethod);
       stream_ = stream;
       sotw_ = stream;
     }

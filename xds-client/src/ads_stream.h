@@ -43,7 +43,8 @@ class AdsStream : public grpc::ClientBidiReactor<Req, grpc::ByteBuffer>, public 
   // Responses as bytes, requests as messages.
   using Stub = grpc::TemplatedGenericStub<Req, grpc::ByteBuffer>;
 
-  // `method` is the full gRPC method name ("/envoy.service.discovery.v3.AggregatedDiscoveryService/...").
+  // `method` is the full gRPC method name ("/envoy.service.discovery.v3.AggregatedDiscoveryService/...");
+  // it must outlive the call (gRPC keeps a pointer to its characters).
   static std::shared_ptr<AdsStream> open(Post post, Handlers handlers, Stub& stub,
                                          const std::string& method) {
     auto stream = std::make_shared<AdsStream>(std::move(post), std::move(handlers));
@@ -93,22 +94,24 @@ class AdsStream : public grpc::ClientBidiReactor<Req, grpc::ByteBuffer>, public 
 
   void OnReadDone(bool ok) override {
     if (!ok) return;  // no more messages; OnDone follows
-    post_([h = handlers_.on_message, bytes = incoming_, weak = weak_self_]() mutable {
+    post_([h = handlers_.on_message, bytes = incoming_, failed = parse_failed_, weak = weak_self_]() mutable {
+      if (*failed) return;  // the stream is being closed: what it read after the bad response is not applied
       Resp msg;
       if (grpc::SerializationTraits<Resp>::Deserialize(&bytes, &msg).ok()) {
         h(std::move(msg));
-      } else if (auto stream = weak.lock()) {
-        stream->parse_failed_ = true;  // OnDone reports it instead of CANCELLED
-        stream->cancel();
+        return;
       }
+      *failed = true;  // OnDone reports it instead of CANCELLED
+      if (auto stream = weak.lock()) stream->cancel();
     });
     incoming_.Clear();
     this->StartRead(&incoming_);
   }
 
   void OnDone(const grpc::Status& status) override {
-    grpc::Status result =
-        parse_failed_ ? grpc::Status(grpc::StatusCode::INTERNAL, "ADS response could not be parsed") : status;
+    grpc::Status result = *parse_failed_
+                              ? grpc::Status(grpc::StatusCode::INTERNAL, "ADS response could not be parsed")
+                              : status;
     post_([h = handlers_.on_closed, result] { h(result); });
     std::shared_ptr<AdsStream> keep;
     {
@@ -133,7 +136,8 @@ class AdsStream : public grpc::ClientBidiReactor<Req, grpc::ByteBuffer>, public 
   bool done_ = false;
   std::shared_ptr<AdsStream> self_;
   std::weak_ptr<AdsStream> weak_self_;
-  std::atomic<bool> parse_failed_{false};  // set on the owner's thread, read in OnDone
+  // Set on the owner's thread, read in OnDone and by the responses still queued to the owner.
+  std::shared_ptr<std::atomic<bool>> parse_failed_ = std::make_shared<std::atomic<bool>>(false);
 };
 
 }  // namespace skiff::xds

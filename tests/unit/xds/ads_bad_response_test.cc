@@ -1,5 +1,6 @@
-// AdsClient against a control plane whose responses are not valid protobuf: the stream is closed as an
-// error and the client reconnects, without calling any subscriber.
+// AdsClient against a control plane whose first response is not valid protobuf and whose second is a
+// good one: the stream is closed as an error and the client reconnects, without calling any subscriber
+// (what the stream read after the bad response is not applied either).
 
 #include <atomic>
 #include <chrono>
@@ -7,28 +8,56 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include "envoy/config/cluster/v3/cluster.pb.h"
+#include "envoy/service/discovery/v3/discovery.pb.h"
 #include "skiff/xds/ads_client.h"
 
 namespace skiff::xds {
 namespace {
 
-// Answers every call on any method with one message of bytes that no protobuf parser accepts.
+// A valid CDS response with one cluster, in the call's variant (SotW or Delta).
+std::string goodResponse(bool delta) {
+  envoy::config::cluster::v3::Cluster cluster;
+  cluster.set_name("c");
+  const std::string type = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+  if (delta) {
+    envoy::service::discovery::v3::DeltaDiscoveryResponse r;
+    r.set_type_url(type);
+    r.set_nonce("n2");
+    auto* resource = r.add_resources();
+    resource->set_name("c");
+    resource->set_version("1");
+    resource->mutable_resource()->PackFrom(cluster);
+    return r.SerializeAsString();
+  }
+  envoy::service::discovery::v3::DiscoveryResponse r;
+  r.set_type_url(type);
+  r.set_version_info("1");
+  r.set_nonce("n2");
+  r.add_resources()->PackFrom(cluster);
+  return r.SerializeAsString();
+}
+
+// Answers every call with a message of bytes that no protobuf parser accepts, then a good response.
 class GarbageServer {
  public:
   class Reactor : public grpc::ServerGenericBidiReactor {
    public:
-    explicit Reactor(std::atomic<int>& calls) {
+    Reactor(std::atomic<int>& calls, bool delta) {
       calls++;
-      grpc::Slice slice(std::string("\x07\xff\xff", 3));  // field 0, wire type 7: invalid
-      reply_ = grpc::ByteBuffer(&slice, 1);
+      grpc::Slice garbage(std::string("\x07\xff\xff", 3));  // field 0, wire type 7: invalid
+      replies_[0] = grpc::ByteBuffer(&garbage, 1);
+      grpc::Slice good(goodResponse(delta));
+      replies_[1] = grpc::ByteBuffer(&good, 1);
       StartRead(&request_);
-      StartWrite(&reply_);
+      StartWrite(&replies_[0]);
     }
     void OnReadDone(bool ok) override {
       if (ok) {
@@ -37,18 +66,24 @@ class GarbageServer {
         Finish(grpc::Status::OK);
       }
     }
-    void OnWriteDone(bool) override {}
+    void OnWriteDone(bool ok) override {
+      if (ok && !second_sent_) {
+        second_sent_ = true;
+        StartWrite(&replies_[1]);
+      }
+    }
     void OnDone() override { delete this; }
 
    private:
-    grpc::ByteBuffer request_, reply_;
+    grpc::ByteBuffer request_, replies_[2];
+    bool second_sent_ = false;
   };
 
   class Service : public grpc::CallbackGenericService {
    public:
     explicit Service(std::atomic<int>& calls) : calls_(calls) {}
-    grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext*) override {
-      return new Reactor(calls_);
+    grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* context) override {
+      return new Reactor(calls_, context->method().find("Delta") != std::string::npos);
     }
 
    private:
