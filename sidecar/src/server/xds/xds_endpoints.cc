@@ -1,12 +1,16 @@
 // XdsManager, EDS side: which clusters wait for which ClusterLoadAssignment (own name or service_name
 // alias), their initial_fetch_timeout warming deadlines, EDS updates into the ClusterManager, and the EDS
 // subscription's name list.
+// Own header first, as in xds_manager.cc and xds_secrets.cc: asio decides between aligned_alloc and operator
+// new by whether a libstdc++ header came before it, and its per-thread recycled blocks are shared by every
+// file whose handlers run on the main thread, so those files must decide alike.
+#include "server/xds/xds_manager.h"
+
 #include <algorithm>
 #include <limits>
 
 #include "server/xds/nack_message.h"
 #include "server/xds/version_hash.h"
-#include "server/xds/xds_manager.h"
 #include "skiff/common/logging.h"
 
 namespace skiff::server {
