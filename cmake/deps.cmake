@@ -16,6 +16,10 @@ add_library(asio INTERFACE)
 # A larger per-thread cache of handler memory: with many connections in flight per worker, Asio's default of 2
 # recycled blocks misses and falls back to malloc several times per request.
 target_compile_definitions(asio INTERFACE ASIO_STANDALONE ASIO_NO_DEPRECATED ASIO_RECYCLING_ALLOCATOR_CACHE_SIZE=16)
+# Asio picks aligned_alloc for handler memory only when a libstdc++ header came before it in the file, so two
+# files could free each other's handler blocks with the other allocator (ASan: alloc-dealloc-mismatch).
+# One choice for every file.
+target_compile_definitions(asio INTERFACE ASIO_DISABLE_STD_ALIGNED_ALLOC)
 # Asio 1.22 only detects coroutines on clang with libc++; clang 14 with libstdc++'s <coroutine> works too.
 if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
   target_compile_definitions(asio INTERFACE ASIO_HAS_CO_AWAIT ASIO_HAS_STD_COROUTINE)

@@ -430,7 +430,7 @@ std::shared_ptr<TlsContext> TlsContext::makeServer(ServerContextConfig config, s
   impl->server_config = std::move(config);
   impl->stats = std::make_shared<TlsStats>(store, std::move(stat_prefix));
   std::shared_ptr<TlsContext> context(new TlsContext(std::move(impl)));
-  context->subscribe();
+  subscribe(context);
   return finish(context, context->impl_->server_config.common);
 }
 
@@ -441,20 +441,24 @@ std::shared_ptr<TlsContext> TlsContext::makeClient(ClientContextConfig config, s
   impl->client_config = std::move(config);
   impl->stats = std::make_shared<TlsStats>(store, std::move(stat_prefix));
   std::shared_ptr<TlsContext> context(new TlsContext(std::move(impl)));
-  context->subscribe();
+  subscribe(context);
   return finish(context, context->impl_->client_config.common);
 }
 
-void TlsContext::subscribe() {
-  const CommonConfig& common = impl_->common();
-  // Subscriptions die with the context (destructor), so the raw pointer never dangles.
-  auto onUpdate = [this] {
-    if (!rebuild()) SKIFF_LOG(kConnection, warn, "TLS context keeps its previous secrets: {}", lastError());
+void TlsContext::subscribe(const std::shared_ptr<TlsContext>& self) {
+  Impl& impl = *self->impl_;
+  const CommonConfig& common = impl.common();
+  // Dropping a subscription does not wait for a callback already running on the notifying thread, so the
+  // callback holds the context only while it rebuilds it.
+  auto onUpdate = [weak = std::weak_ptr<TlsContext>(self)] {
+    auto context = weak.lock();
+    if (context && !context->rebuild())
+      SKIFF_LOG(kConnection, warn, "TLS context keeps its previous secrets: {}", context->lastError());
   };
   for (const auto& ref : common.certificate_sds)
-    impl_->subscriptions.push_back(ref.provider->subscribe(ref.name, onUpdate));
+    impl.subscriptions.push_back(ref.provider->subscribe(ref.name, onUpdate));
   if (common.validation_sds) {
-    impl_->subscriptions.push_back(
+    impl.subscriptions.push_back(
         common.validation_sds->provider->subscribe(common.validation_sds->name, onUpdate));
   }
 }

@@ -266,7 +266,8 @@ class ThreadIsolate {
 
   v8::Isolate* isolate() const { return isolate_; }
   v8::Local<v8::Context> context() const { return strong(context_); }
-  bool onHomeThread() const { return !left_ && pthread_equal(pthread_self(), home_); }
+  // left_ is written by the home thread only, so only the home thread may read it without the lock.
+  bool onHomeThread() const { return pthread_equal(pthread_self(), home_) && !left_; }
   ForegroundRunner& runner() { return *runner_; }
   int& depth() { return depth_; }
 

@@ -2,6 +2,9 @@
 // get the new certificate within a second, established connections keep working).
 #include <gtest/gtest.h>
 
+#include <future>
+#include <thread>
+
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb.h"
 #include "unit/tls/tls_test_util.h"
 
@@ -85,6 +88,37 @@ TEST_F(SdsTest, MissingSecretLeavesNoContextUntilItArrives) {
   EXPECT_EQ(server->generation(), 1u);
   secrets.staticStore().update(secret);  // same content: no rebuild
   EXPECT_EQ(server->generation(), 1u);
+}
+
+// A cluster or listener update can drop a context's last reference on a worker while the secrets thread is
+// delivering a rotation to it: the delivery must find the context gone, not rebuild freed memory (ASan).
+TEST_F(SdsTest, ContextReleasedWhileARotationIsBeingDeliveredIsLeftAlone) {
+  auto secretFrom = [](const std::string& dir) {
+    envoy::extensions::transport_sockets::tls::v3::Secret secret;
+    secret.set_name("default");
+    secret.mutable_tls_certificate()->mutable_certificate_chain()->set_filename(dir + "/cert-chain.pem");
+    secret.mutable_tls_certificate()->mutable_private_key()->set_filename(dir + "/key.pem");
+    return secret;
+  };
+  SecretManager secrets;
+  secrets.staticStore().update(secretFrom(server_dir_));
+  // Subscribed first, so notified first: it holds the delivery until the context has been released.
+  std::promise<void> delivering, released;
+  auto gate = secrets.staticStore().subscribe("default", [&, wait = released.get_future().share()] {
+    delivering.set_value();
+    wait.wait();
+  });
+  auto server = serverContext("common_tls_context: {tls_certificate_sds_secret_configs: [{name: default}]}",
+                              store_, &secrets);
+  ASSERT_NE(server->current(), nullptr) << server->lastError();
+  std::weak_ptr<TlsContext> weak = server;
+  std::thread notifier([&] { secrets.staticStore().update(secretFrom(client_dir_)); });
+  delivering.get_future().wait();
+  server.reset();
+  EXPECT_TRUE(weak.expired());
+  released.set_value();
+  notifier.join();
+  EXPECT_NE(secrets.staticStore().secret("default"), nullptr);
 }
 
 TEST_F(SdsTest, RotationViaWatchedDirectory) {

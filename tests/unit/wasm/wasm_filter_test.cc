@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <set>
 
 #include "envoy/extensions/filters/http/wasm/v3/wasm.pb.h"
@@ -151,6 +152,21 @@ TEST_F(WasmFilterTest, BothValuesShowUp) {
     seen.insert(std::string(ex.upstream->headers.getOr("user-agent")));
   }
   EXPECT_EQ(seen, (std::set<std::string>{"hello", "world"}));
+}
+
+// A config replaced by a listener update is often released on some worker's thread; the VM it started on a
+// worker (shared there, so bound to that loop) is handed to that loop to be destroyed, not freed in place.
+TEST_F(WasmFilterTest, ReleasedConfigHandsItsWorkerVmToTheWorkersLoop) {
+  SKIFF_REQUIRE_MODULE(code, "demo_filter");
+  auto f = factory("demo_filter", "User-Agent");
+  skiff::testing::FakeStream worker;  // its loop stands for the worker's
+  std::weak_ptr<skiff::wasm::PluginVm> vm = dynamic_cast<const WasmFilterConfig&>(*f).workerVm(worker);
+  ASSERT_FALSE(vm.expired());
+  ASSERT_TRUE(vm.lock()->bound());
+  f.reset();
+  EXPECT_FALSE(vm.expired()) << "the VM must wait for its own loop";
+  worker.io.run();
+  EXPECT_TRUE(vm.expired()) << "its loop ran the release";
 }
 
 // Two configs of the same vm_id stand for two workers' VMs: a 4xx for "hello" on one makes the other skip it.

@@ -93,6 +93,26 @@ TEST(WasmNetworkFilter, RewritesHoldsClosesAndCounts) {
   EXPECT_EQ(store.counter("wasmcustom.tcp_upstream_closes").value(), 1u);
 }
 
+// A config released off a worker's thread (a listener update) hands the worker's VM to that worker's loop.
+TEST(WasmNetworkFilter, ReleasedConfigHandsItsWorkerVmToTheWorkersLoop) {
+  SKIFF_REQUIRE_MODULE(code, "tcp_filter");
+  stats::Store store(1);
+  auto f = factory(store, false);
+  ASSERT_TRUE(f);
+  FakeCallbacks worker;
+  {
+    auto filter = f->createFilter();
+    ASSERT_TRUE(filter);
+    filter->setCallbacks(worker);
+    EXPECT_EQ(filter->onNewConnection(), FilterStatus::kContinue);
+    filter->onClose("done");
+  }
+  worker.io.run();
+  worker.io.restart();
+  f.reset();
+  EXPECT_EQ(worker.io.run(), 1u) << "the VM's release runs on its own loop";
+}
+
 TEST(WasmNetworkFilter, TrapClosesWhenFailClosedAndPassesWhenFailOpen) {
   SKIFF_REQUIRE_MODULE(code, "tcp_filter");
   stats::Store store(1);

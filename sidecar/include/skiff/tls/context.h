@@ -48,7 +48,9 @@ class TlsContext {
 
  private:
   explicit TlsContext(std::unique_ptr<Impl> impl);
-  void subscribe();
+  // SDS updates reach the context through `self`: the last reference may drop on a worker while the secrets
+  // thread is notifying, so a callback must never hold a raw pointer.
+  static void subscribe(const std::shared_ptr<TlsContext>& self);
   std::unique_ptr<Impl> impl_;
 };
 using TlsContextSharedPtr = std::shared_ptr<TlsContext>;

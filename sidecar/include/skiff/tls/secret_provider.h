@@ -39,8 +39,9 @@ class SecretProvider {
   virtual ~SecretProvider() = default;
   // The current secret called `name`, or nullptr while it is unknown (not yet delivered, or removed).
   virtual SecretConstSharedPtr secret(const std::string& name) const = 0;
-  // `callback` runs (on the thread that applies updates: the main thread) after `name` changes. The
-  // subscription must not outlive the provider.
+  // `callback` runs after `name` changes, on the thread that applied the update (the main thread for ADS,
+  // the secrets thread for file SDS). Dropping the subscription does not wait for a callback already
+  // running. The subscription must not outlive the provider.
   virtual SecretSubscriptionPtr subscribe(const std::string& name, std::function<void()> callback) = 0;
 };
 using SecretProviderSharedPtr = std::shared_ptr<SecretProvider>;

@@ -100,7 +100,9 @@ WasmFilterConfig::~WasmFilterConfig() {
   // worker, where the handlers run; the others can go here, nothing else uses them once the config is gone.
   for (auto& [thread, slot] : slots_) {
     if (slot->vm && slot->vm->bound() && slot->vm->dispatcherAlive()) {
-      asio::post(*slot->vm->dispatcher(), [vm = std::move(slot->vm)]() mutable { vm.reset(); });
+      // The loop is read before the VM is moved into the handler: argument order is unspecified.
+      asio::io_context& loop = *slot->vm->dispatcher();
+      asio::post(loop, [vm = std::move(slot->vm)]() mutable { vm.reset(); });
     }
   }
 }

@@ -132,7 +132,9 @@ NetworkWasmConfig::~NetworkWasmConfig() {
   // Worker VMs are destroyed on their worker (another plugin may share the VM there).
   for (auto& [thread, vm] : slots_) {
     if (vm && vm->dispatcherAlive()) {
-      asio::post(*vm->dispatcher(), [vm = std::move(vm)]() mutable { vm.reset(); });
+      // The loop is read before the VM is moved into the handler: argument order is unspecified.
+      asio::io_context& loop = *vm->dispatcher();
+      asio::post(loop, [vm = std::move(vm)]() mutable { vm.reset(); });
     }
   }
 }
