@@ -25,6 +25,10 @@ UpstreamConnection::~UpstreamConnection() {
     cluster->resources.releaseConnection();
   }
   if (host) host->stats().cx_active.fetch_sub(1, std::memory_order_relaxed);
+  if (live) {
+    auto it = live->find(pool_key);
+    if (it != live->end() && --it->second == 0) live->erase(it);
+  }
 }
 
 struct ConnPool::PendingRequest : public ConnPool::Pending {
@@ -132,12 +136,16 @@ ConnPool::Acquired ConnPool::acquire(const HostSharedPtr& host, Callback cb, con
   request->source = cluster_default ? upstreamSourceFor(*cluster_, nullptr) : source;
   request->pool_key = std::move(key);
   request->cluster = cluster_;
-  if (cluster_->resources.tryAcquireConnection()) {
+  const bool within_limit = cluster_->resources.tryAcquireConnection();
+  if (!within_limit) cluster_->trafficStats().upstream_cx_overflow.inc();
+  // Over the limit, a host this pool has no connection to still gets one, as in Envoy: a request queued
+  // here could only be served by a connection of this worker's pool, and the other workers may hold them all.
+  if (within_limit || !hasConnection(request->pool_key)) {
+    if (!within_limit) cluster_->resources.acquireConnectionOverLimit();
     eraseIfEmpty(it);
     connect(request);
     return Acquired{nullptr, request, PoolFailure::kNone};
   }
-  cluster_->trafficStats().upstream_cx_overflow.inc();
   if (!cluster_->resources.tryAcquirePending()) {
     cluster_->trafficStats().upstream_rq_pending_overflow.inc();
     eraseIfEmpty(it);
@@ -156,6 +164,8 @@ void ConnPool::connect(const std::shared_ptr<PendingRequest>& request) {
   conn->host = host;
   conn->pool_key = request->pool_key;
   conn->cluster = cluster_;
+  conn->live = live_;
+  ++(*live_)[conn->pool_key];
   cluster_->trafficStats().upstream_cx_total.inc();
   cluster_->trafficStats().upstream_cx_http1_total.inc();
   cluster_->trafficStats().upstream_cx_active.inc();
@@ -280,8 +290,9 @@ void ConnPool::release(UpstreamConnectionPtr conn, bool reusable) {
   hp.idle.push_back(std::move(conn));
 }
 
-// A connection slot was freed: start a connection for the oldest waiter of any host. Host entries left
-// with nothing idle or waiting are dropped on the way, so the map holds only live keys.
+// A connection slot was freed, or a host lost a connection: start a connection for the oldest waiter of
+// each host while slots last. A host with waiters and no connection of its own gets one over the limit
+// (see acquire). Host entries left with nothing idle or waiting are dropped on the way.
 void ConnPool::serveWaiting() {
   for (auto it = hosts_.begin(); it != hosts_.end();) {
     HostPool& hp = it->second;
@@ -290,12 +301,19 @@ void ConnPool::serveWaiting() {
       it = hp.idle.empty() ? hosts_.erase(it) : std::next(it);
       continue;
     }
-    if (!cluster_->resources.tryAcquireConnection()) return;
+    if (!cluster_->resources.tryAcquireConnection()) {
+      if (hasConnection(it->first)) {
+        ++it;  // its own connection serves it when released
+        continue;
+      }
+      cluster_->resources.acquireConnectionOverLimit();
+    }
     auto waiter = std::move(hp.waiting.front());
     hp.waiting.pop_front();
+    const auto next = std::next(it);
     eraseIfEmpty(it);
     connect(waiter);
-    return;
+    it = next;
   }
 }
 

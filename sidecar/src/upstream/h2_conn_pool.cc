@@ -429,7 +429,9 @@ bool H2ConnPool::ensureConnecting(const PoolKey& key, const HostSharedPtr& host,
   }
   if (!cluster_->resources.tryAcquireConnection()) {
     cluster_->trafficStats().upstream_cx_overflow.inc();
-    return false;
+    // As in the HTTP/1 pool: a host this worker has no open connection to still gets one.
+    if (std::any_of(list.begin(), list.end(), [](const auto& c) { return !c->closed_; })) return false;
+    cluster_->resources.acquireConnectionOverLimit();
   }
   auto conn = std::make_shared<H2Connection>(*this, io_, host, cluster_, protocol_.http2, stats_);
   conn->conn_.pool_key = key;

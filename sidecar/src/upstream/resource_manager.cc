@@ -28,10 +28,17 @@ bool Resource::tryAcquire() {
   return true;
 }
 
+void Resource::acquireOverLimit() {
+  const uint64_t previous = count_.fetch_add(1, std::memory_order_relaxed);
+  if (previous + 1 == max_) open_.inc();
+  if (remaining_.valid() && previous < max_) remaining_.dec();
+}
+
 void Resource::release() {
   const uint64_t previous = count_.fetch_sub(1, std::memory_order_relaxed);
   if (previous == max_) open_.dec();
-  if (remaining_.valid()) remaining_.inc();
+  // Units taken over the limit never counted against remaining_.
+  if (remaining_.valid() && previous <= max_) remaining_.inc();
 }
 
 namespace {

@@ -61,6 +61,39 @@ TEST(ResourceManagerTest, RemainingGaugesWhenTracked) {
   EXPECT_EQ(g("remaining_rq"), 2);
 }
 
+// A pool's first connection to a host may go over max_connections (Envoy does the same); the gauges stay
+// consistent: open while at or over the limit, remaining never below 0 nor above the maximum.
+TEST(ResourceManagerTest, ConnectionOverTheLimitKeepsTheGaugesConsistent) {
+  stats::Store store(1);
+  ResourceLimits limits;
+  limits.max_connections = 1;
+  limits.track_remaining = true;
+  ResourceManager rm(store, "c", "default", limits);
+  auto g = [&](const char* n) {
+    return store.gauge(std::string("cluster.c.circuit_breakers.default.") + n).value();
+  };
+  ASSERT_TRUE(rm.tryAcquireConnection());
+  EXPECT_EQ(g("cx_open"), 1);
+  EXPECT_EQ(g("remaining_cx"), 0);
+  rm.acquireConnectionOverLimit();
+  EXPECT_EQ(rm.connections().count(), 2u);
+  EXPECT_EQ(g("cx_open"), 1);
+  EXPECT_EQ(g("remaining_cx"), 0);
+  EXPECT_FALSE(rm.tryAcquireConnection());
+  rm.releaseConnection();
+  EXPECT_EQ(g("cx_open"), 1);  // still at the limit
+  EXPECT_EQ(g("remaining_cx"), 0);
+  rm.releaseConnection();
+  EXPECT_EQ(g("cx_open"), 0);
+  EXPECT_EQ(g("remaining_cx"), 1);
+  rm.acquireConnectionOverLimit();  // under the limit it is an ordinary acquire
+  EXPECT_EQ(g("cx_open"), 1);
+  EXPECT_EQ(g("remaining_cx"), 0);
+  rm.releaseConnection();
+  EXPECT_EQ(g("cx_open"), 0);
+  EXPECT_EQ(g("remaining_cx"), 1);
+}
+
 TEST(ResourceManagerTest, NoRemainingGaugesByDefault) {
   stats::Store store(1);
   ResourceManager rm(store, "c", "default", ResourceLimits{});

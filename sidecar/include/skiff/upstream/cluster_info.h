@@ -36,6 +36,7 @@ class ClusterResources {
   operator ResourceManager&() const { return get(); }  // NOLINT: reads as the manager
 
   bool tryAcquireConnection() const { return get().tryAcquireConnection(); }
+  void acquireConnectionOverLimit() const { get().acquireConnectionOverLimit(); }
   void releaseConnection() const { get().releaseConnection(); }
   bool tryAcquirePending() const { return get().tryAcquirePending(); }
   void releasePending() const { get().releasePending(); }

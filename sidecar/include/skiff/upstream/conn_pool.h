@@ -33,6 +33,10 @@ struct PoolKeyHash {
   }
 };
 
+// Live connections (connecting, busy or idle) per key of one worker's HTTP/1 pool. The connections share
+// it: they may outlive the pool.
+using LiveConnectionCounts = std::unordered_map<PoolKey, uint32_t, PoolKeyHash>;
+
 // One connection to an upstream host (TCP, or TLS when the cluster's transport says so). While idle the
 // pool owns it; while busy, one request does. Requests read and write through `transport`.
 struct UpstreamConnection {
@@ -51,7 +55,8 @@ struct UpstreamConnection {
   std::string local_address;
   // The TLS session's facts, copied once on first use for the streams' StreamInfo::upstream_tls.
   mutable std::shared_ptr<const tls::TlsConnectionInfo> tls_info;
-  PoolKey pool_key;  // host endpoint + source key: which idle list it returns to
+  PoolKey pool_key;                            // host endpoint + source key: which idle list it returns to
+  std::shared_ptr<LiveConnectionCounts> live;  // its pool's counts, which it leaves when destroyed
   // The response read buffer, kept with the connection so a reused connection reuses its memory.
   std::string read_buffer;
 };
@@ -114,6 +119,7 @@ class ConnPool {
   void onConnectionClosed();
   void serveWaiting();
   bool isAlive(UpstreamConnection& conn) const;
+  bool hasConnection(const PoolKey& key) const { return live_->count(key) != 0; }
 
   asio::io_context& io_;
   ClusterInfoConstSharedPtr cluster_;
@@ -121,6 +127,7 @@ class ConnPool {
   // entries by the idle sweep (closeIdle).
   HostMap hosts_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  std::shared_ptr<LiveConnectionCounts> live_ = std::make_shared<LiveConnectionCounts>();
 };
 
 // A worker's pools, by cluster name.

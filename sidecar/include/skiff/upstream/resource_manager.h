@@ -29,6 +29,9 @@ class Resource {
   void init(uint64_t max, stats::Gauge open_gauge, stats::Gauge remaining_gauge);
   // Takes one unit if below the maximum. False means "overflow": the caller bumps the overflow counter.
   bool tryAcquire();
+  // Takes one unit even at the maximum: Envoy's pools open a first connection to a host they have none to,
+  // or a request queued there could never be served (the other workers may hold every connection).
+  void acquireOverLimit();
   void release();
   uint64_t count() const { return count_.load(std::memory_order_relaxed); }
   uint64_t max() const { return max_; }
@@ -56,6 +59,7 @@ class ResourceManager {
   ResourceManager& operator=(const ResourceManager&) = delete;
 
   bool tryAcquireConnection() { return connections_.tryAcquire(); }
+  void acquireConnectionOverLimit() { connections_.acquireOverLimit(); }
   void releaseConnection() { connections_.release(); }
   bool tryAcquirePending() { return pending_.tryAcquire(); }
   void releasePending() { pending_.release(); }
