@@ -489,7 +489,7 @@ void RouterFilter::onUpstreamReset(ResetReason reason, std::string_view details,
 void RouterFilter::sendShadows() {
   auto headers = std::move(shadow_headers_);
   for (const auto& cluster : shadow_clusters_)
-    ShadowRequest::send(*callbacks_, cluster, *headers, shadow_body_);
+    ShadowRequest::send(*callbacks_, cluster, *headers, shadow_body_, global_timeout_);
   shadow_body_.clear();
 }
 

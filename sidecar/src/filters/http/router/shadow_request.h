@@ -2,6 +2,9 @@
 // cluster, whose response is read and dropped. The copy's authority gets Envoy's "-shadow" suffix.
 #pragma once
 
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -10,12 +13,17 @@
 
 namespace skiff::router {
 
-class ShadowRequest : public UpstreamRequest::Owner, public std::enable_shared_from_this<ShadowRequest> {
+class ShadowRequest : public UpstreamRequest::Owner {
  public:
-  // Starts the copy now; it keeps itself alive until the exchange ends. Returns false (and counts nothing)
-  // when the cluster is unknown or has no host.
+  // Starts the copy now. It lives until the exchange ends, `timeout` (the route's; 0: none) passes, or the
+  // worker's loop is destroyed: its deadline's wait owns it, so nothing is left behind at shutdown. Returns
+  // false (and counts nothing) when the cluster is unknown or has no host.
   static bool send(http::DecoderFilterCallbacks& callbacks, const std::string& cluster_name,
-                   const http::HeaderMap& request, const http::Buffer& body);
+                   const http::HeaderMap& request, const http::Buffer& body,
+                   std::chrono::milliseconds timeout);
+
+  explicit ShadowRequest(asio::io_context& io) : deadline_(io) {}
+  ~ShadowRequest() override;
 
   // "host:port" → "host-shadow:port", as Envoy names the shadow authority.
   static std::string shadowAuthority(std::string_view authority);
@@ -32,10 +40,10 @@ class ShadowRequest : public UpstreamRequest::Owner, public std::enable_shared_f
   void onUpstreamWriteBackedUp(bool) override {}
 
  private:
-  void done() { self_.reset(); }
+  void done() { deadline_.cancel(); }  // the wait's handler holds the last reference
 
   std::shared_ptr<UpstreamRequest> request_;
-  std::shared_ptr<ShadowRequest> self_;  // alive while the exchange runs
+  asio::steady_timer deadline_;
 };
 
 }  // namespace skiff::router
