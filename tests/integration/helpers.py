@@ -138,6 +138,7 @@ class Skiff:
         self.stderr_path = self.workdir / "stderr.log"
         self.stdout_path = self.workdir / "stdout.log"
         self.config_path = self.workdir / ("envoy.yaml" if isinstance(config, str) else "envoy.json")
+        self.config = config
         self.config_path.write_text(self._with_admin(config))
 
     def _with_admin(self, config):
@@ -158,11 +159,24 @@ class Skiff:
         if wait_ready:
             ready = wait_until(lambda: self.proc.poll() is not None or self.admin_get("/ready")[0] == 200,
                                timeout=READY_TIMEOUT)
+            if self.proc.poll() is not None and self._admin_port_taken():
+                # free_port() closes the port it found; under parallel tests another process's outgoing
+                # connection can take it before skiff binds. Another admin port, once.
+                self.admin_port = free_port()
+                self.config_path.write_text(self._with_admin(self.config))
+                return self.start(wait_ready)
             if self.proc.poll() is not None:
                 raise RuntimeError(f"skiff exited with {self.proc.returncode} during start-up:\n{self.logs}")
             if not ready:
                 raise RuntimeError(f"skiff not ready within {READY_TIMEOUT}s:\n{self.logs}")
         return self
+
+    def _admin_port_taken(self):
+        if getattr(self, "_admin_retried", False):
+            return False
+        taken = f"admin on 127.0.0.1:{self.admin_port}" not in self.logs and "Address already in use" in self.logs
+        self._admin_retried = taken
+        return taken
 
     @property
     def pid(self):
