@@ -161,10 +161,12 @@ class Skiff:
                                timeout=READY_TIMEOUT)
             if self.proc.poll() is not None and self._admin_port_taken():
                 # free_port() closes the port it found; under parallel tests another process's outgoing
-                # connection can take it before skiff binds. Another admin port, once.
+                # connection can take it before skiff binds. Another admin port, once (Skiff.start itself:
+                # a subclass's start may have wrapped the binary already).
+                self.stderr_path.replace(self.stderr_path.with_suffix(".first-attempt.log"))
                 self.admin_port = free_port()
                 self.config_path.write_text(self._with_admin(self.config))
-                return self.start(wait_ready)
+                return Skiff.start(self, wait_ready)
             if self.proc.poll() is not None:
                 raise RuntimeError(f"skiff exited with {self.proc.returncode} during start-up:\n{self.logs}")
             if not ready:

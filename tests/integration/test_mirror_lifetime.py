@@ -28,7 +28,7 @@ def mirrored_config(primary, mirror, timeout):
 
 def test_unanswered_copy_ends_at_the_route_timeout(skiff_factory, backends):
     primary, mirror = backends
-    skiff = skiff_factory(mirrored_config(primary, mirror, "1s"))
+    skiff = skiff_factory(mirrored_config(primary, mirror, "3s"))
     assert request(skiff.listener_port(), "/copied")[0] == 200
     assert wait_until(lambda: mirror.received == ["/copied"], timeout=5)
     stats = lambda: skiff.stats()  # noqa: E731

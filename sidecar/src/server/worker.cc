@@ -218,7 +218,7 @@ void Worker::stop() {
       if (l.active) l.active->stop();
     }
     flushAccessLogs();
-    ctx_.pools.closeIdle(true);
+    ctx_.pools.stop();
     housekeeping_timer_.cancel();
     drain_timer_.cancel();
     work_.reset();

@@ -105,6 +105,7 @@ void ConnPool::eraseIfEmpty(HostMap::iterator it) {
 }
 
 ConnPool::Acquired ConnPool::acquire(const HostSharedPtr& host, Callback cb, const UpstreamSource& source) {
+  if (stopping_) return Acquired{nullptr, nullptr, PoolFailure::kConnectFailure};
   const bool cluster_default = isClusterDefault(source);
   PoolKey key{host->endpoint, cluster_default ? std::string() : source.key()};
   auto it = hosts_.try_emplace(key).first;
@@ -264,7 +265,7 @@ void ConnPool::connected(const std::shared_ptr<PendingRequest>& request, Upstrea
 }
 
 void ConnPool::release(UpstreamConnectionPtr conn, bool reusable) {
-  if (!conn) return;
+  if (!conn || stopping_) return;  // stopping: the connection closes here
   const uint32_t max_requests = cluster_->max_requests_per_connection;
   if (reusable && max_requests != 0 && conn->requests >= max_requests) {
     cluster_->trafficStats().upstream_cx_max_requests.inc();
@@ -294,6 +295,7 @@ void ConnPool::release(UpstreamConnectionPtr conn, bool reusable) {
 // each host while slots last. A host with waiters and no connection of its own gets one over the limit
 // (see acquire). Host entries left with nothing idle or waiting are dropped on the way.
 void ConnPool::serveWaiting() {
+  if (stopping_) return;
   for (auto it = hosts_.begin(); it != hosts_.end();) {
     HostPool& hp = it->second;
     while (!hp.waiting.empty() && hp.waiting.front()->cancelled) hp.waiting.pop_front();
@@ -306,6 +308,7 @@ void ConnPool::serveWaiting() {
         ++it;  // its own connection serves it when released
         continue;
       }
+      cluster_->trafficStats().upstream_cx_overflow.inc();
       cluster_->resources.acquireConnectionOverLimit();
     }
     auto waiter = std::move(hp.waiting.front());
@@ -350,10 +353,17 @@ ConnPool& ConnPoolMap::get(const ClusterInfoConstSharedPtr& cluster) {
   auto& pool = pools_[cluster->name];
   if (!pool) {
     pool = std::make_unique<ConnPool>(io_, cluster);
+    if (stopped_) pool->stop();
   } else {
     pool->updateCluster(cluster);
   }
   return *pool;
+}
+
+void ConnPoolMap::stop() {
+  stopped_ = true;
+  for (auto& [name, pool] : pools_) pool->stop();
+  closeIdle(true);  // stopped first: nothing waiting is connected on the way
 }
 
 void ConnPoolMap::remove(const std::string& cluster_name) {

@@ -100,6 +100,9 @@ class ConnPool {
   // A new cluster version (e.g. changed limits): idle connections stay, new ones use the new info.
   // A changed upstream_bind_config closes the idle connections made from the old source.
   void updateCluster(ClusterInfoConstSharedPtr cluster);
+  // The worker is stopping: released connections close and nothing new connects, so no socket operation
+  // starts while the loop is being destroyed (its in-flight handlers release connections then).
+  void stop() { stopping_ = true; }
   size_t idleCount() const;
   // Host (+ source) keys in the map (an empty host entry stays until the idle sweep).
   size_t hostKeyCount() const { return hosts_.size(); }
@@ -128,6 +131,7 @@ class ConnPool {
   HostMap hosts_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::shared_ptr<LiveConnectionCounts> live_ = std::make_shared<LiveConnectionCounts>();
+  bool stopping_ = false;
 };
 
 // A worker's pools, by cluster name.
@@ -137,10 +141,13 @@ class ConnPoolMap {
   ConnPool& get(const ClusterInfoConstSharedPtr& cluster);
   void remove(const std::string& cluster_name);
   void closeIdle(bool all);
+  // Worker shutdown: closes every idle connection and stops every pool, present and future (ConnPool::stop).
+  void stop();
 
  private:
   asio::io_context& io_;
   std::unordered_map<std::string, std::unique_ptr<ConnPool>> pools_;
+  bool stopped_ = false;
 };
 
 }  // namespace skiff::upstream

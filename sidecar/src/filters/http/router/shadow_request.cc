@@ -46,7 +46,7 @@ bool ShadowRequest::send(http::DecoderFilterCallbacks& callbacks, const std::str
     shadow->deadline_.expires_at(asio::steady_timer::time_point::max());
   }
   shadow->deadline_.async_wait([shadow, info = cluster->infoPtr()](std::error_code ec) {
-    if (!ec) info->trafficStats().upstream_rq_timeout.inc();
+    if (!ec && !shadow->done_) info->trafficStats().upstream_rq_timeout.inc();
   });
   cluster->info().trafficStats().upstream_rq_total.inc();
   shadow->request_->start(headers, &body, true);

@@ -40,10 +40,14 @@ class ShadowRequest : public UpstreamRequest::Owner {
   void onUpstreamWriteBackedUp(bool) override {}
 
  private:
-  void done() { deadline_.cancel(); }  // the wait's handler holds the last reference
+  void done() {
+    done_ = true;        // an expiry already queued is then not counted as a timeout
+    deadline_.cancel();  // the wait's handler holds the last reference
+  }
 
   std::shared_ptr<UpstreamRequest> request_;
   asio::steady_timer deadline_;
+  bool done_ = false;
 };
 
 }  // namespace skiff::router
