@@ -1,6 +1,7 @@
 """Fixtures for the integration suite: free ports, a real httpbin backend, and a running skiff."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,3 +127,27 @@ def skiff_factory(request, tmp_path, skiff_bin):
             sanitizer_reports.append(f"---- sanitizer report ({s.workdir}) ----\n{s.logs}")
     if sanitizer_reports:
         pytest.fail("\n".join(sanitizer_reports), pytrace=False)
+
+
+@pytest.fixture
+def nghttpd(tmp_path):
+    """nghttpd serving index.html and big.bin (512000 bytes: beyond the 64 KiB window) over h2c."""
+    from http2_helpers import Nghttpd
+    if shutil.which("nghttpd") is None and not os.path.exists("/usr/sbin/nghttpd"):
+        pytest.skip("nghttpd (Debian package nghttp2-server) is not installed")
+    docroot = tmp_path / "www"
+    docroot.mkdir()
+    (docroot / "index.html").write_text("hello from nghttpd\n")
+    (docroot / "big.bin").write_bytes(bytes(range(256)) * 2000)
+    server = Nghttpd(docroot, tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def held():
+    """A backend that holds every request until held.release() (holding_backend.py)."""
+    from holding_backend import HoldingBackend
+    backend = HoldingBackend()
+    yield backend
+    backend.close()

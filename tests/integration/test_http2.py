@@ -9,23 +9,10 @@ import subprocess
 import pytest
 
 from helpers import bootstrap, http_listener, request, static_cluster, wait_until
-from http2_helpers import (GOAWAY, HEADERS, RawH2, END_HEADERS, END_STREAM, Nghttpd, curl_h2, frame,
+from http2_helpers import (GOAWAY, HEADERS, RawH2, END_HEADERS, END_STREAM, curl_h2, frame,
                            h2_cluster_options, request_block)
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is required")
-
-
-@pytest.fixture
-def nghttpd(tmp_path):
-    if shutil.which("nghttpd") is None and not __import__("os").path.exists("/usr/sbin/nghttpd"):
-        pytest.skip("nghttpd (Debian package nghttp2-server) is not installed")
-    docroot = tmp_path / "www"
-    docroot.mkdir()
-    (docroot / "index.html").write_text("hello from nghttpd\n")
-    (docroot / "big.bin").write_bytes(bytes(range(256)) * 2000)  # 512000 bytes: beyond the 64 KiB window
-    server = Nghttpd(docroot, tmp_path)
-    yield server
-    server.stop()
 
 
 def routes(cluster):

@@ -4,21 +4,11 @@ the limit allows, as Envoy does. Requests queued there are served, not left wait
 worker will never hand over. Istio's circuit-breaking task has this shape: maxConnections 1 under
 concurrent clients."""
 
-import os
-import shutil
-
 import pytest
 
 from helpers import bootstrap, http_listener, request, static_cluster, wait_until
-from holding_backend import HoldingBackend, send_requests
-from http2_helpers import Nghttpd, h2_cluster_options
-
-
-@pytest.fixture
-def held():
-    backend = HoldingBackend()
-    yield backend
-    backend.close()
+from holding_backend import send_requests
+from http2_helpers import h2_cluster_options
 
 
 @pytest.mark.parametrize("requests_per_connection", [0, 1])
@@ -51,18 +41,6 @@ def test_waiters_on_every_worker_are_served(skiff_factory, held, requests_per_co
     if not requests_per_connection:
         assert stats["cluster.held.upstream_cx_total"] <= 2  # kept alive and handed from waiter to waiter
     assert sorted(held.received) == sorted(f"/r{i}" for i in range(count))
-
-
-@pytest.fixture
-def nghttpd(tmp_path):
-    if shutil.which("nghttpd") is None and not os.path.exists("/usr/sbin/nghttpd"):
-        pytest.skip("nghttpd (Debian package nghttp2-server) is not installed")
-    docroot = tmp_path / "www"
-    docroot.mkdir()
-    (docroot / "index.html").write_text("hello from nghttpd\n")
-    server = Nghttpd(docroot, tmp_path)
-    yield server
-    server.stop()
 
 
 def test_http2_upstream_opens_a_connection_per_worker_at_the_limit(skiff_factory, nghttpd):

@@ -9,14 +9,7 @@ import time
 import pytest
 
 from helpers import bootstrap, http_listener, static_cluster, wait_until
-from holding_backend import HoldingBackend, send_requests
-
-
-@pytest.fixture
-def held():
-    backend = HoldingBackend()
-    yield backend
-    backend.close()
+from holding_backend import send_requests
 
 
 def config_for(backend):
