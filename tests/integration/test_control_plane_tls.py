@@ -65,6 +65,14 @@ def install(files, src_dir, root):
         os.replace(tmp, files / name)
 
 
+def files_tls_context(files):
+    """The ADS cluster's UpstreamTlsContext, every credential read from `files` (so it can rotate)."""
+    return {"sni": "localhost", "common_tls_context": {
+        "tls_certificates": [{"certificate_chain": {"filename": str(files / "cert-chain.pem")},
+                              "private_key": {"filename": str(files / "key.pem")}}],
+        "validation_context": {"trusted_ca": {"filename": str(files / "root-cert.pem")}}}}
+
+
 def test_rotated_files_are_used_for_the_next_control_plane_connection(pki, skiff_factory, tmp_path):
     files = tmp_path / "certs"
     files.mkdir()
@@ -73,12 +81,7 @@ def test_rotated_files_are_used_for_the_next_control_plane_connection(pki, skiff
     port = old.port
     new = None
     try:
-        skiff = skiff_factory(envoy_grpc_bootstrap(port, {
-            "sni": "localhost",
-            "common_tls_context": {
-                "tls_certificates": [{"certificate_chain": {"filename": str(files / "cert-chain.pem")},
-                                      "private_key": {"filename": str(files / "key.pem")}}],
-                "validation_context": {"trusted_ca": {"filename": str(files / "root-cert.pem")}}}}))
+        skiff = skiff_factory(envoy_grpc_bootstrap(port, files_tls_context(files)))
         assert wait_until(lambda: acked(old)), skiff.logs
         assert skiff.stats()["control_plane.connected_state"] == 1
 
@@ -109,12 +112,7 @@ def test_a_control_plane_the_current_root_does_not_sign_is_refused(pki, skiff_fa
     port = old.port
     new = None
     try:
-        skiff = skiff_factory(envoy_grpc_bootstrap(port, {
-            "sni": "localhost",
-            "common_tls_context": {
-                "tls_certificates": [{"certificate_chain": {"filename": str(files / "cert-chain.pem")},
-                                      "private_key": {"filename": str(files / "key.pem")}}],
-                "validation_context": {"trusted_ca": {"filename": str(files / "root-cert.pem")}}}}))
+        skiff = skiff_factory(envoy_grpc_bootstrap(port, files_tls_context(files)))
         assert wait_until(lambda: acked(old)), skiff.logs
         old.close()
         old = None
