@@ -52,12 +52,7 @@ class ForeignFunctionTest : public ::testing::Test {
     plugin = PluginVm::create(spec, &store, nullptr, &error);
     ASSERT_TRUE(plugin) << error;
   }
-  uint32_t put(std::string_view s) {
-    auto p = plugin->vm().callByName("proxy_on_memory_allocate", {static_cast<uint32_t>(s.size() + 1)});
-    EXPECT_TRUE(p && *p != 0);
-    EXPECT_TRUE(plugin->vm().write(*p, s.data(), static_cast<uint32_t>(s.size())));
-    return *p;
-  }
+  uint32_t put(std::string_view s) { return skiff::wasm::testing::putGuestString(*plugin, s); }
   uint32_t call(std::string_view name, std::initializer_list<uint32_t> args) {
     auto r = plugin->callForTest(&stream, name, args);
     EXPECT_TRUE(r.has_value()) << name << ": " << plugin->vm().error();

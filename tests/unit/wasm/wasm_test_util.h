@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "skiff/http/header_map.h"
@@ -80,5 +81,15 @@ class FakeStreamContext : public StreamContext {
   std::vector<uint32_t> continued, closed;
   std::pair<std::string, std::string> last_set;
 };
+
+// Copies `s` into guest memory through the module's allocator and returns its address (0, with a test
+// failure, when the module could not allocate).
+inline uint32_t putGuestString(PluginVm& plugin, std::string_view s) {
+  auto p = plugin.vm().callByName("proxy_on_memory_allocate", {static_cast<uint32_t>(s.size() + 1)});
+  const uint32_t at = p.value_or(0);
+  EXPECT_NE(at, 0u) << "proxy_on_memory_allocate failed: " << plugin.vm().error();
+  if (at != 0) EXPECT_TRUE(plugin.vm().write(at, s.data(), static_cast<uint32_t>(s.size())));
+  return at;
+}
 
 }  // namespace skiff::wasm::testing
