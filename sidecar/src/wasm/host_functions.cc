@@ -457,8 +457,10 @@ uint64_t proxyDone(Vm&, const uint64_t*) {
 }
 // (name, name_size, args, args_size, results*, results_size*): results written unless their pointer is 0.
 uint64_t proxyCallForeignFunction(Vm& vm, const uint64_t* a) {
-  auto name = guestString(vm, a[0], a[1]);
-  auto args = guestString(vm, a[2], a[3]);
+  // Views, not copies (args can be a whole body to compress): nothing runs guest code before copyOut, and
+  // the foreign function is done with them by then.
+  auto name = vm.view(u32(a[0]), u32(a[1]));
+  auto args = vm.view(u32(a[2]), u32(a[3]));
   if (!name || !args) return r(R::kInvalidMemoryAccess);
   const uint32_t results = u32(a[4]), results_size = u32(a[5]);
   if ((results != 0 && !vm.view(results, 4)) || (results_size != 0 && !vm.view(results_size, 4))) {

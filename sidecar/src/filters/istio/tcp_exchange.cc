@@ -258,11 +258,11 @@ void countExchange(ExchangeEvent event) {
 std::unique_ptr<UpstreamExchange> UpstreamExchange::create(const upstream::ClusterInfoConstSharedPtr& cluster,
                                                            http::StreamInfo& info) {
   TcpPeers* peers = findTcpPeers(info);
-  const std::string& protocol = cluster ? cachedProtocol(cluster) : std::string();
-  if (protocol.empty()) {
+  if (!cluster || cachedProtocol(cluster).empty()) {
     if (peers) peers->settleUpstream(nullptr);
     return nullptr;
   }
+  const std::string& protocol = cachedProtocol(cluster);
   const std::string_view alpn = info.upstream_tls ? std::string_view(info.upstream_tls->alpn) : "";
   if (alpn != protocol) {
     countExchange(ExchangeEvent::kAlpnNotFound);

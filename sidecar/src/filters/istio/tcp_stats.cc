@@ -57,13 +57,13 @@ class TcpStatsFilter : public net::Filter, private TcpPeers::Listener {
     return net::FilterStatus::kContinue;
   }
   net::FilterStatus onDownstreamData(std::string&, bool) override {
-    if (peerKnown()) open();
+    if (series_ == nullptr && peerKnown()) open();  // once open, skip the name checks
     return net::FilterStatus::kContinue;
   }
   net::FilterStatus onUpstreamData(std::string&, bool) override {
     // A server that speaks first must not fix the labels before the client's preface (Istio opens once
     // the peer is read, or at the close).
-    if (peerKnown()) open();
+    if (series_ == nullptr && peerKnown()) open();  // once open, skip the name checks
     return net::FilterStatus::kContinue;
   }
   void onClose(std::string_view) override {
@@ -91,7 +91,7 @@ class TcpStatsFilter : public net::Filter, private TcpPeers::Listener {
     return !peers_->downstream_expected || peers_->downstream_settled;
   }
   void onPeersChanged() override {
-    if (peerKnown()) open();
+    if (series_ == nullptr && peerKnown()) open();  // once open, skip the name checks
   }
 
   // Fixes the labels and counts the connection as opened.

@@ -63,7 +63,7 @@ void ActiveStreamBase::sendTimeoutReply(std::string_view body, std::string_view 
     sendLocalReply(200, {}, details, [body](http::HeaderMap& h) {
       h.set(http::headers::kContentType, "application/grpc");
       h.set("grpc-status", "2");  // UNKNOWN: Envoy's mapping of 408
-      h.set("grpc-message", std::string(body));
+      h.set("grpc-message", body);
     });
     return;
   }

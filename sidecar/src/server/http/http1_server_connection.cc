@@ -230,7 +230,9 @@ bool Http1ServerConnection::processHead() {
   if (in_start_ == in_end_) return false;
   if (!head_started_) {
     // The first byte of a request: request_headers_timeout runs from here to the end of its headers.
-    head_started_ = std::chrono::steady_clock::now();
+    // Also the "a head is under way" mark; the clock is read only when a timeout will use it.
+    head_started_ = config_->request_headers_timeout.count() > 0 ? std::chrono::steady_clock::now()
+                                                                 : std::chrono::steady_clock::time_point{};
     if (config_->request_headers_timeout.count() > 0) armTimer();
   }
   size_t consumed = 0;

@@ -162,14 +162,18 @@ HttpCodecChoice selectHttpCodec(const ConnectionManagerConfig& hcm, const networ
   return HttpCodecChoice::kSniff;
 }
 
+bool runsHttpInspector(const ListenerConfig& listener) {
+  for (const auto& f : listener.listener_filters) {
+    if (f.name.find("http_inspector") != std::string::npos) return true;
+  }
+  return false;
+}
+
 void startHttpConnection(WorkerContext& worker, const ListenerConfig& listener,
                          ConnectionManagerConfigSharedPtr hcm, network::Transport transport,
                          network::ConnectionInfoConstSharedPtr info) {
-  bool inspected = false;
-  for (const auto& f : listener.listener_filters) {
-    inspected = inspected || f.name.find("http_inspector") != std::string::npos;
-  }
-  const HttpCodecChoice choice = selectHttpCodec(*hcm, *info, transport.tls() != nullptr, inspected);
+  const HttpCodecChoice choice =
+      selectHttpCodec(*hcm, *info, transport.tls() != nullptr, runsHttpInspector(listener));
   if (choice == HttpCodecChoice::kSniff) {
     std::make_shared<PrefaceSniffer>(worker, listener, std::move(hcm), std::move(transport), std::move(info))
         ->start();

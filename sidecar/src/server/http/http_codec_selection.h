@@ -21,6 +21,9 @@ enum class HttpCodecChoice { kHttp1, kHttp2, kSniff };
 HttpCodecChoice selectHttpCodec(const ConnectionManagerConfig& hcm, const network::ConnectionInfo& info,
                                 bool tls, bool http_inspected = false);
 
+// The listener runs http_inspector (its verdict then settles plaintext AUTO connections).
+bool runsHttpInspector(const ListenerConfig& listener);
+
 // Starts the HTTP connection `hcm` serves on `transport` (HTTP/1.1 or HTTP/2, sniffing when needed).
 void startHttpConnection(WorkerContext& worker, const ListenerConfig& listener,
                          ConnectionManagerConfigSharedPtr hcm, network::Transport transport,

@@ -413,11 +413,8 @@ void startFilteredHttpConnection(WorkerContext& worker, const ListenerConfig& li
     transport.close();
     return;
   }
-  bool inspected = false;
-  for (const auto& f : listener.listener_filters) {
-    inspected = inspected || f.name.find("http_inspector") != std::string::npos;
-  }
-  const bool sniff = selectHttpCodec(*chain.hcm, *info, false, inspected) == HttpCodecChoice::kSniff;
+  const bool sniff =
+      selectHttpCodec(*chain.hcm, *info, false, runsHttpInspector(listener)) == HttpCodecChoice::kSniff;
   auto relay = std::make_shared<FilteredConnection>(worker, listener, std::move(transport), std::move(ours),
                                                     info, sniff);
   relay->setFilters(chain.network_filters);
